@@ -1,0 +1,578 @@
+//! A small owned XML tree over quick-xml, with namespaces resolved, and a writer.
+//!
+//! Every XML document psfleet reads (SOAP envelopes, CLIXML, the WinRM config) goes
+//! through [`parse`], which enforces [`Limits`] so that data from the network cannot make
+//! the parser recurse or allocate without bound. DTDs are refused outright: WinRM never
+//! sends one and entity expansion is a classic attack (issue 8, hostile servers).
+//!
+//! Every XML document psfleet writes goes through [`XmlWriter`]: names are written as
+//! given (with the prefix the caller chose) and all text and attribute values are escaped
+//! by quick-xml. No SOAP is built with `format!`.
+
+use std::borrow::Cow;
+
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+/// Namespace URI of the `xml:` prefix, which is bound without a declaration.
+pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// Why a document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum XmlError {
+    /// The bytes are not UTF-8.
+    #[error("document is not valid UTF-8 (at byte {0})")]
+    InvalidUtf8(usize),
+    /// quick-xml rejected the document.
+    #[error("malformed XML at byte {position}: {message}")]
+    Malformed {
+        /// Byte offset the reader had reached.
+        position: u64,
+        /// quick-xml's description.
+        message: String,
+    },
+    /// The document has a DTD (`<!DOCTYPE`), which is never accepted.
+    #[error("document type declarations are not accepted")]
+    DoctypeRefused,
+    /// An entity other than the five predefined ones or a character reference.
+    #[error("unknown entity reference &{0};")]
+    UnknownEntity(String),
+    /// A prefix was used without being declared.
+    #[error("undeclared namespace prefix {0:?}")]
+    UnknownPrefix(String),
+    /// Elements nest deeper than [`Limits::max_depth`].
+    #[error("elements nest deeper than {0} levels")]
+    TooDeep(usize),
+    /// More nodes than [`Limits::max_nodes`].
+    #[error("document has more than {0} nodes")]
+    TooManyNodes(usize),
+    /// No root element, or content after it.
+    #[error("document must have exactly one root element")]
+    NoSingleRoot,
+}
+
+/// Bounds applied while parsing untrusted XML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum element nesting depth (the root is depth 1).
+    pub max_depth: usize,
+    /// Maximum number of element and text nodes.
+    pub max_nodes: usize,
+}
+
+impl Limits {
+    /// Bounds for SOAP envelopes and the WinRM config: generous for real traffic (the
+    /// deepest recorded envelope nests 9 levels), small enough to refuse hostile input.
+    pub const SOAP: Self = Self {
+        max_depth: 64,
+        max_nodes: 1_000_000,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::SOAP
+    }
+}
+
+/// An element with its namespace resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Element {
+    /// Namespace URI, empty when the name is not in a namespace.
+    pub ns: String,
+    /// Local name (no prefix).
+    pub name: String,
+    /// The prefix as written in the source document (empty for none). Informational only:
+    /// comparisons of meaning use `ns` and `name`.
+    pub prefix: String,
+    /// Attributes in document order, without `xmlns` declarations.
+    pub attrs: Vec<Attribute>,
+    /// Child nodes in document order.
+    pub children: Vec<Node>,
+}
+
+/// An attribute with its namespace resolved (unprefixed attributes have no namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// Namespace URI, empty for an unprefixed attribute.
+    pub ns: String,
+    /// Local name.
+    pub name: String,
+    /// Unescaped value.
+    pub value: String,
+}
+
+/// A child node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A child element.
+    Element(Element),
+    /// Character data (entities and character references already resolved).
+    Text(String),
+}
+
+impl Element {
+    /// True when this element has the given namespace and local name.
+    pub fn is(&self, ns: &str, name: &str) -> bool {
+        self.name == name && self.ns == ns
+    }
+
+    /// Child elements in document order.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// The first child element with this namespace and local name.
+    pub fn child(&self, ns: &str, name: &str) -> Option<&Element> {
+        self.elements().find(|e| e.is(ns, name))
+    }
+
+    /// All child elements with this namespace and local name.
+    pub fn children_named<'a>(
+        &'a self,
+        ns: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
+        self.elements().filter(move |e| e.is(ns, name))
+    }
+
+    /// Follows a path of (namespace, local name) steps through first matching children.
+    pub fn path(&self, steps: &[(&str, &str)]) -> Option<&Element> {
+        let mut at = self;
+        for (ns, name) in steps {
+            at = at.child(ns, name)?;
+        }
+        Some(at)
+    }
+
+    /// The concatenated text of the direct text children.
+    pub fn text(&self) -> Cow<'_, str> {
+        let mut texts = self.children.iter().filter_map(|n| match n {
+            Node::Text(t) => Some(t.as_str()),
+            Node::Element(_) => None,
+        });
+        match (texts.next(), texts.next()) {
+            (None, _) => Cow::Borrowed(""),
+            (Some(one), None) => Cow::Borrowed(one),
+            (Some(a), Some(b)) => {
+                let mut s = String::from(a);
+                s.push_str(b);
+                texts.for_each(|t| s.push_str(t));
+                Cow::Owned(s)
+            }
+        }
+    }
+
+    /// The value of an unprefixed attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attr_ns("", name)
+    }
+
+    /// The value of an attribute in a namespace (`""` for unprefixed).
+    pub fn attr_ns(&self, ns: &str, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.name == name && a.ns == ns)
+            .map(|a| a.value.as_str())
+    }
+
+    /// Writes this element (and its subtree) with the prefixes it was read with. Used to
+    /// re-emit a subtree verbatim (for example a fault detail kept as evidence); the
+    /// namespace declarations needed are added on this element.
+    pub fn write_to(&self, w: &mut XmlWriter) {
+        let mut declared: Vec<(String, String)> = Vec::new();
+        self.write_inner(w, &mut declared);
+    }
+
+    fn qname(prefix: &str, name: &str) -> String {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}:{name}")
+        }
+    }
+
+    /// Declares `prefix` -> `ns` unless it is already bound that way; returns the
+    /// `xmlns` attribute to add when a declaration is needed.
+    fn declare(
+        prefix: &str,
+        ns: &str,
+        declared: &mut Vec<(String, String)>,
+    ) -> Option<(String, String)> {
+        if ns.is_empty() || ns == XML_NS {
+            return None;
+        }
+        let bound = declared.iter().rev().find(|(p, _)| p == prefix);
+        if bound.map(|(_, n)| n.as_str()) == Some(ns) {
+            return None;
+        }
+        declared.push((prefix.to_owned(), ns.to_owned()));
+        let key = if prefix.is_empty() {
+            "xmlns".to_owned()
+        } else {
+            format!("xmlns:{prefix}")
+        };
+        Some((key, ns.to_owned()))
+    }
+
+    fn write_inner(&self, w: &mut XmlWriter, declared: &mut Vec<(String, String)>) {
+        let depth = declared.len();
+        let mut attrs: Vec<(String, String)> = Vec::new();
+        attrs.extend(Self::declare(&self.prefix, &self.ns, declared));
+        for (i, a) in self.attrs.iter().enumerate() {
+            let prefix = if a.ns.is_empty() {
+                String::new()
+            } else if a.ns == XML_NS {
+                "xml".to_owned()
+            } else {
+                let p = declared
+                    .iter()
+                    .rev()
+                    .find(|(p, n)| n == &a.ns && !p.is_empty())
+                    .map(|(p, _)| p.clone())
+                    .unwrap_or_else(|| format!("ns{i}"));
+                attrs.extend(Self::declare(&p, &a.ns, declared));
+                p
+            };
+            attrs.push((Self::qname(&prefix, &a.name), a.value.clone()));
+        }
+        let name = Self::qname(&self.prefix, &self.name);
+        let attr_refs: Vec<(&str, &str)> = attrs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if self.children.is_empty() {
+            w.empty(&name, &attr_refs);
+        } else {
+            w.start(&name, &attr_refs);
+            for child in &self.children {
+                match child {
+                    Node::Element(e) => e.write_inner(w, declared),
+                    Node::Text(t) => {
+                        w.text(t);
+                    }
+                }
+            }
+            w.end(&name);
+        }
+        declared.truncate(depth);
+    }
+}
+
+/// Parses a whole document into its root element with the default [`Limits`].
+pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
+    parse_with(input, Limits::default())
+}
+
+/// Parses a whole document into its root element.
+///
+/// A leading UTF-8 byte-order mark is skipped (Windows prefixes PSRP payloads with one,
+/// MS-PSRP 2.2.5). Comments, processing instructions and the XML declaration are dropped.
+pub fn parse_with(input: &[u8], limits: Limits) -> Result<Element, XmlError> {
+    let text = std::str::from_utf8(input).map_err(|e| XmlError::InvalidUtf8(e.valid_up_to()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = NsReader::from_str(text);
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut nodes = 0usize;
+    loop {
+        let event = reader.read_event().map_err(|e| XmlError::Malformed {
+            position: reader.buffer_position(),
+            message: e.to_string(),
+        })?;
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(start) | Event::Empty(start) => {
+                nodes += 1;
+                if nodes > limits.max_nodes {
+                    return Err(XmlError::TooManyNodes(limits.max_nodes));
+                }
+                if stack.len() >= limits.max_depth {
+                    return Err(XmlError::TooDeep(limits.max_depth));
+                }
+                if root.is_some() {
+                    return Err(XmlError::NoSingleRoot);
+                }
+                let element = open_element(&reader, &start)?;
+                if empty {
+                    close_element(element, &mut stack, &mut root);
+                } else {
+                    stack.push(element);
+                }
+            }
+            Event::End(_) => {
+                // quick-xml checks that end names match start names.
+                if let Some(element) = stack.pop() {
+                    close_element(element, &mut stack, &mut root);
+                }
+            }
+            Event::Text(t) => push_text(&mut stack, &t.xml10_content(), &mut nodes, limits)?,
+            Event::CData(c) => {
+                push_text(&mut stack, &c.xml10_content(), &mut nodes, limits)?;
+            }
+            Event::GeneralRef(r) => {
+                let resolved = if r.is_char_ref() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => c,
+                        _ => return Err(XmlError::UnknownEntity(r.to_string())),
+                    }
+                } else {
+                    match &*r {
+                        "amp" => '&',
+                        "lt" => '<',
+                        "gt" => '>',
+                        "quot" => '"',
+                        "apos" => '\'',
+                        other => return Err(XmlError::UnknownEntity(other.to_owned())),
+                    }
+                };
+                push_text(
+                    &mut stack,
+                    resolved.encode_utf8(&mut [0; 4]),
+                    &mut nodes,
+                    limits,
+                )?;
+            }
+            Event::DocType(_) => return Err(XmlError::DoctypeRefused),
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
+            Event::Eof => break,
+        }
+    }
+    match (root, stack.is_empty()) {
+        (Some(root), true) => Ok(root),
+        _ => Err(XmlError::NoSingleRoot),
+    }
+}
+
+fn namespace_of(resolved: ResolveResult<'_>) -> Result<String, XmlError> {
+    match resolved {
+        ResolveResult::Bound(ns) => Ok(ns.as_ref().to_owned()),
+        ResolveResult::Unbound => Ok(String::new()),
+        ResolveResult::Unknown(prefix) => Err(XmlError::UnknownPrefix(prefix)),
+    }
+}
+
+fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Element, XmlError> {
+    let qname = start.name();
+    let (resolved, _) = reader.resolver().resolve_element(qname);
+    let mut element = Element {
+        ns: namespace_of(resolved)?,
+        name: qname.local_name().as_ref().to_owned(),
+        prefix: qname
+            .prefix()
+            .map(|p| p.as_ref().to_owned())
+            .unwrap_or_default(),
+        attrs: Vec::new(),
+        children: Vec::new(),
+    };
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| XmlError::Malformed {
+            position: reader.buffer_position(),
+            message: e.to_string(),
+        })?;
+        let key = attr.key;
+        if key.as_namespace_binding().is_some() {
+            continue;
+        }
+        let (ns, local) = reader.resolver().resolve_attribute(key);
+        let value = attr
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|e| XmlError::Malformed {
+                position: reader.buffer_position(),
+                message: e.to_string(),
+            })?;
+        element.attrs.push(Attribute {
+            ns: namespace_of(ns)?,
+            name: local.as_ref().to_owned(),
+            value: value.into_owned(),
+        });
+    }
+    Ok(element)
+}
+
+fn close_element(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(Node::Element(element)),
+        None => *root = Some(element),
+    }
+}
+
+/// Appends text to the open element, merging with a preceding text node (entity
+/// references arrive as separate events).
+fn push_text(
+    stack: &mut [Element],
+    text: &str,
+    nodes: &mut usize,
+    limits: Limits,
+) -> Result<(), XmlError> {
+    let Some(parent) = stack.last_mut() else {
+        // Text outside the root: only whitespace is allowed there.
+        return if text.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(XmlError::NoSingleRoot)
+        };
+    };
+    if let Some(Node::Text(prev)) = parent.children.last_mut() {
+        prev.push_str(text);
+        return Ok(());
+    }
+    *nodes += 1;
+    if *nodes > limits.max_nodes {
+        return Err(XmlError::TooManyNodes(limits.max_nodes));
+    }
+    parent.children.push(Node::Text(text.to_owned()));
+    Ok(())
+}
+
+/// Writes XML into a byte buffer. Text and attribute values are escaped by quick-xml.
+///
+/// Names are qualified names as they should appear (`"s:Envelope"`); declaring the
+/// prefixes is the caller's job (as attributes of the element that introduces them).
+pub struct XmlWriter {
+    inner: quick_xml::Writer<Vec<u8>>,
+}
+
+impl std::fmt::Debug for XmlWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmlWriter")
+            .field("len", &self.inner.get_ref().len())
+            .finish()
+    }
+}
+
+impl Default for XmlWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl XmlWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::with_capacity(1024)
+    }
+
+    /// An empty writer with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            inner: quick_xml::Writer::new(Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn emit(&mut self, event: Event<'_>) {
+        // Writing into a Vec<u8> cannot fail.
+        let _ = self.inner.write_event(event);
+    }
+
+    /// Writes a start tag.
+    pub fn start(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
+        let start = BytesStart::new(name).with_attributes(attrs.iter().copied());
+        self.emit(Event::Start(start));
+        self
+    }
+
+    /// Writes an end tag.
+    pub fn end(&mut self, name: &str) -> &mut Self {
+        self.emit(Event::End(BytesEnd::new(name)));
+        self
+    }
+
+    /// Writes an empty element (`<name a="v" />`).
+    pub fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
+        let start = BytesStart::new(name).with_attributes(attrs.iter().copied());
+        self.emit(Event::Empty(start));
+        self
+    }
+
+    /// Writes escaped character data.
+    pub fn text(&mut self, text: &str) -> &mut Self {
+        self.emit(Event::Text(BytesText::new(text)));
+        self
+    }
+
+    /// Writes `<name attrs>text</name>`.
+    pub fn text_element(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) -> &mut Self {
+        self.start(name, attrs).text(text).end(name)
+    }
+
+    /// Bytes written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.inner.get_ref()
+    }
+
+    /// The finished document.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.inner.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_namespaces_and_entities() {
+        let doc = br#"<?xml version="1.0"?><s:E xmlns:s="urn:s" xmlns="urn:d" xml:lang="en"><s:A k="a&amp;b">x &lt; y&#65;</s:A><B/></s:E>"#;
+        let root = parse(doc).unwrap();
+        assert!(root.is("urn:s", "E"));
+        assert_eq!(root.attr_ns(XML_NS, "lang"), Some("en"));
+        let a = root.child("urn:s", "A").unwrap();
+        assert_eq!(a.attr("k"), Some("a&b"));
+        assert_eq!(a.text(), "x < yA");
+        assert!(root.child("urn:d", "B").is_some());
+    }
+
+    #[test]
+    fn refuses_doctype_and_unknown_entities() {
+        let bomb = br#"<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>"#;
+        assert_eq!(parse(bomb), Err(XmlError::DoctypeRefused));
+        assert_eq!(
+            parse(b"<x>&a;</x>"),
+            Err(XmlError::UnknownEntity("a".into()))
+        );
+    }
+
+    #[test]
+    fn bounds_depth_without_recursing() {
+        let deep = "<a>".repeat(10_000) + &"</a>".repeat(10_000);
+        assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooDeep(64)));
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_and_trailing_roots() {
+        assert!(matches!(
+            parse(b"<a>\xff</a>"),
+            Err(XmlError::InvalidUtf8(3))
+        ));
+        assert_eq!(parse(b"<a/><b/>"), Err(XmlError::NoSingleRoot));
+        assert_eq!(parse(b"  "), Err(XmlError::NoSingleRoot));
+        assert!(matches!(
+            parse(b"<a><b></a>"),
+            Err(XmlError::Malformed { .. })
+        ));
+        assert!(matches!(parse(b"<p:a/>"), Err(XmlError::UnknownPrefix(_))));
+    }
+
+    #[test]
+    fn writer_round_trips_through_parser() {
+        let mut w = XmlWriter::new();
+        w.start("s:E", &[("xmlns:s", "urn:s")])
+            .text_element("s:T", &[("a", "1 & \"2\"")], "<text> & more")
+            .empty("s:Z", &[])
+            .end("s:E");
+        let root = parse(w.as_bytes()).unwrap();
+        let t = root.child("urn:s", "T").unwrap();
+        assert_eq!(t.attr("a"), Some("1 & \"2\""));
+        assert_eq!(t.text(), "<text> & more");
+        let mut again = XmlWriter::new();
+        root.write_to(&mut again);
+        assert_eq!(parse(again.as_bytes()).unwrap(), root);
+    }
+}

@@ -1,0 +1,1 @@
+//! psfleet-engine: see docs/ARCHITECTURE.md. Built out by its own issue.

@@ -1,0 +1,1 @@
+//! psfleet-reports: see docs/ARCHITECTURE.md. Built out by its own issue.
