@@ -8,3 +8,7 @@
 
 pub mod ids;
 pub mod xml;
+pub mod encryption;
+pub mod psrp;
+pub mod winrs;
+pub mod wsman;

@@ -1,0 +1,1 @@
+//! PowerShell Remoting Protocol: fragments, messages, CLIXML, state machines (MS-PSRP). See issue 2.
