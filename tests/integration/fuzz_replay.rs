@@ -35,10 +35,15 @@ fn fuzz_inputs_replay_without_panics() -> std::io::Result<()> {
             "fuzz input directory {dir:?} has no function in the TARGETS table of tests/integration/fuzz_replay.rs"
         );
     }
+    let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml"))?;
     for name in &known {
         assert!(
             corpus_dirs.contains(*name),
             "target {name:?} has no seed corpus in fuzz/corpus/{name}/"
+        );
+        assert!(
+            manifest.contains(&format!("path = \"fuzz_targets/{name}.rs\"")),
+            "target {name:?} has no [[bin]] in fuzz/Cargo.toml"
         );
     }
 
