@@ -402,20 +402,14 @@ fn normalize_namespace(raw: &str, position: u64) -> Result<String, XmlError> {
 
 fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Element, XmlError> {
     let qname = start.name();
-    // quick-xml reads `< />` as an element without a name and binds an element prefix
-    // `xmlns`, which Namespaces in XML 1.0 section 3 forbids; neither tree could be written
-    // back (fuzz/regressions/xml).
-    let problem = if qname.local_name().as_ref().is_empty() {
-        Some("element without a name")
-    } else if qname.prefix().is_some_and(|p| p.as_ref() == "xmlns") {
-        Some("element with the reserved prefix xmlns")
-    } else {
-        None
-    };
-    if let Some(problem) = problem {
+    // quick-xml does not check names: it reads `< />` as an element without one, and binds
+    // an element prefix `xmlns`, which Namespaces in XML 1.0 section 3 forbids. Neither
+    // tree could be written back (fuzz/regressions/xml).
+    check_name(qname, reader)?;
+    if qname.prefix().is_some_and(|p| p.as_ref() == "xmlns") {
         return Err(XmlError::Malformed {
             position: reader.buffer_position(),
-            message: problem.to_owned(),
+            message: "element with the reserved prefix xmlns".to_owned(),
         });
     }
     let (resolved, _) = reader.resolver().resolve_element(qname);
@@ -435,6 +429,7 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
             message: e.to_string(),
         })?;
         let key = attr.key;
+        check_name(key, reader)?;
         if key.as_namespace_binding().is_some() {
             continue;
         }
@@ -452,6 +447,46 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
         });
     }
     Ok(element)
+}
+
+/// Refuses a qualified name that is not `NCName` or `NCName:NCName` (Namespaces in XML 1.0
+/// section 4). quick-xml takes any run of bytes up to `=`, `>` or a space as a name, so
+/// `"ln=""` would make an attribute named `"ln` that no writer can write back
+/// (fuzz/regressions/xml).
+fn check_name(name: QName<'_>, reader: &NsReader<&[u8]>) -> Result<(), XmlError> {
+    let raw: &str = name.as_ref();
+    let valid = match raw.split_once(':') {
+        Some((prefix, local)) => is_ncname(prefix) && is_ncname(local),
+        None => is_ncname(raw),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(XmlError::Malformed {
+            position: reader.buffer_position(),
+            message: format!("{raw:?} is not an XML name"),
+        })
+    }
+}
+
+/// An XML 1.0 (fifth edition) `Name`, productions 4, 4a and 5, without colons.
+fn is_ncname(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+}
+
+fn is_name_start_char(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
+        | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
+        | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
+        | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{EFFFF}')
+}
+
+fn is_name_char(c: char) -> bool {
+    is_name_start_char(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
 fn close_element(element: Element, stack: &mut [Element], root: &mut Option<Element>) {
@@ -661,12 +696,29 @@ mod tests {
     }
 
     #[test]
-    fn refuses_nameless_elements_and_the_xmlns_prefix() {
+    fn refuses_names_that_are_not_xml_names() {
         assert!(matches!(parse(b"< />"), Err(XmlError::Malformed { .. })));
         assert!(matches!(
             parse(b"<xmlns:w/>"),
             Err(XmlError::Malformed { .. })
         ));
+        for bad in [
+            &b"<a \"ln=\"\"/>"[..],
+            b"<a:b:c xmlns:a=\"urn:a\"/>",
+            b"<1a/>",
+            b"<a :k=\"v\"/>",
+            b"<a\0b/>",
+        ] {
+            let result = parse(bad);
+            assert!(
+                matches!(result, Err(XmlError::Malformed { .. })),
+                "{}: {result:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let ok = parse("<é.x-1 ns\u{B7}2=\"v\" _a=\"w\"/>".as_bytes()).unwrap();
+        assert_eq!(ok.name, "é.x-1");
+        assert_eq!(ok.attr("ns\u{B7}2"), Some("v"));
     }
 
     #[test]
