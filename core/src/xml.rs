@@ -20,6 +20,9 @@ use quick_xml::reader::NsReader;
 /// Namespace URI of the `xml:` prefix, which is bound without a declaration.
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
+/// Namespace URI of `xmlns` declarations, which no element or attribute may be in.
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -374,9 +377,26 @@ pub fn parse_with(input: &[u8], limits: Limits) -> Result<Element, XmlError> {
     }
 }
 
-fn namespace_of(resolved: ResolveResult<'_>, position: u64) -> Result<String, XmlError> {
+/// The namespace a name with `prefix` resolved to. The reserved namespaces can be reached
+/// only through the `xml` prefix (Namespaces in XML 1.0 section 3): quick-xml checks the
+/// raw declaration, so `xmlns="...namespac&#101;"` would otherwise put an unprefixed name
+/// in the `xml:` namespace, which write_to cannot express (fuzz/regressions/xml).
+fn namespace_of(
+    resolved: ResolveResult<'_>,
+    prefix: Option<&str>,
+    position: u64,
+) -> Result<String, XmlError> {
     match resolved {
-        ResolveResult::Bound(ns) => normalize_namespace(ns.into_inner(), position),
+        ResolveResult::Bound(ns) => {
+            let ns = normalize_namespace(ns.into_inner(), position)?;
+            if (ns == XML_NS && prefix != Some("xml")) || ns == XMLNS_NS {
+                return Err(XmlError::Malformed {
+                    position,
+                    message: format!("the reserved namespace {ns} is bound to another prefix"),
+                });
+            }
+            Ok(ns)
+        }
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(prefix) => Err(XmlError::UnknownPrefix(prefix)),
     }
@@ -414,7 +434,11 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
     }
     let (resolved, _) = reader.resolver().resolve_element(qname);
     let mut element = Element {
-        ns: namespace_of(resolved, reader.buffer_position())?,
+        ns: namespace_of(
+            resolved,
+            qname.prefix().as_ref().map(AsRef::as_ref),
+            reader.buffer_position(),
+        )?,
         name: qname.local_name().as_ref().to_owned(),
         prefix: qname
             .prefix()
@@ -441,7 +465,11 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
                 message: e.to_string(),
             })?;
         element.attrs.push(Attribute {
-            ns: namespace_of(ns, reader.buffer_position())?,
+            ns: namespace_of(
+                ns,
+                key.prefix().as_ref().map(AsRef::as_ref),
+                reader.buffer_position(),
+            )?,
             name: local.as_ref().to_owned(),
             value: value.into_owned(),
         });
@@ -702,6 +730,15 @@ mod tests {
             parse(b"<xmlns:w/>"),
             Err(XmlError::Malformed { .. })
         ));
+        // Reserved namespaces only through the xml prefix, however the declaration is spelt.
+        for bad in [
+            &b"<r xmlns=\"http://www.w3.org/XML/1998/namespace\"/>"[..],
+            b"<p:r xmlns:p=\"http://www.w3.org/XML/1998/namespac&#101;\"/>",
+            b"<r xmlns:p=\"http://www.w3.org/2000/xmlns&#47;\" p:a=\"1\"/>",
+        ] {
+            assert!(matches!(parse(bad), Err(XmlError::Malformed { .. })));
+        }
+        assert_eq!(parse(b"<xml:r/>").unwrap().ns, XML_NS);
         for bad in [
             &b"<a \"ln=\"\"/>"[..],
             b"<a:b:c xmlns:a=\"urn:a\"/>",
