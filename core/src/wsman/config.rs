@@ -534,3 +534,98 @@ fn ports(w: &mut XmlWriter, ports: Option<&DefaultPorts>) {
         w.end("cfg:DefaultPorts");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::wsman::{GetResponse, Response, ResponseBody};
+
+    fn round_trip(cfg: WinrmConfig) -> WinrmConfig {
+        let response = Response::reply(
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            ResponseBody::GetResponse(GetResponse::Config(cfg)),
+        );
+        let parsed = Response::parse(&response.to_xml()).unwrap();
+        assert_eq!(parsed, response);
+        match parsed.body {
+            ResponseBody::GetResponse(GetResponse::Config(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_and_partial_configs_round_trip() {
+        let full = round_trip(WinrmConfig::server_2016());
+        assert_eq!(full.max_envelope_size_bytes(), Some(512_000));
+        assert_eq!(full.max_shells_per_user(), Some(2_147_483_647));
+        let service = full.service.unwrap();
+        assert_eq!(service.max_concurrent_operations_per_user, Some(1500));
+        let auth = service.auth.unwrap();
+        assert_eq!(auth.cbt_hardening_level, Some(CbtHardeningLevel::Relaxed));
+        assert_eq!(auth.basic, Some(true));
+        assert_eq!(full.client.unwrap().trusted_hosts.as_deref(), Some(""));
+
+        // A non-admin or older host may send only part of it.
+        let partial = WinrmConfig {
+            max_envelope_size_kb: Some(150),
+            winrs: Some(WinrsConfig {
+                max_shells_per_user: Some(30),
+                ..WinrsConfig::default()
+            }),
+            ..WinrmConfig::default()
+        };
+        assert_eq!(round_trip(partial.clone()), partial);
+        assert_eq!(partial.max_shells_per_user(), Some(30));
+        assert_eq!(
+            WinrmConfig {
+                max_envelope_size_kb: Some(u32::MAX),
+                ..WinrmConfig::default()
+            }
+            .max_envelope_size_bytes(),
+            None
+        );
+        let strict = ServiceAuth {
+            cbt_hardening_level: Some(CbtHardeningLevel::Other("Odd".into())),
+            ..ServiceAuth::default()
+        };
+        let cfg = WinrmConfig {
+            service: Some(ServiceConfig {
+                auth: Some(strict),
+                ..ServiceConfig::default()
+            }),
+            ..WinrmConfig::default()
+        };
+        assert_eq!(round_trip(cfg.clone()), cfg);
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        let doc = format!(
+            r#"<cfg:Config xmlns:cfg="{}"><cfg:Winrs><cfg:MaxShellsPerUser>lots</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>"#,
+            ns::CONFIG
+        );
+        let root = crate::xml::parse(doc.as_bytes()).unwrap();
+        assert_eq!(
+            WinrmConfig::parse(&root),
+            Err(WsmanError::InvalidValue {
+                field: "cfg:Winrs/cfg:MaxShellsPerUser",
+                value: "lots".into()
+            })
+        );
+        let doc = format!(
+            r#"<cfg:Config xmlns:cfg="{}"><cfg:Service><cfg:AllowUnencrypted>maybe</cfg:AllowUnencrypted></cfg:Service></cfg:Config>"#,
+            ns::CONFIG
+        );
+        let root = crate::xml::parse(doc.as_bytes()).unwrap();
+        assert!(matches!(
+            WinrmConfig::parse(&root),
+            Err(WsmanError::InvalidValue {
+                field: "cfg:Service/cfg:AllowUnencrypted",
+                ..
+            })
+        ));
+    }
+}

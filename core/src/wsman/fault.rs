@@ -766,3 +766,277 @@ fn write_wsman_fault(
     }
     w.end("f:WSManFault");
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::wsman::{Response, ResponseBody};
+
+    fn fault_envelope(action: &str, fault: &str) -> Vec<u8> {
+        format!(
+            r#"<s:Envelope xml:lang="en-US" xmlns:s="{}" xmlns:a="{}" xmlns:w="{}"><s:Header><a:Action>{action}</a:Action><a:MessageID>uuid:{}</a:MessageID></s:Header><s:Body>{fault}</s:Body></s:Envelope>"#,
+            ns::SOAP,
+            ns::ADDRESSING,
+            ns::WSMAN,
+            Uuid::from_u128(1)
+        )
+        .into_bytes()
+    }
+
+    fn parse_fault(action: &str, fault: &str) -> WsmanFault {
+        let r = Response::parse(&fault_envelope(action, fault)).unwrap();
+        let f = r.fault().unwrap().clone();
+        // Whatever was parsed writes back to the same structure.
+        let again = Response::parse(&r.to_xml()).unwrap();
+        assert_eq!(again, r);
+        f
+    }
+
+    #[test]
+    fn nested_provider_fault_with_nested_wsman_fault() {
+        // Handwritten in the shape of wire-facts 2.6 (shell Get on a deleted shell).
+        let f = parse_fault(
+            crate::wsman::actions::WSMAN_FAULT,
+            r#"<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>w:InvalidSelectors</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">Outer reason. </s:Text></s:Reason><s:Detail><w:FaultDetail>urn:detail</w:FaultDetail><f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="2150858843" Machine="m1"><f:Message><f:ProviderFault provider="Shell provider" path="p.dll"><f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="2150858843" Machine="m2"><f:Message>Inner text. </f:Message></f:WSManFault></f:ProviderFault></f:Message></f:WSManFault></s:Detail></s:Fault>"#,
+        );
+        assert_eq!(f.action, FaultAction::Wsman);
+        assert_eq!(f.value, FaultValue::Sender);
+        assert_eq!(f.subcode, Some(FaultSubcode::InvalidSelectors));
+        assert_eq!(f.reason, "Outer reason. ");
+        assert_eq!(f.reason_lang.as_deref(), Some("en-US"));
+        assert_eq!(f.fault_detail.as_deref(), Some("urn:detail"));
+        assert_eq!(f.code, Some(FaultCode::UnexpectedSelectors));
+        assert_eq!(f.machine.as_deref(), Some("m1"));
+        assert_eq!(f.message, "Inner text. ");
+        let pf = f.provider_fault.as_ref().unwrap();
+        assert_eq!(
+            (pf.provider.as_str(), pf.path.as_str()),
+            ("Shell provider", "p.dll")
+        );
+        match &pf.content {
+            ProviderFaultContent::Fault(n) => {
+                assert_eq!(n.code, FaultCode::UnexpectedSelectors);
+                assert_eq!(n.machine.as_deref(), Some("m2"));
+                assert_eq!(n.message, "Inner text. ");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(f.is_shell_not_found());
+        assert_eq!(f.to_string(), "Inner text. (code 2150858843 (0x8033805B))");
+    }
+
+    #[test]
+    fn provider_fault_with_text_and_addressing_fault() {
+        let f = parse_fault(
+            crate::wsman::actions::WSMAN_FAULT,
+            r#"<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:InternalError</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">Missing. </s:Text></s:Reason><s:Detail><f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="2147942402" Machine="m"><f:Message><f:ProviderFault provider="Shell cmd plugin" path="c.dll">Missing. </f:ProviderFault></f:Message></f:WSManFault></s:Detail></s:Fault>"#,
+        );
+        assert_eq!(f.code, Some(FaultCode::FileNotFound));
+        assert_eq!(f.subcode, Some(FaultSubcode::InternalError));
+        assert_eq!(f.message, "Missing. ");
+        assert_eq!(
+            f.provider_fault.unwrap().content,
+            ProviderFaultContent::Text("Missing. ".into())
+        );
+
+        let a = parse_fault(
+            crate::wsman::actions::ADDRESSING_FAULT,
+            r#"<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>a:InvalidMessageInformationHeader</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">Bad header. </s:Text></s:Reason></s:Fault>"#,
+        );
+        assert_eq!(a.action, FaultAction::Addressing);
+        assert_eq!(
+            a.subcode,
+            Some(FaultSubcode::InvalidMessageInformationHeader)
+        );
+        assert_eq!(a.code, None);
+        assert_eq!(a.to_string(), "Bad header.");
+
+        let other = parse_fault(
+            crate::wsman::actions::WSMAN_FAULT,
+            r#"<s:Fault><s:Code><s:Value>s:Other</s:Value><s:Subcode><s:Value>x:Custom</s:Value></s:Subcode></s:Code></s:Fault>"#,
+        );
+        assert_eq!(other.value, FaultValue::Other("s:Other".into()));
+        assert_eq!(other.subcode, Some(FaultSubcode::Other("x:Custom".into())));
+        assert_eq!(other.reason, "");
+    }
+
+    #[test]
+    fn server_constructors_round_trip_with_their_codes() {
+        let cases = [
+            (
+                WsmanFault::operation_timeout("h"),
+                FaultCode::OperationTimeout,
+                FaultSubcode::TimedOut,
+            ),
+            (
+                WsmanFault::unknown_command_id("h"),
+                FaultCode::UnexpectedSelectors,
+                FaultSubcode::InvalidSelectors,
+            ),
+            (
+                WsmanFault::shell_not_found("h"),
+                FaultCode::UnexpectedSelectors,
+                FaultSubcode::InvalidSelectors,
+            ),
+            (
+                WsmanFault::invalid_resource_uri("h", "http://schemas.microsoft.com/powershell/X"),
+                FaultCode::InvalidResourceUri,
+                FaultSubcode::DestinationUnreachable,
+            ),
+            (
+                WsmanFault::max_shells_per_user("h", 5),
+                FaultCode::QuotaMaxShells,
+                FaultSubcode::QuotaLimit,
+            ),
+            (
+                WsmanFault::max_operations_per_user("h", 1500),
+                FaultCode::QuotaMaxOperations,
+                FaultSubcode::QuotaLimit,
+            ),
+            (
+                WsmanFault::access_denied("h"),
+                FaultCode::AccessDenied,
+                FaultSubcode::AccessDenied,
+            ),
+            (
+                WsmanFault::invalid_timeout_header("h", "PT-1S"),
+                FaultCode::InvalidMessageInformationHeader,
+                FaultSubcode::InvalidMessageInformationHeader,
+            ),
+        ];
+        for (fault, code, subcode) in cases {
+            let response = Response::reply(
+                Uuid::from_u128(1),
+                Uuid::from_u128(2),
+                ResponseBody::Fault(fault.clone()),
+            );
+            assert_eq!(response.header.action, fault.action.action());
+            let parsed = Response::parse(&response.to_xml()).unwrap();
+            assert_eq!(parsed.fault(), Some(&fault));
+            assert_eq!(fault.code, Some(code));
+            assert_eq!(fault.subcode, Some(subcode));
+            assert_eq!(fault.machine.as_deref(), Some("h"));
+            assert!(fault.message.ends_with(' '), "{:?}", fault.message);
+        }
+        let timeout = WsmanFault::operation_timeout("h");
+        assert!(timeout.reason.ends_with(".  "));
+        assert!(timeout.is_operation_timeout());
+        assert_eq!(timeout.value, FaultValue::Receiver);
+        assert!(
+            WsmanFault::invalid_resource_uri("h", "urn:r")
+                .message
+                .contains("(urn:r)")
+        );
+        assert!(WsmanFault::access_denied("h").is_access_denied());
+        assert!(WsmanFault::max_operations_per_user("h", 15).is_quota());
+        assert_eq!(
+            WsmanFault::invalid_timeout_header("h", "PT-1S").action,
+            FaultAction::Addressing
+        );
+    }
+
+    #[test]
+    fn reads_the_shell_quota_from_the_text() {
+        assert_eq!(
+            WsmanFault::max_shells_per_user("h", 5).max_shells_quota(),
+            Some(5)
+        );
+        assert_eq!(
+            WsmanFault::max_operations_per_user("h", 15).max_shells_quota(),
+            None
+        );
+        let mut f = WsmanFault::access_denied("h");
+        f.message.clear();
+        f.reason = "This user is allowed a maximum number of 30 concurrent shells, which has been exceeded.".into();
+        assert_eq!(f.max_shells_quota(), Some(30));
+        f.reason = "maximum number of 99999999999 concurrent shells".into();
+        assert_eq!(f.max_shells_quota(), None);
+        f.reason = "maximum number of ".into();
+        assert_eq!(f.max_shells_quota(), None);
+    }
+
+    #[test]
+    fn fault_codes_map_both_ways() {
+        let known = [
+            5u32,
+            87,
+            2_147_942_402,
+            2_147_942_405,
+            2_150_858_767,
+            2_150_858_770,
+            2_150_858_790,
+            2_150_858_793,
+            2_150_858_811,
+            2_150_858_815,
+            2_150_858_824,
+            2_150_858_843,
+            2_150_858_980,
+            2_150_859_019,
+            2_150_859_020,
+            2_150_859_025,
+            2_150_859_046,
+            2_150_859_173,
+            2_150_859_174,
+            2_150_859_175,
+            2_150_859_176,
+            2_150_859_179,
+            2_150_859_193,
+            2_150_859_195,
+            2_150_859_236,
+            2_150_859_237,
+            2_150_859_238,
+            2_150_859_239,
+            2_150_859_240,
+            2_150_859_241,
+            2_150_859_242,
+        ];
+        for n in known {
+            let code = FaultCode::from_u32(n);
+            assert!(!matches!(code, FaultCode::Unknown(_)), "{n}");
+            assert_eq!(code.as_u32(), n);
+        }
+        assert_eq!(FaultCode::from_u32(42), FaultCode::Unknown(42));
+        assert_eq!(FaultCode::Unknown(5), FaultCode::AccessDenied);
+        assert_eq!(
+            FaultCode::OperationTimeout.to_string(),
+            "2150858793 (0x80338029)"
+        );
+        let quota: Vec<u32> = known
+            .iter()
+            .copied()
+            .filter(|n| FaultCode::from_u32(*n).is_quota())
+            .collect();
+        assert_eq!(
+            quota,
+            [
+                2_150_858_815,
+                2_150_859_173,
+                2_150_859_174,
+                2_150_859_175,
+                2_150_859_176,
+                2_150_859_179,
+                2_150_859_236,
+                2_150_859_237,
+                2_150_859_238,
+                2_150_859_239,
+                2_150_859_240,
+                2_150_859_241,
+                2_150_859_242
+            ]
+        );
+        assert!(FaultCode::AccessDeniedHresult.is_access_denied());
+        assert!(FaultCode::InvalidResourceUri.is_invalid_resource_uri());
+        assert!(!FaultCode::InvalidParameter.is_shell_not_found());
+        assert_eq!(
+            FaultSubcode::from_text(" wsman:TimedOut "),
+            FaultSubcode::TimedOut
+        );
+        assert_eq!(FaultSubcode::TimedOut.as_text(), "w:TimedOut");
+        assert_eq!(
+            FaultSubcode::InvalidMessageInformationHeader.local_name(),
+            "InvalidMessageInformationHeader"
+        );
+    }
+}

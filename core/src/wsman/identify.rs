@@ -158,3 +158,82 @@ impl IdentifyResponse {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wsman::resources;
+
+    #[test]
+    fn identify_request_round_trips_and_is_told_apart() {
+        let bytes = IdentifyRequest.to_xml();
+        assert_eq!(IdentifyRequest::parse(&bytes), Ok(IdentifyRequest));
+        assert_eq!(
+            ClientMessage::parse(&bytes),
+            Ok(ClientMessage::Identify(IdentifyRequest))
+        );
+        let root = xml::parse(&bytes).unwrap();
+        assert!(
+            root.path(&[(ns::SOAP, "Header")])
+                .unwrap()
+                .children
+                .is_empty()
+        );
+        let request = Request::new(
+            crate::wsman::RequestHeader::new(
+                crate::wsman::Action::Get,
+                "http://h:5985/wsman",
+                resources::CONFIG,
+                uuid::Uuid::from_u128(1),
+            ),
+            crate::wsman::RequestBody::Get,
+        );
+        assert_eq!(
+            ClientMessage::parse(&request.to_xml()),
+            Ok(ClientMessage::Request(Box::new(request.clone())))
+        );
+        assert!(matches!(
+            IdentifyRequest::parse(&request.to_xml()),
+            Err(WsmanError::UnexpectedBody { .. })
+        ));
+    }
+
+    #[test]
+    fn identify_responses_round_trip() {
+        let authenticated = IdentifyResponse::new(
+            "OS: 10.0.14393 SP: 0.0 Stack: 3.0",
+            vec![
+                resources::SECURITY_PROFILE_HTTP_BASIC.to_owned(),
+                resources::SECURITY_PROFILE_HTTP_SPNEGO_KERBEROS.to_owned(),
+            ],
+        );
+        assert_eq!(
+            IdentifyResponse::parse(&authenticated.to_xml()),
+            Ok(authenticated.clone())
+        );
+        let anonymous = IdentifyResponse {
+            security_profiles: None,
+            ..authenticated
+        };
+        let text = String::from_utf8(anonymous.to_xml()).unwrap();
+        assert!(!text.contains("SecurityProfiles"));
+        assert_eq!(IdentifyResponse::parse(text.as_bytes()), Ok(anonymous));
+    }
+
+    #[test]
+    fn identify_fault_is_an_error() {
+        let fault = crate::wsman::Response::reply(
+            uuid::Uuid::from_u128(1),
+            uuid::Uuid::from_u128(2),
+            crate::wsman::ResponseBody::Fault(WsmanFault::access_denied("h")),
+        );
+        match IdentifyResponse::parse(&fault.to_xml()) {
+            Err(WsmanError::Fault(f)) => assert!(f.is_access_denied()),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            IdentifyResponse::parse(b"<x/>"),
+            Err(WsmanError::NotAnEnvelope { .. })
+        ));
+    }
+}

@@ -1012,3 +1012,348 @@ fn write_body(body: &RequestBody, w: &mut XmlWriter) {
     }
     w.end("s:Body");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wsman::structurally_equal;
+
+    const TO: &str = "https://host.example:5986/wsman";
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn header(action: Action, resource: &str) -> RequestHeader {
+        RequestHeader::new(action, TO, resource, id(0xA1)).with_session_id(id(0x5E))
+    }
+
+    fn round_trip(request: &Request) -> Request {
+        let parsed = Request::parse(&request.to_xml()).unwrap();
+        assert_eq!(&parsed, request);
+        parsed
+    }
+
+    #[test]
+    fn every_body_round_trips() {
+        let shell = id(0x51);
+        let cmd = id(0xC1);
+        let bodies = vec![
+            RequestBody::Create(CreateShell {
+                environment: vec![EnvironmentVariable {
+                    name: "A<&>\"".into(),
+                    value: "x y".into(),
+                }],
+                idle_timeout: Some(Duration::from_secs(60)),
+                lifetime: Some(Duration::from_millis(1500)),
+                name: Some("shell 1".into()),
+                working_directory: Some("C:\\Windows".into()),
+                ..CreateShell::cmd()
+            }),
+            RequestBody::Create(CreateShell::powershell(shell, vec![0, 1, 2, 255])),
+            RequestBody::Get,
+            RequestBody::Delete,
+            RequestBody::Enumerate(Enumerate {
+                optimize: true,
+                max_elements: Some(32_000),
+                filter: Some(SelectorFilter::shell(&shell)),
+            }),
+            RequestBody::Enumerate(Enumerate::default()),
+            RequestBody::Pull(Pull {
+                context: "ctx".into(),
+                max_elements: Some(5),
+            }),
+            RequestBody::Command(CommandLine::cmd(
+                "cmd.exe",
+                vec!["/c".into(), "echo hi".into()],
+            )),
+            RequestBody::Command(CommandLine::powershell(cmd, b"fragments")),
+            RequestBody::Send(Send {
+                streams: vec![
+                    SendStream {
+                        name: "stdin".into(),
+                        command_id: Some(cmd),
+                        end: Some(true),
+                        data: b"input\r\n".to_vec(),
+                    },
+                    SendStream {
+                        name: "pr".into(),
+                        command_id: None,
+                        end: None,
+                        data: Vec::new(),
+                    },
+                ],
+            }),
+            RequestBody::Receive(Receive {
+                command_id: Some(cmd),
+                streams: vec!["stdout".into(), "stderr".into()],
+            }),
+            RequestBody::Receive(Receive {
+                command_id: None,
+                streams: vec!["stdout".into()],
+            }),
+            RequestBody::Signal(Signal {
+                command_id: Some(cmd),
+                code: SignalCode::PsCtrlC,
+            }),
+            RequestBody::Signal(Signal {
+                command_id: Some(cmd),
+                code: SignalCode::TerminateLowercase,
+            }),
+            RequestBody::Disconnect(Disconnect::default()),
+            RequestBody::Disconnect(Disconnect {
+                idle_timeout: Some(Duration::from_secs(120)),
+            }),
+            RequestBody::Reconnect,
+            RequestBody::Connect(Connect {
+                command_id: None,
+                connect_xml: Some(b"connect".to_vec()),
+            }),
+            RequestBody::Connect(Connect {
+                command_id: Some(cmd),
+                connect_xml: None,
+            }),
+        ];
+        for body in bodies {
+            let action = body.action().unwrap();
+            let request = Request::new(
+                header(action, resources::CMD_SHELL)
+                    .with_shell_id(&shell)
+                    .with_option(WsOption::new("WINRS_SKIP_CMD_SHELL", "False"))
+                    .with_option(WsOption::must_comply("protocolversion", "2.3"))
+                    .with_max_envelope_size(512_000)
+                    .with_operation_timeout(Duration::from_secs(5)),
+                body,
+            );
+            let parsed = round_trip(&request);
+            assert_eq!(parsed.header.shell_id(), Some(shell));
+            assert_eq!(parsed.header.option("protocolversion"), Some("2.3"));
+        }
+    }
+
+    #[test]
+    fn psrp_arguments_decode_back_to_the_fragments() {
+        let line = CommandLine::powershell(id(7), b"\x00\x01frag");
+        assert_eq!(line.command.as_deref(), Some(""));
+        assert_eq!(line.psrp_arguments().unwrap(), b"\x00\x01frag");
+        let bad = CommandLine::cmd("x", vec!["not base64!".into()]);
+        assert_eq!(
+            bad.psrp_arguments(),
+            Err(WsmanError::InvalidBase64("rsp:CommandLine/rsp:Arguments"))
+        );
+    }
+
+    #[test]
+    fn header_has_pypsrp_order_prefixes_and_flags() {
+        // Handwritten from wire-facts 2.1 (the documented pypsrp header) for a Delete.
+        let expected = format!(
+            concat!(
+                r#"<s:Envelope xmlns:s="{s}" xmlns:wsa="{a}" xmlns:wsman="{w}" xmlns:wsmv="{p}">"#,
+                r#"<s:Header><wsa:Action s:mustUnderstand="true">{act}</wsa:Action>"#,
+                r#"<wsmv:DataLocale s:mustUnderstand="false" xml:lang="en-US" />"#,
+                r#"<wsman:Locale s:mustUnderstand="false" xml:lang="en-US" />"#,
+                r#"<wsman:MaxEnvelopeSize s:mustUnderstand="true">153600</wsman:MaxEnvelopeSize>"#,
+                r#"<wsa:MessageID>uuid:00000000-0000-0000-0000-0000000000A1</wsa:MessageID>"#,
+                r#"<wsman:OperationTimeout>PT20S</wsman:OperationTimeout>"#,
+                r#"<wsa:ReplyTo><wsa:Address s:mustUnderstand="true">{anon}</wsa:Address></wsa:ReplyTo>"#,
+                r#"<wsman:ResourceURI s:mustUnderstand="true">{cmd}</wsman:ResourceURI>"#,
+                r#"<wsmv:SessionId s:mustUnderstand="false">uuid:00000000-0000-0000-0000-00000000005E</wsmv:SessionId>"#,
+                r#"<wsa:To>{to}</wsa:To>"#,
+                r#"<wsman:SelectorSet><wsman:Selector Name="ShellId">00000000-0000-0000-0000-000000000051</wsman:Selector></wsman:SelectorSet>"#,
+                r#"</s:Header><s:Body /></s:Envelope>"#
+            ),
+            s = ns::SOAP,
+            a = ns::ADDRESSING,
+            w = ns::WSMAN,
+            p = ns::WSMV,
+            act = crate::wsman::actions::DELETE,
+            anon = resources::ANONYMOUS,
+            cmd = resources::CMD_SHELL,
+            to = TO,
+        );
+        let request = Request::new(
+            header(Action::Delete, resources::CMD_SHELL).with_shell_id(&id(0x51)),
+            RequestBody::Delete,
+        );
+        let ours = xml::parse(&request.to_xml()).unwrap();
+        let theirs = xml::parse(expected.as_bytes()).unwrap();
+        assert_eq!(structurally_equal(&ours, &theirs), Ok(()));
+        let names: Vec<_> = ours
+            .child(ns::SOAP, "Header")
+            .unwrap()
+            .elements()
+            .map(|e| format!("{}:{}", e.prefix, e.name))
+            .collect();
+        assert_eq!(names[0], "wsa:Action");
+        assert_eq!(names[names.len() - 1], "wsman:SelectorSet");
+    }
+
+    #[test]
+    fn invalid_operation_timeout_is_kept_verbatim() {
+        let mut request = Request::new(header(Action::Get, resources::SHELLS), RequestBody::Get);
+        request.header.operation_timeout = Some(OperationTimeout::Invalid("PT-1S".into()));
+        let parsed = round_trip(&request);
+        let timeout = parsed.header.operation_timeout.unwrap();
+        assert_eq!(timeout.duration(), None);
+        assert_eq!(timeout.to_text(), "PT-1S");
+        assert_eq!(
+            OperationTimeout::parse("PT7200.000S").duration(),
+            Some(Duration::from_secs(7200))
+        );
+    }
+
+    #[test]
+    fn unknown_actions_keep_their_body() {
+        let body = xml::parse(br#"<x:Thing xmlns:x="urn:x" a="1"><x:Y>t</x:Y></x:Thing>"#).unwrap();
+        let request = Request::new(
+            header(Action::Other("urn:custom/Act".into()), resources::CONFIG),
+            RequestBody::Other(vec![body]),
+        );
+        round_trip(&request);
+        // A Create of something that is not a shell is kept too.
+        let mut create = request.clone();
+        create.header.action = Action::Create;
+        round_trip(&create);
+    }
+
+    fn envelope_with(header: &str, body: &str) -> Vec<u8> {
+        format!(
+            r#"<s:Envelope xmlns:s="{}" xmlns:wsa="{}" xmlns:wsman="{}" xmlns:rsp="{}"><s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>"#,
+            ns::SOAP,
+            ns::ADDRESSING,
+            ns::WSMAN,
+            ns::SHELL
+        )
+        .into_bytes()
+    }
+
+    fn minimal_header(action: &str) -> String {
+        format!(
+            "<wsa:Action>{action}</wsa:Action><wsa:To>{TO}</wsa:To><wsman:ResourceURI>{}</wsman:ResourceURI><wsa:MessageID>uuid:{}</wsa:MessageID>",
+            resources::CMD_SHELL,
+            id(1)
+        )
+    }
+
+    #[test]
+    fn other_clients_minimal_requests_parse() {
+        let bytes = envelope_with(
+            &minimal_header(crate::wsman::actions::RECEIVE),
+            r#"<rsp:Receive><rsp:DesiredStream CommandId="e0b2f8a3-0000-4000-8000-000000000001">stdout stderr</rsp:DesiredStream></rsp:Receive>"#,
+        );
+        let r = Request::parse(&bytes).unwrap();
+        assert_eq!(r.header.operation_timeout, None);
+        assert_eq!(r.header.max_envelope_size, None);
+        match r.body {
+            RequestBody::Receive(rx) => {
+                assert_eq!(rx.streams, ["stdout", "stderr"]);
+                assert_eq!(
+                    rx.command_id,
+                    Some(Uuid::from_u128(0xe0b2f8a3_0000_4000_8000_000000000001))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_requests_are_errors_not_panics() {
+        let send = crate::wsman::actions::SEND;
+        let cases: Vec<(Vec<u8>, WsmanError)> = vec![
+            (
+                b"<a/>".to_vec(),
+                WsmanError::NotAnEnvelope {
+                    ns: String::new(),
+                    name: "a".into(),
+                },
+            ),
+            (
+                format!(
+                    r#"<s:Envelope xmlns:s="{}"><s:Header/></s:Envelope>"#,
+                    ns::SOAP
+                )
+                .into_bytes(),
+                WsmanError::MissingElement("s:Envelope/s:Body"),
+            ),
+            (
+                format!(
+                    r#"<s:Envelope xmlns:s="{}"><s:Body/></s:Envelope>"#,
+                    ns::SOAP
+                )
+                .into_bytes(),
+                WsmanError::MissingElement("s:Envelope/s:Header"),
+            ),
+            (
+                envelope_with("<wsa:To>x</wsa:To>", ""),
+                WsmanError::MissingElement("s:Header/wsa:Action"),
+            ),
+            (
+                envelope_with(
+                    &minimal_header(send),
+                    r#"<rsp:Send><rsp:Stream Name="stdin">@@not base64@@</rsp:Stream></rsp:Send>"#,
+                ),
+                WsmanError::InvalidBase64("rsp:Send/rsp:Stream"),
+            ),
+            (
+                envelope_with(
+                    &minimal_header(send),
+                    r#"<rsp:Send><rsp:Stream>AA==</rsp:Stream></rsp:Send>"#,
+                ),
+                WsmanError::MissingAttribute {
+                    element: "rsp:Send/rsp:Stream",
+                    attribute: "Name",
+                },
+            ),
+            (
+                envelope_with(&minimal_header(send), "<rsp:Receive/>"),
+                WsmanError::UnexpectedBody {
+                    action: send.into(),
+                    found: format!("{{{}}}Receive", ns::SHELL),
+                },
+            ),
+            (
+                envelope_with(
+                    &minimal_header(crate::wsman::actions::RECEIVE),
+                    "<rsp:Receive/>",
+                ),
+                WsmanError::MissingElement("rsp:Receive/rsp:DesiredStream"),
+            ),
+            (
+                envelope_with(
+                    &(minimal_header(crate::wsman::actions::GET)
+                        + "<wsman:MaxEnvelopeSize>99999999999999999999999</wsman:MaxEnvelopeSize>"),
+                    "",
+                ),
+                WsmanError::InvalidValue {
+                    field: "wsman:MaxEnvelopeSize",
+                    value: "99999999999999999999999".into(),
+                },
+            ),
+            (
+                envelope_with(
+                    &minimal_header(crate::wsman::actions::SIGNAL),
+                    r#"<rsp:Signal CommandId="nope"><rsp:Code>x</rsp:Code></rsp:Signal>"#,
+                ),
+                WsmanError::InvalidValue {
+                    field: "rsp:Signal/@CommandId",
+                    value: "nope".into(),
+                },
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(Request::parse(&bytes), Err(expected));
+        }
+        assert!(matches!(
+            Request::parse(b"<s:Envelope"),
+            Err(WsmanError::Xml(_))
+        ));
+        let long = "x".repeat(10_000);
+        match Request::parse(&envelope_with(
+            &minimal_header(crate::wsman::actions::GET).replace("uuid:", &long),
+            "",
+        )) {
+            Err(WsmanError::InvalidValue { value, .. }) => assert_eq!(value.len(), 64),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -684,3 +684,298 @@ fn write_batch(w: &mut XmlWriter, element: &str, items_prefix: &str, b: &Enumera
     }
     w.end(element);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::wsman::{FaultCode, ShellState};
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn round_trip(response: &Response) -> Response {
+        let bytes = response.to_xml();
+        let parsed = Response::parse(&bytes).unwrap();
+        assert_eq!(&parsed, response);
+        parsed
+    }
+
+    fn psrp_shell() -> ShellInfo {
+        ShellInfo {
+            shell_id: Some(id(0x51)),
+            resource_uri: Some(resources::powershell("Microsoft.PowerShell")),
+            owner: Some("HOST\\user".into()),
+            client_ip: Some("10.0.2.2".into()),
+            process_id: Some(1868),
+            idle_timeout: Some(Duration::from_secs(7200)),
+            input_streams: Some(vec!["stdin".into(), "pr".into()]),
+            output_streams: Some(vec!["stdout".into()]),
+            max_idle_timeout: Some(Duration::from_millis(2_147_483_647)),
+            locale: Some("en-US".into()),
+            data_locale: Some("en-US".into()),
+            compression_mode: Some("NoCompression".into()),
+            profile_loaded: Some(true),
+            encoding: Some("UTF8".into()),
+            buffer_mode: Some("Block".into()),
+            state: Some(ShellState::Disconnected),
+            shell_run_time: Some(Duration::from_secs(9)),
+            shell_inactivity: Some(Duration::ZERO),
+            memory_used: Some("46MB".into()),
+            child_processes: Some(0),
+            ..ShellInfo::default()
+        }
+    }
+
+    #[test]
+    fn every_body_round_trips() {
+        let cmd = id(0xC1);
+        let bodies = vec![
+            ResponseBody::CreateResponse(CreateResponse {
+                address: "https://host:5986/wsman".into(),
+                resource_uri: Some(resources::CMD_SHELL.into()),
+                selectors: vec![Selector::shell_id(&id(0x51))],
+                shell: Some(ShellInfo {
+                    name: Some("shell 1".into()),
+                    environment: vec![crate::wsman::EnvironmentVariable {
+                        name: "k".into(),
+                        value: "v".into(),
+                    }],
+                    working_directory: Some("C:\\".into()),
+                    lifetime: Some(Duration::from_secs(60)),
+                    ..psrp_shell()
+                }),
+            }),
+            ResponseBody::GetResponse(GetResponse::Config(WinrmConfig::server_2016())),
+            ResponseBody::GetResponse(GetResponse::Shell(psrp_shell())),
+            ResponseBody::DeleteResponse,
+            ResponseBody::EnumerateResponse(EnumerationBatch {
+                context: Some(String::new()),
+                items: vec![
+                    EnumerationItem::Shell(Box::new(psrp_shell())),
+                    EnumerationItem::Command(CommandInfo {
+                        command_id: Some(cmd),
+                        command_line: Some(String::new()),
+                        state: Some("Running".into()),
+                    }),
+                ],
+                end_of_sequence: true,
+            }),
+            ResponseBody::EnumerateResponse(EnumerationBatch {
+                context: Some(String::new()),
+                items: Vec::new(),
+                end_of_sequence: true,
+            }),
+            ResponseBody::PullResponse(EnumerationBatch {
+                context: Some("next".into()),
+                items: vec![EnumerationItem::Shell(Box::default())],
+                end_of_sequence: false,
+            }),
+            ResponseBody::CommandResponse(CommandResponse { command_id: cmd }),
+            ResponseBody::SendResponse,
+            ResponseBody::ReceiveResponse(ReceiveResponse {
+                streams: vec![
+                    ReceivedStream {
+                        name: "stdout".into(),
+                        command_id: Some(cmd),
+                        end: false,
+                        data: b"hi\r\n".to_vec(),
+                    },
+                    ReceivedStream {
+                        name: "stderr".into(),
+                        command_id: Some(cmd),
+                        end: true,
+                        data: Vec::new(),
+                    },
+                ],
+                command_state: Some(CommandStateInfo {
+                    command_id: Some(cmd),
+                    state: CommandState::Done,
+                    exit_code: Some(-1),
+                }),
+            }),
+            ResponseBody::ReceiveResponse(ReceiveResponse {
+                streams: vec![ReceivedStream {
+                    name: "stdout".into(),
+                    command_id: None,
+                    end: false,
+                    data: vec![0xEF, 0xBB, 0xBF, 0],
+                }],
+                command_state: Some(CommandStateInfo {
+                    command_id: Some(cmd),
+                    state: CommandState::Running,
+                    exit_code: None,
+                }),
+            }),
+            ResponseBody::ReceiveResponse(ReceiveResponse::default()),
+            ResponseBody::SignalResponse,
+            ResponseBody::DisconnectResponse,
+            ResponseBody::ReconnectResponse,
+            ResponseBody::ConnectResponse(ConnectResponse::default()),
+            ResponseBody::ConnectResponse(ConnectResponse {
+                input_streams: Some(vec!["stdin".into(), "pr".into()]),
+                output_streams: Some(vec!["stdout".into()]),
+                connect_response_xml: Some(b"xml".to_vec()),
+            }),
+            ResponseBody::Fault(WsmanFault::operation_timeout("127.0.0.1")),
+        ];
+        for body in bodies {
+            let mut response = Response::reply(id(0xA1), id(0xB1), body);
+            response.header.activity_id = Some(id(0xAC));
+            let parsed = round_trip(&response);
+            assert_eq!(parsed.header.relates_to, Some(id(0xA1)));
+            assert_eq!(Some(parsed.header.action.clone()), parsed.body.action());
+        }
+    }
+
+    #[test]
+    fn writes_the_windows_envelope_and_header() {
+        let response = Response::reply(id(0xA1), id(0xB1), ResponseBody::SignalResponse);
+        let text = String::from_utf8(response.to_xml()).unwrap();
+        assert!(
+            text.starts_with(r#"<s:Envelope xml:lang="en-US" xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="#),
+            "{text}"
+        );
+        let root = xml::parse(text.as_bytes()).unwrap();
+        let header: Vec<_> = root
+            .child(ns::SOAP, "Header")
+            .unwrap()
+            .elements()
+            .map(|e| format!("{}:{}", e.prefix, e.name))
+            .collect();
+        assert_eq!(header, ["a:Action", "a:MessageID", "a:To", "a:RelatesTo"]);
+        assert!(
+            text.contains("<a:RelatesTo>uuid:00000000-0000-0000-0000-0000000000A1</a:RelatesTo>")
+        );
+        assert!(
+            text.contains("<s:Body><rsp:SignalResponse/></s:Body>"),
+            "{text}"
+        );
+        let shell = Response::reply(
+            id(1),
+            id(2),
+            ResponseBody::GetResponse(GetResponse::Shell(psrp_shell())),
+        );
+        let text = String::from_utf8(shell.to_xml()).unwrap();
+        assert!(text.contains("<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut>"));
+        assert!(text.contains("<rsp:MaxIdleTimeOut>PT2147483.647S</rsp:MaxIdleTimeOut>"));
+        assert!(text.contains("<rsp:ShellRunTime>P0DT0H0M9S</rsp:ShellRunTime>"));
+        assert!(text.contains("<rsp:ProfileLoaded>Yes</rsp:ProfileLoaded>"));
+    }
+
+    #[test]
+    fn create_response_exposes_the_shell_id() {
+        let created = CreateResponse {
+            address: "a".into(),
+            resource_uri: None,
+            selectors: vec![Selector::shell_id(&id(9))],
+            shell: None,
+        };
+        assert_eq!(created.shell_id(), Some(id(9)));
+        let from_shell = CreateResponse {
+            selectors: Vec::new(),
+            shell: Some(psrp_shell()),
+            ..created
+        };
+        assert_eq!(from_shell.shell_id(), Some(id(0x51)));
+    }
+
+    fn envelope(action: &str, body: &str) -> Vec<u8> {
+        format!(
+            r#"<s:Envelope xmlns:s="{}" xmlns:a="{}" xmlns:rsp="{}" xmlns:f="{}"><s:Header><a:Action>{action}</a:Action><a:MessageID>uuid:{}</a:MessageID></s:Header><s:Body>{body}</s:Body></s:Envelope>"#,
+            ns::SOAP,
+            ns::ADDRESSING,
+            ns::SHELL,
+            ns::WSMAN_FAULT,
+            id(3)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn hostile_responses_are_errors_not_panics() {
+        use crate::wsman::actions;
+        let cases: Vec<(Vec<u8>, WsmanError)> = vec![
+            (
+                envelope(
+                    actions::RECEIVE_RESPONSE,
+                    r#"<rsp:ReceiveResponse><rsp:Stream Name="stdout">!!</rsp:Stream></rsp:ReceiveResponse>"#,
+                ),
+                WsmanError::InvalidBase64("rsp:ReceiveResponse/rsp:Stream"),
+            ),
+            (
+                envelope(
+                    actions::RECEIVE_RESPONSE,
+                    r#"<rsp:ReceiveResponse><rsp:CommandState State="x"><rsp:ExitCode>99999999999999999999</rsp:ExitCode></rsp:CommandState></rsp:ReceiveResponse>"#,
+                ),
+                WsmanError::InvalidValue {
+                    field: "rsp:CommandState/rsp:ExitCode",
+                    value: "99999999999999999999".into(),
+                },
+            ),
+            (
+                envelope(
+                    actions::RECEIVE_RESPONSE,
+                    "<rsp:ReceiveResponse><rsp:CommandState/></rsp:ReceiveResponse>",
+                ),
+                WsmanError::MissingAttribute {
+                    element: "rsp:CommandState",
+                    attribute: "State",
+                },
+            ),
+            (
+                envelope(actions::COMMAND_RESPONSE, "<rsp:CommandResponse/>"),
+                WsmanError::MissingElement("rsp:CommandResponse/rsp:CommandId"),
+            ),
+            (
+                envelope(actions::CREATE_RESPONSE, ""),
+                WsmanError::UnexpectedBody {
+                    action: actions::CREATE_RESPONSE.into(),
+                    found: "nothing".into(),
+                },
+            ),
+            (
+                envelope(
+                    actions::WSMAN_FAULT,
+                    r#"<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code><s:Detail><f:WSManFault Code="-1"/></s:Detail></s:Fault>"#,
+                ),
+                WsmanError::InvalidValue {
+                    field: "f:WSManFault/@Code",
+                    value: "-1".into(),
+                },
+            ),
+            (
+                envelope(actions::WSMAN_FAULT, "<s:Fault/>"),
+                WsmanError::MissingElement("s:Fault/s:Code"),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(Response::parse(&bytes), Err(expected));
+        }
+        let no_id = format!(
+            r#"<s:Envelope xmlns:s="{}" xmlns:a="{}"><s:Header><a:Action>x</a:Action></s:Header><s:Body/></s:Envelope>"#,
+            ns::SOAP,
+            ns::ADDRESSING
+        );
+        assert_eq!(
+            Response::parse(no_id.as_bytes()),
+            Err(WsmanError::MissingElement("s:Header/a:MessageID"))
+        );
+    }
+
+    #[test]
+    fn a_fault_body_wins_over_the_action() {
+        let bytes = envelope(
+            crate::wsman::actions::RECEIVE_RESPONSE,
+            r#"<s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text>r</s:Text></s:Reason></s:Fault>"#,
+        );
+        let r = Response::parse(&bytes).unwrap();
+        let fault = r.fault().unwrap();
+        assert_eq!(fault.code, None);
+        assert_eq!(fault.reason, "r");
+        assert!(!fault.is_operation_timeout());
+        assert_ne!(Some(FaultCode::OperationTimeout), fault.code);
+    }
+}

@@ -192,3 +192,31 @@ impl ShellInfo {
         w.end("rsp:Shell");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_state_and_profile_spellings() {
+        assert_eq!(ShellState::from_text("Connected"), ShellState::Connected);
+        assert_eq!(ShellState::from_text("Odd").as_str(), "Odd");
+        let doc = format!(
+            r#"<rsp:Shell xmlns:rsp="{}"><rsp:ProfileLoaded>No</rsp:ProfileLoaded><rsp:ProcessId>12</rsp:ProcessId></rsp:Shell>"#,
+            ns::SHELL
+        );
+        let shell = ShellInfo::parse(&crate::xml::parse(doc.as_bytes()).unwrap()).unwrap();
+        assert_eq!(shell.profile_loaded, Some(false));
+        assert_eq!(shell.process_id, Some(12));
+        let bad = doc.replace(">No<", ">Perhaps<");
+        assert!(matches!(
+            ShellInfo::parse(&crate::xml::parse(bad.as_bytes()).unwrap()),
+            Err(WsmanError::InvalidValue {
+                field: "rsp:Shell/rsp:ProfileLoaded",
+                ..
+            })
+        ));
+        let bad = doc.replace(">12<", ">-12<");
+        assert!(ShellInfo::parse(&crate::xml::parse(bad.as_bytes()).unwrap()).is_err());
+    }
+}
