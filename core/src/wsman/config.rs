@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use super::WsmanError;
 use super::names::ns;
-use super::util::{parse_bool, parse_number, write_text, xs_bool};
+use super::util::{parse_bool, parse_number, xs_bool};
 use crate::xml::{Element, XmlWriter};
 
 /// `cfg:Config`.
@@ -520,9 +520,14 @@ fn boolean(w: &mut XmlWriter, name: &str, value: Option<bool>) {
     }
 }
 
+/// Windows writes empty values (`TrustedHosts`, `CertificateThumbprint`) as start/end pairs.
 fn text(w: &mut XmlWriter, name: &str, value: Option<&str>) {
     if let Some(v) = value {
-        write_text(w, name, &[], v);
+        w.start(name, &[]);
+        if !v.is_empty() {
+            w.text(v);
+        }
+        w.end(name);
     }
 }
 

@@ -41,9 +41,10 @@ pub use names::{
     Action, CommandState, SignalCode, actions, command_states, ns, resources, signals,
 };
 pub use request::{
-    CommandLine, Connect, CreateShell, Disconnect, Enumerate, EnvironmentVariable,
-    OperationTimeout, Pull, Receive, Request, RequestBody, RequestHeader, Selector, SelectorFilter,
-    Send, SendStream, Signal, WsOption,
+    CommandLine, Connect, CreateShell, DEFAULT_LOCALE, DEFAULT_MAX_ENVELOPE_SIZE,
+    DEFAULT_OPERATION_TIMEOUT, Disconnect, Enumerate, EnvironmentVariable, OperationTimeout, Pull,
+    Receive, Request, RequestBody, RequestHeader, Selector, SelectorFilter, Send, SendStream,
+    Signal, WsOption,
 };
 pub use response::{
     CommandInfo, CommandResponse, CommandStateInfo, ConnectResponse, CreateResponse,

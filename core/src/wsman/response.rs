@@ -250,6 +250,16 @@ impl Response {
         }
     }
 
+    /// The HTTP status Windows sends this response with: 500 for every fault
+    /// (wire-facts 1; R:test_winrs_operation_timeout `transport_error`), 200 otherwise.
+    pub fn http_status(&self) -> u16 {
+        if matches!(self.body, ResponseBody::Fault(_)) {
+            500
+        } else {
+            200
+        }
+    }
+
     /// The fault, if this response is one.
     pub fn fault(&self) -> Option<&WsmanFault> {
         match &self.body {
@@ -600,16 +610,12 @@ fn write_body(body: &ResponseBody, w: &mut XmlWriter) {
                     attrs.push(("CommandId", id.as_str()));
                 }
                 attrs.push(("State", cs.state.uri()));
-                match cs.exit_code {
-                    Some(code) => {
-                        w.start("rsp:CommandState", &attrs);
-                        w.text_element("rsp:ExitCode", &[], &code.to_string());
-                        w.end("rsp:CommandState");
-                    }
-                    None => {
-                        w.empty("rsp:CommandState", &attrs);
-                    }
+                // Windows writes a start/end pair even without an ExitCode.
+                w.start("rsp:CommandState", &attrs);
+                if let Some(code) = cs.exit_code {
+                    w.text_element("rsp:ExitCode", &[], &code.to_string());
                 }
+                w.end("rsp:CommandState");
             }
             w.end("rsp:ReceiveResponse");
         }
@@ -976,6 +982,9 @@ mod tests {
         assert_eq!(fault.code, None);
         assert_eq!(fault.reason, "r");
         assert!(!fault.is_operation_timeout());
+        assert_eq!(r.http_status(), 500);
+        let ok = Response::reply(id(1), id(2), ResponseBody::DeleteResponse);
+        assert_eq!(ok.http_status(), 200);
         assert_ne!(Some(FaultCode::OperationTimeout), fault.code);
     }
 }
