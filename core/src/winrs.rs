@@ -376,7 +376,7 @@ impl CommandRun {
             // MS-WSMV 3.1.4.14: a Receive that times out is answered with the TimedOut
             // fault; the client simply polls again (R:test_winrs_operation_timeout).
             (State::ExpectOutput { shell, command }, ResponseBody::Fault(fault))
-                if fault.code.is_operation_timeout() =>
+                if fault.code.is_some_and(|c| c.is_operation_timeout()) =>
             {
                 self.receive(shell, command, ids)
             }
@@ -788,7 +788,7 @@ mod tests {
             panic!("expected a fault, got {outcome:?}");
         };
         assert_eq!(operation, Operation::Command);
-        assert!(fault.code.is_access_denied());
+        assert!(fault.code.is_some_and(|c| c.is_access_denied()));
         assert_eq!(host.log, [Action::Create, Action::Command, Action::Delete]);
         assert_eq!(
             events.last(),
@@ -807,7 +807,7 @@ mod tests {
             panic!("expected a fault");
         };
         assert_eq!(operation, Operation::Create);
-        assert!(fault.code.is_quota());
+        assert!(fault.code.is_some_and(|c| c.is_quota()));
         assert_eq!(fault.max_shells_quota(), Some(2));
         assert!(events.is_empty());
         assert_eq!(host.log, [Action::Create]);
