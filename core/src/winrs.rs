@@ -59,6 +59,10 @@ pub struct ShellSettings {
     pub working_directory: Option<String>,
     /// `rsp:IdleTimeOut` of the shell.
     pub idle_timeout: Option<Duration>,
+    /// `rsp:Lifetime` of the shell (R:test_winrs_extra_opts).
+    pub lifetime: Option<Duration>,
+    /// `rsp:Name` of the shell, shown by `Get-WSManInstance` on the host.
+    pub name: Option<String>,
     /// Signal sent once the command is done, before Delete. pypsrp sends ctrl_c here and
     /// Windows accepts it (R:test_winrs_standard); pywinrm sends terminate.
     pub cleanup_signal: SignalCode,
@@ -77,6 +81,8 @@ impl ShellSettings {
             environment: Vec::new(),
             working_directory: None,
             idle_timeout: None,
+            lifetime: None,
+            name: None,
             cleanup_signal: SignalCode::CtrlC,
         }
     }
@@ -89,9 +95,10 @@ pub struct CommandSpec {
     pub command: String,
     /// `rsp:Arguments`, one each.
     pub arguments: Vec<String>,
-    /// Bytes written to stdin after the command starts (closed afterwards). `None` leaves
-    /// stdin open and unused.
-    pub stdin: Option<Vec<u8>>,
+    /// Input written to stdin after the command starts, in the pieces the caller has it
+    /// (each piece is one Send, split further at [`MAX_STDIN_CHUNK`]); stdin is closed
+    /// with the last. Empty: no input is sent.
+    pub stdin: Vec<Vec<u8>>,
 }
 
 /// What happened, in order, for progress and state tracking.
@@ -224,7 +231,8 @@ enum State {
     ExpectSendAck {
         shell: Uuid,
         command: Uuid,
-        sent: usize,
+        /// Where the next Send starts: (piece, byte offset in it).
+        next: (usize, usize),
     },
     ExpectOutput {
         shell: Uuid,
@@ -267,6 +275,8 @@ impl CommandRun {
             .collect();
         create.working_directory = run.settings.working_directory.clone();
         create.idle_timeout = run.settings.idle_timeout;
+        create.lifetime = run.settings.lifetime;
+        create.name = run.settings.name.clone();
         let mut header = run.header(Action::Create, ids);
         if run.settings.no_profile {
             header = header.with_option(WsOption::must_comply("WINRS_NOPROFILE", "TRUE"));
@@ -332,8 +342,8 @@ impl CommandRun {
                 self.events.push_back(WinrsEvent::CommandStarted {
                     command_id: command,
                 });
-                if self.spec.stdin.is_some() {
-                    self.send_stdin(shell, command, 0, ids)
+                if self.spec.stdin.iter().any(|piece| !piece.is_empty()) {
+                    self.send_stdin(shell, command, (0, 0), ids)
                 } else {
                     self.receive(shell, command, ids)
                 }
@@ -342,13 +352,12 @@ impl CommandRun {
                 State::ExpectSendAck {
                     shell,
                     command,
-                    sent,
+                    next,
                 },
                 ResponseBody::SendResponse,
             ) => {
-                let total = self.spec.stdin.as_ref().map_or(0, Vec::len);
-                if sent < total {
-                    self.send_stdin(shell, command, sent, ids)
+                if next.0 < self.spec.stdin.len() {
+                    self.send_stdin(shell, command, next, ids)
                 } else {
                     self.receive(shell, command, ids)
                 }
@@ -475,23 +484,34 @@ impl CommandRun {
         &mut self,
         shell: Uuid,
         command: Uuid,
-        offset: usize,
+        (piece, offset): (usize, usize),
         ids: &mut impl IdGenerator,
     ) -> Step {
-        let input = self.spec.stdin.as_deref().unwrap_or_default();
+        let input = self
+            .spec
+            .stdin
+            .get(piece)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let end = input.len().min(offset.saturating_add(MAX_STDIN_CHUNK));
         let chunk = input.get(offset..end).unwrap_or_default().to_vec();
+        let next = if end < input.len() {
+            (piece, end)
+        } else {
+            (piece + 1, 0)
+        };
+        let last = next.0 >= self.spec.stdin.len();
         self.state = State::ExpectSendAck {
             shell,
             command,
-            sent: end,
+            next,
         };
         let header = self.header(Action::Send, ids).with_shell_id(&shell);
         let body = RequestBody::Send(Send {
             streams: vec![SendStream {
                 name: "stdin".to_owned(),
                 command_id: Some(command),
-                end: Some(end >= input.len()),
+                end: Some(last),
                 data: chunk,
             }],
         });
@@ -674,7 +694,7 @@ mod tests {
         CommandSpec {
             command: "cmd.exe".into(),
             arguments: vec!["/c".into(), "echo".into(), "hi".into()],
-            stdin: None,
+            stdin: Vec::new(),
         }
     }
 
@@ -749,7 +769,7 @@ mod tests {
     fn stdin_is_sent_in_chunks_with_end_on_the_last() {
         let input = vec![b'x'; MAX_STDIN_CHUNK + 10];
         let spec = CommandSpec {
-            stdin: Some(input.clone()),
+            stdin: vec![input[..5].to_vec(), input[5..].to_vec()],
             ..echo()
         };
         let (outcome, _, requests, _) = run_to_end(spec, |host, req| match &req.body {
@@ -770,9 +790,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(sends.len(), 2);
-        assert_eq!(sends[0].end, Some(false));
-        assert_eq!(sends[1].end, Some(true));
+        // One piece of 5 bytes, then the rest split at the chunk size.
+        let sizes: Vec<usize> = sends.iter().map(|s| s.data.len()).collect();
+        assert_eq!(sizes, [5, MAX_STDIN_CHUNK, 5]);
+        let ends: Vec<Option<bool>> = sends.iter().map(|s| s.end).collect();
+        assert_eq!(ends, [Some(false), Some(false), Some(true)]);
         let sent: Vec<u8> = sends.iter().flat_map(|s| s.data.clone()).collect();
         assert_eq!(sent, input);
     }
