@@ -374,13 +374,11 @@ fn replay_winrs(
 }
 
 fn apply_override(request: &mut wsman::Request, o: &corpus::Override) {
-    if o.path.ends_with("rsp:DesiredStream") {
-        if let (RequestBody::Receive(receive), Some(id)) = (
-            &mut request.body,
-            o.attributes.get("CommandId").and_then(|v| ids::parse(v)),
-        ) {
-            receive.command_id = Some(id);
-        }
+    let id = o.attributes.get("CommandId").and_then(|v| ids::parse(v));
+    if let (true, RequestBody::Receive(receive), Some(id)) =
+        (o.path.ends_with("rsp:DesiredStream"), &mut request.body, id)
+    {
+        receive.command_id = Some(id);
     }
 }
 
