@@ -155,7 +155,9 @@ pub struct Property {
 /// Bounds for reading untrusted CLIXML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Maximum element nesting depth (the root element is depth 1).
+    /// Maximum element nesting depth (the root element is depth 1). The value reader
+    /// recurses a few frames per level, so keep this at most a few hundred on default
+    /// thread stacks.
     pub max_depth: usize,
     /// Maximum number of element and text nodes.
     pub max_nodes: usize,
@@ -896,7 +898,7 @@ impl Version {
 
 impl Float {
     /// The text .NET writes for a double (`XmlConvert.ToString(double)`: shortest
-    /// round-trip digits, exponent form below 1E-05 and from 1E+15, `INF`, `-INF`, `NaN`).
+    /// round-trip digits, exponent form below 1E-04 and from 1E+15, `INF`, `-INF`, `NaN`).
     pub fn from_f64(v: f64) -> Self {
         Self(format_float(v, format!("{v:e}")))
     }
@@ -949,7 +951,7 @@ fn format_float(v: f64, sci: String) -> String {
     };
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let mut out = String::from(sign);
-    if !(-5..15).contains(&exp) {
+    if !(-4..15).contains(&exp) {
         let (first, rest) = digits.split_at(1.min(digits.len()));
         out.push_str(first);
         if !rest.is_empty() {
@@ -1733,4 +1735,405 @@ fn push_items<'a>(stack: &mut Vec<Step<'a>>, tag: &'static str, items: &'a [Valu
         stack.push(Step::Value(item, None));
     }
     stack.push(Step::Open(tag));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(doc: &str) -> Value {
+        let value = from_bytes(doc.as_bytes()).unwrap();
+        let again = to_bytes(&value);
+        assert_eq!(
+            xml::parse(&again).unwrap(),
+            xml::parse(doc.as_bytes()).unwrap(),
+            "re-serialized: {}",
+            String::from_utf8_lossy(&again)
+        );
+        value
+    }
+
+    #[test]
+    fn escapes_like_powershell() {
+        assert_eq!(encode_string("plain text"), "plain text");
+        assert_eq!(encode_string("a\r\nb"), "a_x000D__x000A_b");
+        assert_eq!(encode_string("tab\there"), "tab_x0009_here");
+        assert_eq!(
+            encode_string("_x and _X but _y"),
+            "_x005F_x and _x005F_X but _y"
+        );
+        assert_eq!(encode_string("_x000A_"), "_x005F_x000A_");
+        assert_eq!(encode_string("\u{7f}\u{85}\u{a0}"), "_x007F__x0085_\u{a0}");
+        assert_eq!(encode_string("smile 😀"), "smile _xD83D__xDE00_");
+        assert_eq!(encode_string("é ü 中"), "é ü 中");
+        for s in [
+            "a\r\nb",
+            "_x005F_",
+            "😀_x",
+            "x_",
+            "_",
+            "\u{0}\u{1f}",
+            "_X1234_",
+        ] {
+            assert_eq!(decode_string(&encode_string(s)), s, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn unescapes_every_form() {
+        assert_eq!(decode_string("line_x000A_next"), "line\nnext");
+        assert_eq!(decode_string("_X000a_"), "\n");
+        assert_eq!(decode_string("_xD83D__xDE00_"), "😀");
+        assert_eq!(decode_string("_x0001F600_"), "😀");
+        // Lone surrogates cannot live in a Rust string.
+        assert_eq!(decode_string("a_xD83D_b"), "a\u{fffd}b");
+        assert_eq!(decode_string("_xDE00_"), "\u{fffd}");
+        // Not escapes: kept as written.
+        assert_eq!(
+            decode_string("_x12_ _xZZZZ_ _x1234"),
+            "_x12_ _xZZZZ_ _x1234"
+        );
+        assert_eq!(decode_string("_x005F_x000A_"), "_x000A_");
+    }
+
+    #[test]
+    fn reads_every_primitive() {
+        let doc = concat!(
+            r#"<Obj RefId="0"><MS>"#,
+            r#"<Nil N="nil" /><S N="s">a_x000A_b</S><C N="c">97</C><B N="b">true</B>"#,
+            r#"<DT N="dt">2018-06-13T23:46:28.00516+00:00</DT><TS N="ts">PT9.0269026S</TS>"#,
+            r#"<By N="by">255</By><SB N="sb">-128</SB><U16 N="u16">65535</U16><I16 N="i16">-1</I16>"#,
+            r#"<U32 N="u32">4294967295</U32><I32 N="i32">-2147483648</I32>"#,
+            r#"<U64 N="u64">18446744073709551615</U64><I64 N="i64">-9</I64>"#,
+            r#"<Sg N="sg">1.5</Sg><Db N="db">1E+20</Db><D N="d">79228162514264337593543950335</D>"#,
+            r#"<BA N="ba">AQID</BA><G N="g">792e5b37-4505-47ef-b7d2-8711bb7affa8</G>"#,
+            r#"<URI N="uri">http://x/a_x005F_xb</URI><Version N="v">5.1.14393.2248</Version>"#,
+            r#"<XD N="xd">&lt;a/&gt;</XD><SBK N="sbk">$a = 1</SBK><SS N="ss">AAEC</SS>"#,
+            r#"</MS></Obj>"#
+        );
+        let value = round_trip(doc);
+        let o = value.as_object().unwrap();
+        assert!(o.property("nil").unwrap().is_nil());
+        assert_eq!(o.property("s").unwrap().as_str(), Some("a\nb"));
+        assert_eq!(o.property("c"), Some(&Value::Char(97)));
+        assert_eq!(o.property("b").unwrap().as_bool(), Some(true));
+        let dt = o
+            .property("dt")
+            .unwrap()
+            .as_datetime()
+            .unwrap()
+            .parts()
+            .unwrap();
+        assert_eq!(
+            (dt.year, dt.month, dt.second, dt.ticks),
+            (2018, 6, 28, 51_600)
+        );
+        assert_eq!(dt.offset, DateTimeOffset::Minutes(0));
+        match o.property("ts") {
+            Some(Value::Duration(d)) => assert_eq!(d.ticks(), Some(90_269_026)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(o.property("i32").unwrap().as_i32(), Some(i32::MIN));
+        assert_eq!(o.property("u64"), Some(&Value::U64(u64::MAX)));
+        match o.property("db") {
+            Some(Value::Double(f)) => assert_eq!(f.value(), Some(1e20)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(o.property("ba"), Some(&Value::Bytes(vec![1, 2, 3])));
+        assert_eq!(o.property("uri").unwrap().as_str(), Some("http://x/a_xb"));
+        assert_eq!(
+            o.property("v").unwrap().as_version().unwrap().components(),
+            Some(vec![5, 1, 14393, 2248])
+        );
+        assert_eq!(o.property("xd").unwrap().as_str(), Some("<a/>"));
+    }
+
+    #[test]
+    fn rejects_bad_primitive_text() {
+        for doc in [
+            "<I32>12x</I32>",
+            "<B>yes</B>",
+            "<By>256</By>",
+            "<G>nope</G>",
+            "<Version>1</Version>",
+            "<Db>one</Db>",
+            "<BA>!!</BA>",
+        ] {
+            assert!(
+                matches!(
+                    from_bytes(doc.as_bytes()),
+                    Err(ClixmlError::InvalidValue { .. })
+                ),
+                "{doc}"
+            );
+        }
+    }
+
+    #[test]
+    fn shares_referenced_objects_and_type_names() {
+        let doc = concat!(
+            r#"<Obj RefId="0"><TN RefId="0"><T>Outer</T><T>System.Object</T></TN><MS>"#,
+            r#"<Obj N="a" RefId="1"><TN RefId="1"><T>Inner</T></TN><LST><I32>1</I32></LST></Obj>"#,
+            r#"<Ref N="b" RefId="1" />"#,
+            r#"<Obj N="c" RefId="2"><TNRef RefId="1" /><LST /></Obj>"#,
+            r#"</MS></Obj>"#
+        );
+        let value = round_trip(doc);
+        let o = value.as_object().unwrap();
+        assert_eq!(o.type_names(), ["Outer", "System.Object"]);
+        let (Some(Value::Object(a)), Some(Value::Object(b))) = (o.property("a"), o.property("b"))
+        else {
+            panic!("a and b are objects");
+        };
+        assert!(Arc::ptr_eq(a, b));
+        assert_eq!(a.list(), Some(&[Value::I32(1)][..]));
+        let c = o.property("c").unwrap().as_object().unwrap();
+        assert!(Arc::ptr_eq(
+            c.type_names.as_ref().unwrap(),
+            a.type_names.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
+    fn reads_enums_dictionaries_and_extended_primitives() {
+        let doc = concat!(
+            r#"<Obj RefId="0"><MS>"#,
+            r#"<Obj N="e" RefId="1"><TN RefId="0"><T>X.State</T><T>System.Enum</T><T>System.ValueType</T><T>System.Object</T></TN><ToString>Opened</ToString><I32>2</I32></Obj>"#,
+            r#"<Obj N="d" RefId="2"><TN RefId="1"><T>System.Collections.Hashtable</T><T>System.Object</T></TN><DCT><En><S N="Key">k</S><I32 N="Value">5</I32></En><En><I32 N="Key">0</I32><Nil N="Value" /></En></DCT></Obj>"#,
+            r#"<Obj N="x" RefId="3"><S>text</S><MS><S N="note">n</S></MS></Obj>"#,
+            r#"<Obj N="q" RefId="4"><QUE><S>1</S></QUE></Obj><Obj N="st" RefId="5"><STK /></Obj><Obj N="ie" RefId="6"><IE><B>false</B></IE></Obj>"#,
+            r#"</MS><Props><S N="adapted">a</S><S N="shadowed">props</S></Props></Obj>"#
+        );
+        let value = from_bytes(doc.as_bytes()).unwrap();
+        let o = value.as_object().unwrap();
+        let e = o.property("e").unwrap();
+        assert!(e.as_object().unwrap().is_enum());
+        assert_eq!(e.as_i32(), Some(2));
+        assert_eq!(e.display_text(), "Opened");
+        let d = o.property("d").unwrap().as_object().unwrap();
+        assert_eq!(d.dict_get("k"), Some(&Value::I32(5)));
+        assert_eq!(d.dictionary().unwrap().len(), 2);
+        let x = o.property("x").unwrap();
+        assert_eq!(x.as_str(), Some("text"));
+        assert_eq!(
+            x.as_object().unwrap().property("note").unwrap().as_str(),
+            Some("n")
+        );
+        assert_eq!(o.property("adapted").unwrap().as_str(), Some("a"));
+        assert!(matches!(
+            o.property("q").unwrap().as_object().unwrap().content,
+            Content::Queue(_)
+        ));
+        // Re-serialization puts Props before MS, as PowerShell does.
+        let again = String::from_utf8(to_bytes(&value)).unwrap();
+        assert!(again.find("<Props>").unwrap() < again.find("<MS>").unwrap());
+        assert_eq!(from_bytes(again.as_bytes()).unwrap(), value);
+    }
+
+    #[test]
+    fn rejects_unknown_and_misplaced_elements() {
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><Foo /></Obj>"),
+            Err(ClixmlError::UnknownElement("Foo".into()))
+        );
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><MS><Bar N=\"x\" /></MS></Obj>"),
+            Err(ClixmlError::UnknownElement("Bar".into()))
+        );
+        assert_eq!(
+            from_bytes(b"<PR />"),
+            Err(ClixmlError::UnknownElement("PR".into()))
+        );
+        assert!(matches!(
+            from_bytes(b"<MS />"),
+            Err(ClixmlError::MisplacedElement { .. })
+        ));
+        assert!(matches!(
+            from_bytes(b"<Obj RefId=\"0\"><MS /><MS /></Obj>"),
+            Err(ClixmlError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            from_bytes(b"<Obj RefId=\"0\"><MS><S>no name</S></MS></Obj>"),
+            Err(ClixmlError::MissingAttribute { attribute: "N", .. })
+        ));
+        assert!(matches!(
+            from_bytes(b"<Obj RefId=\"0\"><DCT><En><S N=\"Key\">k</S></En></DCT></Obj>"),
+            Err(ClixmlError::IncompleteEntry("Value"))
+        ));
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><TNRef RefId=\"3\" /></Obj>"),
+            Err(ClixmlError::UnknownTypeRef("3".into()))
+        );
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><LST>text</LST></Obj>"),
+            Err(ClixmlError::UnexpectedText("LST".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_ref_cycles_and_unknown_refs() {
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><MS><Ref N=\"me\" RefId=\"0\" /></MS></Obj>"),
+            Err(ClixmlError::RefCycle("0".into()))
+        );
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><MS><Ref N=\"x\" RefId=\"7\" /></MS></Obj>"),
+            Err(ClixmlError::UnknownRef("7".into()))
+        );
+        assert_eq!(
+            from_bytes(b"<Obj RefId=\"0\"><MS><Obj N=\"a\" RefId=\"0\" /></MS></Obj>"),
+            Err(ClixmlError::DuplicateRefId("0".into()))
+        );
+    }
+
+    #[test]
+    fn bounds_depth_without_overflowing_the_stack() {
+        let depth = 50_000;
+        let doc = "<Obj RefId=\"0\"><LST>".repeat(depth) + &"</LST></Obj>".repeat(depth);
+        assert_eq!(
+            from_bytes(doc.as_bytes()),
+            Err(ClixmlError::Xml(XmlError::TooDeep(100)))
+        );
+        let limits = Limits {
+            max_depth: 100,
+            max_nodes: 10,
+        };
+        let wide = format!("<Obj RefId=\"0\"><LST>{}</LST></Obj>", "<Nil />".repeat(20));
+        assert_eq!(
+            from_bytes_with(wide.as_bytes(), limits),
+            Err(ClixmlError::Xml(XmlError::TooManyNodes(10)))
+        );
+    }
+
+    #[test]
+    fn ref_bomb_stays_linear() {
+        // Each object refers to the previous one twice: 2^40 paths, 41 objects.
+        let mut doc = String::from("<Obj RefId=\"0\"><LST><I32>1</I32></LST></Obj>");
+        let mut body = String::new();
+        for i in 1..=40 {
+            body.push_str(&format!(
+                "<Obj RefId=\"{i}\"><LST><Ref RefId=\"{}\" /><Ref RefId=\"{}\" /></LST></Obj>",
+                i - 1,
+                i - 1
+            ));
+        }
+        doc = format!("<Obj RefId=\"root\"><LST>{doc}{body}</LST></Obj>");
+        let value = from_bytes(doc.as_bytes()).unwrap();
+        let out = to_bytes(&value);
+        assert!(out.len() < doc.len() * 2, "{} bytes", out.len());
+        assert_eq!(xml::parse(&out).unwrap().elements().count(), 1);
+    }
+
+    #[test]
+    fn writer_numbers_refs_in_document_order_and_handles_depth() {
+        let shared = Arc::new(PsObject {
+            type_names: Some(type_names_of(&["T.A", "System.Object"])),
+            content: Content::List(vec![]),
+            ..PsObject::default()
+        });
+        let value = Value::extended(vec![
+            Property::new("first", Value::Object(Arc::clone(&shared))),
+            Property::new("again", Value::Object(Arc::clone(&shared))),
+            Property::new("e", Value::enumeration("T.E", "One", 1)),
+            Property::new("_x name", "v"),
+        ]);
+        let out = String::from_utf8(to_bytes(&value)).unwrap();
+        assert_eq!(
+            out,
+            concat!(
+                r#"<Obj RefId="0"><MS>"#,
+                r#"<Obj N="first" RefId="1"><TN RefId="0"><T>T.A</T><T>System.Object</T></TN><LST/></Obj>"#,
+                r#"<Ref N="again" RefId="1"/>"#,
+                r#"<Obj N="e" RefId="2"><TN RefId="1"><T>T.E</T><T>System.Enum</T><T>System.ValueType</T><T>System.Object</T></TN><ToString>One</ToString><I32>1</I32></Obj>"#,
+                r#"<S N="_x005F_x name">v</S>"#,
+                r#"</MS></Obj>"#
+            )
+        );
+        // Deep values built in code are written without recursion.
+        let nest = |levels: usize| {
+            let mut v = Value::Nil;
+            for _ in 0..levels {
+                v = Value::list(&["L"], vec![v]);
+            }
+            v
+        };
+        let deep = to_bytes(&nest(5_000));
+        assert_eq!(
+            String::from_utf8_lossy(&deep).matches("<LST>").count(),
+            5_000
+        );
+        assert!(deep.ends_with(b"</LST></Obj>"));
+        // The reader recurses (bounded by Limits::max_depth); within the default it reads
+        // back what the writer wrote.
+        let shallow = nest(45);
+        assert_eq!(from_bytes(&to_bytes(&shallow)).unwrap(), shallow);
+    }
+
+    #[test]
+    fn tolerates_bom_whitespace_and_objs_documents() {
+        let value = from_bytes(
+            b"\xEF\xBB\xBF<Obj RefId=\"0\">\n  <MS>\n    <S N=\"a\"> x </S>\n  </MS>\n</Obj>",
+        )
+        .unwrap();
+        assert_eq!(
+            value.as_object().unwrap().property("a").unwrap().as_str(),
+            Some(" x ")
+        );
+        let objs = to_objs_document(&[Value::from("one"), Value::I32(2)]);
+        assert_eq!(
+            from_objs_document(&objs).unwrap(),
+            vec![Value::from("one"), Value::I32(2)]
+        );
+    }
+
+    #[test]
+    fn typed_text_values() {
+        assert_eq!(Float::from_f64(1.5).as_str(), "1.5");
+        assert_eq!(Float::from_f64(1e20).as_str(), "1E+20");
+        assert_eq!(Float::from_f64(-0.0001).as_str(), "-0.0001");
+        assert_eq!(Float::from_f64(0.00001).as_str(), "1E-05");
+        assert_eq!(
+            Float::from_f64(123_456_789_012_345.0).as_str(),
+            "123456789012345"
+        );
+        assert_eq!(Float::from_f64(1.0).as_str(), "1");
+        assert_eq!(Float::from_f64(f64::NEG_INFINITY).as_str(), "-INF");
+        assert_eq!(Float::from_f32(0.1).as_str(), "0.1");
+        assert!(Float::from_text("NaN").value().unwrap().is_nan());
+        assert_eq!(Duration::from_ticks(0).as_str(), "PT0S");
+        assert_eq!(Duration::from_ticks(15_000_000).as_str(), "PT1.5S");
+        assert_eq!(Duration::from_ticks(936_000_000_000).as_str(), "P1DT2H");
+        assert_eq!(Duration::from_ticks(-600_000_000).as_str(), "-PT1M");
+        for ticks in [0, 1, 90_269_026, 936_000_000_000, -600_000_000] {
+            assert_eq!(Duration::from_ticks(ticks).ticks(), Some(ticks));
+        }
+        assert_eq!(Duration::from_text("P1Y").ticks(), None);
+        let parts = DateTimeParts {
+            year: 2018,
+            month: 6,
+            day: 13,
+            hour: 23,
+            minute: 46,
+            second: 28,
+            ticks: 51_600,
+            offset: DateTimeOffset::Minutes(0),
+        };
+        let dt = DateTime::from_parts(parts);
+        assert_eq!(dt.as_str(), "2018-06-13T23:46:28.00516+00:00");
+        assert_eq!(dt.parts(), Some(parts));
+        assert_eq!(
+            DateTime::from_text("2020-01-02T03:04:05Z")
+                .parts()
+                .unwrap()
+                .offset,
+            DateTimeOffset::Utc
+        );
+        assert_eq!(DateTime::from_text("2020-13-02T03:04:05").parts(), None);
+        assert_eq!(Version::new(2, 3, None, None).as_str(), "2.3");
+        assert_eq!(
+            Version::parse("1.1.0.1").unwrap().major_minor(),
+            Some((1, 1))
+        );
+        assert_eq!(Version::parse("7.4.0-preview"), None);
+    }
 }

@@ -450,3 +450,196 @@ fn array_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(object_id: u64, fragment_id: u64, start: bool, end: bool, data: &[u8]) -> Fragment {
+        Fragment {
+            object_id,
+            fragment_id,
+            start,
+            end,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn header_layout_matches_recorded_creation_xml() {
+        // R:test_psrp_open_runspace: creationXml starts AAAAAAAAAAEAAAAAAAAAAAMAAADH, i.e.
+        // object 1, fragment 0, start+end, 199 bytes.
+        let f = frag(1, 0, true, true, &[0xAA; 199]);
+        let bytes = f.encode();
+        assert_eq!(
+            &bytes[..21],
+            &[
+                0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0xC7
+            ]
+        );
+        assert_eq!(decode_fragments(&bytes).unwrap(), vec![f]);
+    }
+
+    #[test]
+    fn splits_at_exact_boundaries() {
+        let max = 21 + 10;
+        let mut fragmenter = Fragmenter::new();
+        let exact = fragmenter.fragment(&[7u8; 10], max);
+        assert_eq!(exact, vec![frag(1, 0, true, true, &[7; 10])]);
+        let over = fragmenter.fragment(&[8u8; 11], max);
+        assert_eq!(
+            over,
+            vec![
+                frag(2, 0, true, false, &[8; 10]),
+                frag(2, 1, false, true, &[8])
+            ]
+        );
+        let three = fragmenter.fragment(&[9u8; 30], max);
+        assert_eq!(three.len(), 3);
+        assert!(
+            three
+                .iter()
+                .all(|f| f.encoded_len() <= max && f.object_id == 3)
+        );
+        assert_eq!(
+            three.iter().map(|f| (f.start, f.end)).collect::<Vec<_>>(),
+            vec![(true, false), (false, false), (false, true)]
+        );
+        let empty = fragmenter.fragment(&[], max);
+        assert_eq!(empty, vec![frag(4, 0, true, true, &[])]);
+        // A maximum that leaves no room for data still makes progress, one byte at a time.
+        let tiny = fragmenter.fragment(b"ab", 5);
+        assert_eq!(tiny.len(), 2);
+        assert_eq!(fragmenter.next_object_id(), 6);
+    }
+
+    #[test]
+    fn reassembles_interleaved_objects_across_blobs() {
+        let mut fragmenter = Fragmenter::starting_at(5);
+        let a: Vec<u8> = (0..100).collect();
+        let b: Vec<u8> = (100..160).collect();
+        let fa = fragmenter.fragment(&a, 21 + 40);
+        let fb = fragmenter.fragment(&b, 21 + 25);
+        assert_eq!((fa.len(), fb.len()), (3, 3));
+        // Blob 1: a0 b0; blob 2: b1 a1 a2; blob 3: b2.
+        let blob1 = encode_fragments(&[fa[0].clone(), fb[0].clone()]);
+        let blob2 = encode_fragments(&[fb[1].clone(), fa[1].clone(), fa[2].clone()]);
+        let blob3 = encode_fragments(&[fb[2].clone()]);
+        let mut d = Defragmenter::new();
+        assert!(d.push_blob(&blob1).unwrap().is_empty());
+        assert_eq!(d.pending_objects(), 2);
+        assert_eq!(d.push_blob(&blob2).unwrap(), vec![a]);
+        assert_eq!(d.push_blob(&blob3).unwrap(), vec![b]);
+        assert_eq!(d.pending_objects(), 0);
+    }
+
+    #[test]
+    fn rejects_malformed_sequences() {
+        let mut d = Defragmenter::new();
+        assert_eq!(
+            d.push_fragment(frag(1, 1, false, true, b"x")),
+            Err(FragmentError::MissingStart {
+                object_id: 1,
+                fragment_id: 1
+            })
+        );
+        assert_eq!(d.push_fragment(frag(1, 0, true, false, b"x")), Ok(None));
+        assert_eq!(
+            d.push_fragment(frag(1, 2, false, true, b"x")),
+            Err(FragmentError::FragmentIdGap {
+                object_id: 1,
+                expected: 1,
+                got: 2
+            })
+        );
+        assert_eq!(d.pending_objects(), 0);
+        assert_eq!(d.push_fragment(frag(2, 0, true, false, b"x")), Ok(None));
+        assert_eq!(
+            d.push_fragment(frag(2, 0, true, false, b"y")),
+            Err(FragmentError::UnexpectedStart {
+                object_id: 2,
+                fragment_id: 0
+            })
+        );
+        assert_eq!(
+            d.push_fragment(frag(3, 4, true, true, b"z")),
+            Err(FragmentError::UnexpectedStart {
+                object_id: 3,
+                fragment_id: 4
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let mut bytes = frag(1, 0, true, true, b"abc").encode();
+        assert_eq!(
+            decode_fragments(&bytes[..20]),
+            Err(FragmentError::TruncatedHeader {
+                offset: 0,
+                available: 20
+            })
+        );
+        bytes.pop();
+        assert_eq!(
+            decode_fragments(&bytes),
+            Err(FragmentError::LengthBeyondBlob {
+                object_id: 1,
+                fragment_id: 0,
+                declared: 3,
+                available: 2
+            })
+        );
+        let mut flagged = frag(1, 0, true, true, b"").encode();
+        flagged[16] = 0x07;
+        assert!(matches!(
+            decode_fragments(&flagged),
+            Err(FragmentError::ReservedFlags { flags: 0x07, .. })
+        ));
+        // A huge declared length is refused, not allocated.
+        let mut huge = frag(1, 0, true, true, b"").encode();
+        huge[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            Defragmenter::new().push_blob(&huge),
+            Err(FragmentError::LengthBeyondBlob { .. })
+        ));
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let limits = DefragmenterLimits {
+            max_message_size: 8,
+            max_partial_objects: 2,
+        };
+        let mut d = Defragmenter::with_limits(limits);
+        assert_eq!(d.push_fragment(frag(1, 0, true, false, b"12345")), Ok(None));
+        assert_eq!(
+            d.push_fragment(frag(1, 1, false, true, b"6789")),
+            Err(FragmentError::MessageTooLarge {
+                object_id: 1,
+                limit: 8
+            })
+        );
+        assert_eq!(d.push_fragment(frag(2, 0, true, false, b"a")), Ok(None));
+        assert_eq!(d.push_fragment(frag(3, 0, true, false, b"b")), Ok(None));
+        assert_eq!(
+            d.push_fragment(frag(4, 0, true, false, b"c")),
+            Err(FragmentError::TooManyPartialObjects { limit: 2 })
+        );
+        // Complete single-fragment messages need no slot.
+        assert_eq!(
+            d.push_fragment(frag(5, 0, true, true, b"d")),
+            Ok(Some(b"d".to_vec()))
+        );
+    }
+
+    #[test]
+    fn envelope_budget_matches_pypsrp() {
+        // R:test_psrp_small_msg_size: MaxEnvelopeSize 32768 -> 23326-byte fragments
+        // (23305 data bytes) with pypsrp's ~1410-byte Send skeleton for that endpoint.
+        assert_eq!(max_fragment_size(32768, 1410), 23326);
+        // (153600 - 1410 - 256) * 3 / 4, rounded down.
+        assert_eq!(max_fragment_size(153_600, 1410), 113_950);
+        assert_eq!(max_fragment_size(1000, 2000), 0);
+    }
+}
