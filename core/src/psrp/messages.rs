@@ -2986,3 +2986,445 @@ impl InformationRecord {
         to_client(MessageType::InformationRecord, rpid, pid, &self.to_clixml())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml;
+
+    const ENUM_TAIL: &str = "<T>System.Enum</T><T>System.ValueType</T><T>System.Object</T>";
+
+    fn same_tree(value: &Value, expected: &str) {
+        let actual = clixml::to_bytes(value);
+        assert_eq!(
+            xml::parse(&actual).unwrap(),
+            xml::parse(expected.as_bytes()).unwrap(),
+            "\nactual:   {}\nexpected: {expected}",
+            String::from_utf8_lossy(&actual)
+        );
+    }
+
+    fn rpid() -> Uuid {
+        Uuid::from_u128(0x76056a84_51dc_4f24_9262_ca2a55464b2b)
+    }
+
+    #[test]
+    fn session_capability_matches_wire_facts() {
+        let message = SessionCapability::default().encode(Destination::Server, rpid());
+        assert_eq!(
+            message.data,
+            concat!(
+                r#"<Obj RefId="0"><MS><Version N="protocolversion">2.3</Version>"#,
+                r#"<Version N="PSVersion">2.0</Version>"#,
+                r#"<Version N="SerializationVersion">1.1.0.1</Version></MS></Obj>"#
+            )
+            .as_bytes()
+        );
+        let server = SessionCapability::default().encode(Destination::Client, Uuid::nil());
+        assert!(server.data.starts_with(UTF8_BOM));
+        let back = SessionCapability::decode(&server).unwrap();
+        assert_eq!(back.protocol(), Some(ProtocolVersion::V2_3));
+        assert_eq!(
+            SessionCapability::decode(&InitRunspacePool::default().encode(rpid())),
+            Err(DecodeError::WrongType {
+                expected: MessageType::SessionCapability,
+                got: MessageType::InitRunspacePool
+            })
+        );
+    }
+
+    #[test]
+    fn init_runspace_pool_matches_wire_facts() {
+        let init = InitRunspacePool::default();
+        let expected = format!(
+            concat!(
+                r#"<Obj RefId="0"><MS><I32 N="MinRunspaces">1</I32><I32 N="MaxRunspaces">1</I32>"#,
+                r#"<Obj N="PSThreadOptions" RefId="1"><TN RefId="0"><T>System.Management.Automation.Runspaces.PSThreadOptions</T>{tail}</TN><ToString>Default</ToString><I32>0</I32></Obj>"#,
+                r#"<Obj N="ApartmentState" RefId="2"><TN RefId="1"><T>System.Management.Automation.Runspaces.ApartmentState</T>{tail}</TN><ToString>UNKNOWN</ToString><I32>2</I32></Obj>"#,
+                r#"<Obj N="HostInfo" RefId="3"><MS><B N="_isHostNull">true</B><B N="_isHostUINull">true</B><B N="_isHostRawUINull">true</B><B N="_useRunspaceHost">true</B></MS></Obj>"#,
+                r#"<Nil N="ApplicationArguments" /></MS></Obj>"#
+            ),
+            tail = ENUM_TAIL
+        );
+        same_tree(&init.to_clixml(), &expected);
+        let with_args = InitRunspacePool {
+            max_runspaces: 5,
+            application_arguments: Some(primitive_dictionary(vec![(
+                "test_var".into(),
+                Value::from("abc"),
+            )])),
+            ..InitRunspacePool::default()
+        };
+        let decoded = InitRunspacePool::decode(&with_args.encode(rpid())).unwrap();
+        assert_eq!(decoded, with_args);
+        let args = decoded.application_arguments.unwrap();
+        assert_eq!(
+            args.as_object()
+                .unwrap()
+                .dict_get("test_var")
+                .unwrap()
+                .as_str(),
+            Some("abc")
+        );
+    }
+
+    fn merge(name: &str, text: &str, value: i32, first: bool) -> String {
+        if first {
+            format!(
+                r#"<Obj N="{name}" RefId="{{R}}"><TN RefId="3"><T>System.Management.Automation.Runspaces.PipelineResultTypes</T>{ENUM_TAIL}</TN><ToString>{text}</ToString><I32>{value}</I32></Obj>"#
+            )
+        } else {
+            format!(
+                r#"<Obj N="{name}" RefId="{{R}}"><TNRef RefId="3" /><ToString>{text}</ToString><I32>{value}</I32></Obj>"#
+            )
+        }
+    }
+
+    #[test]
+    fn create_pipeline_matches_wire_facts_for_protocol_2_3() {
+        let pipeline = CreatePipeline::script("SCRIPT", ProtocolVersion::V2_3);
+        let list_tn =
+            format!(r#"<TN RefId="2"><T>{PSOBJECT_LIST_TYPE}</T><T>System.Object</T></TN>"#);
+        let mut cmd = String::from(
+            r#"<Obj RefId="6"><MS><S N="Cmd">SCRIPT</S><B N="IsScript">true</B><Nil N="UseLocalScope" />"#,
+        );
+        cmd += &merge("MergeMyResult", "None", 0, true).replace("{R}", "7");
+        cmd += &merge("MergeToResult", "None", 0, false).replace("{R}", "8");
+        cmd += &merge("MergePreviousResults", "None", 0, false).replace("{R}", "9");
+        cmd += r#"<Obj N="Args" RefId="10"><TNRef RefId="2" /><LST /></Obj>"#;
+        for (i, name) in [
+            "MergeError",
+            "MergeWarning",
+            "MergeVerbose",
+            "MergeDebug",
+            "MergeInformation",
+        ]
+        .iter()
+        .enumerate()
+        {
+            cmd += &merge(name, "None", 0, false).replace("{R}", &(11 + i).to_string());
+        }
+        cmd += "</MS></Obj>";
+        let expected = format!(
+            concat!(
+                r#"<Obj RefId="0"><MS><B N="NoInput">true</B>"#,
+                r#"<Obj N="ApartmentState" RefId="1"><TN RefId="0"><T>System.Management.Automation.Runspaces.ApartmentState</T>{tail}</TN><ToString>UNKNOWN</ToString><I32>2</I32></Obj>"#,
+                r#"<Obj N="RemoteStreamOptions" RefId="2"><TN RefId="1"><T>System.Management.Automation.Runspaces.RemoteStreamOptions</T>{tail}</TN><ToString>AddInvocationInfo</ToString><I32>15</I32></Obj>"#,
+                r#"<B N="AddToHistory">false</B>"#,
+                r#"<Obj N="HostInfo" RefId="3"><MS><B N="_isHostNull">true</B><B N="_isHostUINull">true</B><B N="_isHostRawUINull">true</B><B N="_useRunspaceHost">true</B></MS></Obj>"#,
+                r#"<Obj N="PowerShell" RefId="4"><MS><B N="IsNested">false</B><Nil N="ExtraCmds" />"#,
+                r#"<Obj N="Cmds" RefId="5">{list_tn}<LST>{cmd}</LST></Obj>"#,
+                r#"<Nil N="History" /><B N="RedirectShellErrorOutputPipe">false</B></MS></Obj>"#,
+                r#"<B N="IsNested">false</B></MS></Obj>"#
+            ),
+            tail = ENUM_TAIL,
+            list_tn = list_tn,
+            cmd = cmd
+        );
+        same_tree(&pipeline.to_clixml(), &expected);
+        let pid = Uuid::from_u128(7);
+        let message = pipeline.encode(rpid(), pid);
+        assert_eq!(
+            (message.destination, message.pid),
+            (Destination::Server, pid)
+        );
+        assert_eq!(CreatePipeline::decode(&message).unwrap(), pipeline);
+    }
+
+    #[test]
+    fn command_merge_fields_follow_protocol_version() {
+        let names = |c: &Command| -> Vec<String> {
+            c.to_clixml()
+                .as_object()
+                .unwrap()
+                .extended
+                .iter()
+                .map(|p| p.name.clone())
+                .filter(|n| n.starts_with("Merge"))
+                .collect()
+        };
+        let base = ["MergeMyResult", "MergeToResult", "MergePreviousResults"];
+        assert_eq!(names(&Command::script("x", ProtocolVersion::V2_1)), base);
+        let v22 = names(&Command::script("x", ProtocolVersion::V2_2));
+        assert_eq!(
+            v22[3..],
+            ["MergeError", "MergeWarning", "MergeVerbose", "MergeDebug"]
+        );
+        let v23 = names(&Command::script("x", ProtocolVersion::V2_3));
+        assert_eq!(v23.last().map(String::as_str), Some("MergeInformation"));
+        assert_eq!(v23.len(), 8);
+    }
+
+    #[test]
+    fn arguments_and_statements_round_trip() {
+        let get = Command::cmdlet("Get-Item", ProtocolVersion::V2_3)
+            .with_parameter("Path", "C:\\_x")
+            .with_argument(true);
+        let out = Command::cmdlet("Out-String", ProtocolVersion::V2_3);
+        let mut pipeline = CreatePipeline::new(vec![]);
+        pipeline.pipeline = PowerShellPipeline::from_statements(vec![vec![get.clone()], vec![out]]);
+        let value = pipeline.to_clixml();
+        let text = String::from_utf8(clixml::to_bytes(&value)).unwrap();
+        assert!(
+            text.contains(r#"<S N="N">Path</S><S N="V">C:\_x005F_x</S>"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"<Nil N="N"/><B N="V">true</B>"#), "{text}");
+        let back = CreatePipeline::from_clixml(&value).unwrap();
+        assert_eq!(back, pipeline);
+        assert_eq!(back.pipeline.commands, vec![get]);
+        assert_eq!(back.pipeline.extra_commands.as_ref().map(Vec::len), Some(2));
+        assert_eq!(
+            back.pipeline.commands[0].arguments[0].value.as_str(),
+            Some("C:\\_x")
+        );
+    }
+
+    #[test]
+    fn pool_state_with_error_round_trips() {
+        let state = RunspacePoolStateMessage {
+            state: RunspacePoolState::Broken,
+            error: Some(ErrorRecord::runtime_exception("module failed")),
+        };
+        let message = state.encode(rpid());
+        assert_eq!(message.destination, Destination::Client);
+        assert!(message.data.starts_with(UTF8_BOM));
+        let PsrpMessage::RunspacePoolState(back) = PsrpMessage::decode(&message).unwrap() else {
+            panic!("wrong variant");
+        };
+        assert_eq!(back.state, RunspacePoolState::Broken);
+        let error = back.error.unwrap();
+        assert_eq!(error.message, "module failed");
+        assert_eq!(error.category_name(), Some("OperationStopped"));
+        assert_eq!(error.reason.as_deref(), Some("RuntimeException"));
+        assert_eq!(
+            error.exception_type_names.first().map(String::as_str),
+            Some("System.Management.Automation.RuntimeException")
+        );
+        assert_eq!(error.exception_message.as_deref(), Some("module failed"));
+        assert_eq!(error.target_object, Some(Value::from("module failed")));
+        let unknown =
+            clixml::from_bytes(br#"<Obj RefId="0"><MS><I32 N="RunspaceState">42</I32></MS></Obj>"#)
+                .unwrap();
+        assert_eq!(
+            RunspacePoolStateMessage::from_clixml(&unknown),
+            Err(DecodeError::UnknownEnumValue {
+                enumeration: "RunspacePoolState",
+                value: 42
+            })
+        );
+    }
+
+    #[test]
+    fn failed_pipeline_state_reads_error_details() {
+        let doc = concat!(
+            r#"<Obj RefId="0"><MS><I32 N="PipelineState">5</I32>"#,
+            r#"<Obj N="ExceptionAsErrorRecord" RefId="1"><TN RefId="0"><T>System.Management.Automation.ErrorRecord</T><T>System.Object</T></TN><ToString>oops_x000D__x000A_more</ToString><MS>"#,
+            r#"<Obj N="Exception" RefId="2"><TN RefId="1"><T>System.Management.Automation.RuntimeException</T><T>System.Exception</T><T>System.Object</T></TN><ToString>System.Management.Automation.RuntimeException: oops</ToString><Props><S N="Message">oops</S></Props></Obj>"#,
+            r#"<S N="FullyQualifiedErrorId">oops</S>"#,
+            r#"<Obj N="InvocationInfo" RefId="3"><TN RefId="2"><T>System.Management.Automation.InvocationInfo</T><T>System.Object</T></TN><ToString>System.Management.Automation.InvocationInfo</ToString><Props><Nil N="MyCommand" /><I32 N="ScriptLineNumber">80</I32><S N="PositionMessage">At line:80 char:1</S></Props></Obj>"#,
+            r#"<I32 N="ErrorCategory_Category">14</I32><S N="ErrorCategory_Activity"></S><S N="ErrorCategory_Reason">RuntimeException</S><S N="ErrorCategory_TargetType">String</S>"#,
+            r#"<B N="SerializeExtendedInfo">false</B><S N="ErrorDetails_ScriptStackTrace">at &lt;ScriptBlock&gt;, &lt;No file&gt;: line 80</S>"#,
+            r#"</MS></Obj></MS></Obj>"#
+        );
+        let message = Message::new(
+            Destination::Client,
+            MessageType::PipelineState,
+            rpid(),
+            Uuid::from_u128(9),
+            doc.as_bytes().to_vec(),
+        );
+        let state = PipelineStateMessage::decode(&message).unwrap();
+        assert_eq!(state.state, PsInvocationState::Failed);
+        let error = state.error.unwrap();
+        assert_eq!(error.message, "oops\r\nmore");
+        assert_eq!(error.fully_qualified_error_id, "oops");
+        assert_eq!(error.activity.as_deref(), Some(""));
+        assert_eq!(error.target_type.as_deref(), Some("String"));
+        assert_eq!(error.target_name, None);
+        let info = error.invocation.unwrap();
+        assert_eq!(info.script_line_number, Some(80));
+        assert_eq!(info.position_message.as_deref(), Some("At line:80 char:1"));
+        assert_eq!(info.command_name, None);
+        assert_eq!(
+            error.script_stack_trace.as_deref(),
+            Some("at <ScriptBlock>, <No file>: line 80")
+        );
+    }
+
+    #[test]
+    fn informational_records_round_trip() {
+        let info = InvocationInfo {
+            command_name: Some("Get-Thing".into()),
+            script_line_number: Some(3),
+            position_message: Some("At line:3 char:1".into()),
+            ..InvocationInfo::default()
+        };
+        let record = InformationalRecord {
+            invocation: Some(info),
+            ..InformationalRecord::new(InformationalKind::Verbose, "verbose stream")
+        };
+        let message = record.encode(rpid(), Uuid::from_u128(2));
+        assert_eq!(message.message_type, MessageType::VerboseRecord);
+        let PsrpMessage::VerboseRecord(back) = PsrpMessage::decode(&message).unwrap() else {
+            panic!("wrong variant");
+        };
+        assert_eq!(back.kind, Some(InformationalKind::Verbose));
+        assert_eq!(back.message, "verbose stream");
+        let back_info = back.invocation.unwrap();
+        assert_eq!(back_info.command_name.as_deref(), Some("Get-Thing"));
+        assert_eq!(back_info.script_line_number, Some(3));
+        let plain = InformationalRecord::new(InformationalKind::Warning, "careful");
+        same_tree(
+            &plain.to_clixml(),
+            concat!(
+                r#"<Obj RefId="0"><TN RefId="0"><T>System.Management.Automation.WarningRecord</T><T>System.Management.Automation.InformationalRecord</T><T>System.Object</T></TN>"#,
+                r#"<ToString>careful</ToString><MS><S N="InformationalRecord_Message">careful</S>"#,
+                r#"<B N="InformationalRecord_SerializeInvocationInfo">false</B></MS></Obj>"#
+            ),
+        );
+    }
+
+    #[test]
+    fn progress_record_matches_recorded_shape() {
+        let record = ProgressRecord::preparing_modules();
+        same_tree(
+            &record.to_clixml(),
+            &format!(
+                concat!(
+                    r#"<Obj RefId="0"><MS><S N="Activity">Preparing modules for first use.</S><I32 N="ActivityId">0</I32>"#,
+                    r#"<S N="StatusDescription"> </S><Nil N="CurrentOperation" /><I32 N="ParentActivityId">-1</I32>"#,
+                    r#"<I32 N="PercentComplete">-1</I32><Obj N="Type" RefId="1"><TN RefId="0"><T>System.Management.Automation.ProgressRecordType</T>{}</TN>"#,
+                    r#"<ToString>Completed</ToString><I32>1</I32></Obj><I32 N="SecondsRemaining">-1</I32></MS></Obj>"#
+                ),
+                ENUM_TAIL
+            ),
+        );
+        let back = ProgressRecord::decode(&record.encode(rpid(), Uuid::from_u128(3))).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn information_record_round_trips() {
+        let mut record = InformationRecord::new(
+            "information stream",
+            "Write-Information",
+            DateTime::from_text("2018-06-13T23:46:28.00516+00:00"),
+        );
+        record.tags = vec!["a".into()];
+        record.user = Some("HOST\\user".into());
+        record.process_id = Some(2636);
+        record.native_thread_id = Some(2840);
+        record.managed_thread_id = Some(7);
+        let back = InformationRecord::decode(&record.encode(rpid(), Uuid::from_u128(4))).unwrap();
+        assert_eq!(back.message_text(), "information stream");
+        assert_eq!(back.tags, ["a"]);
+        assert_eq!(back.process_id, Some(2636));
+        assert_eq!(back.computer, None);
+        assert_eq!(
+            InformationRecord {
+                value: Value::Nil,
+                ..back
+            },
+            record
+        );
+    }
+
+    #[test]
+    fn application_private_data_carries_the_version_table() {
+        let table = PsVersionTable::windows_powershell_5_1();
+        let data = ApplicationPrivateData::from_version_table(table.clone());
+        let back = ApplicationPrivateData::decode(&data.encode(rpid())).unwrap();
+        assert_eq!(back.version_table.as_ref(), Some(&table));
+        let v = back.version_table.unwrap();
+        assert_eq!(v.ps_version.unwrap().major_minor(), Some((5, 1)));
+        assert_eq!(v.ps_compatible_versions.len(), 6);
+        let text = String::from_utf8(clixml::to_bytes(&data.to_clixml())).unwrap();
+        assert!(text.starts_with(r#"<Obj RefId="0"><MS><Obj N="ApplicationPrivateData" RefId="1"><TN RefId="0"><T>System.Management.Automation.PSPrimitiveDictionary</T>"#));
+        assert!(text.contains(r#"<Obj N="Value" RefId="2"><TNRef RefId="0"/><DCT><En><S N="Key">PSVersion</S><Version N="Value">5.1.14393.2248</Version></En>"#));
+    }
+
+    #[test]
+    fn pool_messages_and_host_calls_round_trip() {
+        let avail = RunspaceAvailability {
+            response: Availability::Available(5),
+            call_id: 2,
+        };
+        let text = String::from_utf8(clixml::to_bytes(&avail.to_clixml())).unwrap();
+        assert!(text.contains(r#"<I32 N="SetMinMaxRunspacesResponse">5</I32>"#));
+        assert_eq!(
+            RunspaceAvailability::decode(&avail.encode(rpid())).unwrap(),
+            avail
+        );
+        let set = SetMaxRunspaces {
+            max_runspaces: 5,
+            call_id: 1,
+        };
+        assert_eq!(SetMaxRunspaces::decode(&set.encode(rpid())).unwrap(), set);
+        let connect = ConnectRunspacePool::default();
+        assert_eq!(clixml::to_bytes(&connect.to_clixml()), b"<S/>");
+        assert_eq!(
+            ConnectRunspacePool::decode(&connect.encode(rpid())).unwrap(),
+            connect
+        );
+        let call = HostCall {
+            call_id: -100,
+            method_id: 6,
+            method_name: "SetShouldExit".into(),
+            parameters: vec![Value::I32(1)],
+        };
+        let message = call.encode(rpid(), Some(Uuid::from_u128(5)));
+        assert_eq!(message.message_type, MessageType::PipelineHostCall);
+        assert_eq!(HostCall::decode(&message).unwrap(), call);
+        let response = HostResponse {
+            call_id: 1,
+            method_id: 11,
+            method_name: "ReadLine".into(),
+            result: Some(Value::from("typed")),
+            error: None,
+        };
+        let message = response.encode(rpid(), None);
+        assert_eq!(message.message_type, MessageType::RunspacePoolHostResponse);
+        assert_eq!(HostResponse::decode(&message).unwrap(), response);
+    }
+
+    #[test]
+    fn dispatch_handles_empty_output_and_unknown_types() {
+        let pid = Uuid::from_u128(8);
+        assert_eq!(
+            PsrpMessage::decode(&end_of_pipeline_input(rpid(), pid)).unwrap(),
+            PsrpMessage::EndOfPipelineInput
+        );
+        let output = PipelineOutput {
+            value: Value::from("output stream"),
+        };
+        let message = output.encode(rpid(), pid);
+        assert_eq!(message.data, b"\xEF\xBB\xBF<S>output stream</S>");
+        assert_eq!(
+            PsrpMessage::decode(&message).unwrap(),
+            PsrpMessage::PipelineOutput(output)
+        );
+        let odd = Message::new(
+            Destination::Client,
+            MessageType::Unknown(0x0004_2000),
+            rpid(),
+            pid,
+            b"<junk".to_vec(),
+        );
+        let decoded = PsrpMessage::decode(&odd).unwrap();
+        assert_eq!(decoded.message_type(), MessageType::Unknown(0x0004_2000));
+        let bad = Message::new(
+            Destination::Client,
+            MessageType::PipelineOutput,
+            rpid(),
+            pid,
+            b"<Weird/>".to_vec(),
+        );
+        assert_eq!(
+            PsrpMessage::decode(&bad),
+            Err(DecodeError::Clixml(ClixmlError::UnknownElement(
+                "Weird".into()
+            )))
+        );
+    }
+}
