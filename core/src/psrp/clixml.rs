@@ -1754,6 +1754,13 @@ mod tests {
     }
 
     #[test]
+    fn values_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Value>();
+        send_sync::<PsObject>();
+    }
+
+    #[test]
     fn escapes_like_powershell() {
         assert_eq!(encode_string("plain text"), "plain text");
         assert_eq!(encode_string("a\r\nb"), "a_x000D__x000A_b");

@@ -164,6 +164,25 @@ pub fn encode_fragments(fragments: &[Fragment]) -> Vec<u8> {
     out
 }
 
+/// Groups fragments, in order, into blobs of at most `max_blob_size` bytes each (one blob
+/// per `rsp:Stream`, `creationXml` or `rsp:Arguments`), the way pypsrp packs
+/// SESSION_CAPABILITY and INIT_RUNSPACEPOOL into one `creationXml`
+/// [R:test_psrp_open_runspace]. A fragment larger than the maximum gets a blob of its own.
+pub fn pack_fragments(fragments: &[Fragment], max_blob_size: usize) -> Vec<Vec<u8>> {
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    for fragment in fragments {
+        if !current.is_empty() && current.len() + fragment.encoded_len() > max_blob_size {
+            blobs.push(std::mem::take(&mut current));
+        }
+        fragment.encode_into(&mut current);
+    }
+    if !current.is_empty() {
+        blobs.push(current);
+    }
+    blobs
+}
+
 /// Splits a blob of concatenated fragments into its fragments. Checks each header on its
 /// own; ordering across fragments is the [`Defragmenter`]'s job.
 pub fn decode_fragments(blob: &[u8]) -> Result<Vec<Fragment>, FragmentError> {
@@ -222,6 +241,15 @@ impl Fragmenter {
     /// The object id the next message will get.
     pub fn next_object_id(&self) -> u64 {
         self.next_object_id
+    }
+
+    /// Encodes a message and splits it (see [`Self::fragment`]).
+    pub fn fragment_message(
+        &mut self,
+        message: &super::message::Message,
+        max_fragment_size: usize,
+    ) -> Vec<Fragment> {
+        self.fragment(&message.encode(), max_fragment_size)
     }
 
     /// Splits one encoded message into fragments of at most `max_fragment_size` bytes each,
@@ -631,6 +659,23 @@ mod tests {
             d.push_fragment(frag(5, 0, true, true, b"d")),
             Ok(Some(b"d".to_vec()))
         );
+    }
+
+    #[test]
+    fn packs_fragments_into_blobs() {
+        let mut fragmenter = Fragmenter::new();
+        let mut fragments = fragmenter.fragment(&[1u8; 30], 1000);
+        fragments.extend(fragmenter.fragment(&[2u8; 30], 1000));
+        fragments.extend(fragmenter.fragment(&[3u8; 100], 60));
+        assert_eq!(fragments.len(), 5);
+        let blobs = pack_fragments(&fragments, 110);
+        assert_eq!(
+            blobs.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![102, 60, 103]
+        );
+        let mut d = Defragmenter::new();
+        let messages: Vec<Vec<u8>> = blobs.iter().flat_map(|b| d.push_blob(b).unwrap()).collect();
+        assert_eq!(messages, vec![vec![1u8; 30], vec![2u8; 30], vec![3u8; 100]]);
     }
 
     #[test]
