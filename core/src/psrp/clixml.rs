@@ -105,7 +105,7 @@ pub struct PsObject {
     pub type_names: Option<TypeNames>,
     /// The `ToString` text (2.2.5.2.4), unescaped.
     pub to_string: Option<String>,
-    /// An inner value or a collection (2.2.5.2.5 - 2.2.5.2.7).
+    /// An inner value or a collection (MS-PSRP 2.2.5.2).
     pub content: Content,
     /// Adapted properties, `<Props>` (2.2.5.2.8), in document order.
     pub adapted: Vec<Property>,
@@ -119,18 +119,18 @@ pub enum Content {
     /// Nothing (a plain property bag).
     #[default]
     None,
-    /// A primitive: an enum's value (2.2.5.2.5) or an extended primitive's value
-    /// (2.2.5.2.6). Never an [`Value::Object`].
+    /// A primitive: an enum's value or an extended primitive's value (a string with note
+    /// properties, for example). Never an [`Value::Object`].
     Value(Value),
-    /// `<LST>`: list (2.2.5.2.6.3).
+    /// `<LST>`: list (arrays, `List<T>`, `ArrayList`...).
     List(Vec<Value>),
-    /// `<IE>`: enumerable (2.2.5.2.6.2... written like a list).
+    /// `<IE>`: other enumerables, written like a list.
     Enumerable(Vec<Value>),
     /// `<QUE>`: queue.
     Queue(Vec<Value>),
     /// `<STK>`: stack.
     Stack(Vec<Value>),
-    /// `<DCT>`: dictionary of `<En>` entries (2.2.5.2.6.4).
+    /// `<DCT>`: dictionary of `<En>` entries.
     Dictionary(Vec<DictEntry>),
 }
 
@@ -258,7 +258,7 @@ impl Value {
     }
 
     /// An enum value: `<Obj><TN>type, System.Enum, System.ValueType, System.Object</TN>
-    /// <ToString>name</ToString><I32>value</I32></Obj>` (MS-PSRP 2.2.5.2.5).
+    /// <ToString>name</ToString><I32>value</I32></Obj>` (wire-facts 4.5).
     pub fn enumeration(type_name: &str, name: &str, value: i32) -> Self {
         Self::object(PsObject {
             type_names: Some(enum_type_names(type_name)),
@@ -542,7 +542,7 @@ impl Property {
 }
 
 /// Type names `[type_name, System.Enum, System.ValueType, System.Object]`, the list every
-/// enum carries (MS-PSRP 2.2.5.2.5).
+/// enum carries (wire-facts 4.5).
 pub fn enum_type_names(type_name: &str) -> TypeNames {
     type_names_of(&[
         type_name,

@@ -295,7 +295,7 @@ impl PipelineResultTypes {
 }
 
 ps_enum! {
-    /// Progress record type (MS-PSRP 2.2.3.23... `ProgressRecordType`).
+    /// Progress record type (.NET `ProgressRecordType`, the `Type` of PROGRESS_RECORD).
     ProgressRecordType = "System.Management.Automation.ProgressRecordType" {
         /// Still processing.
         Processing = 0 => "Processing",
@@ -2799,7 +2799,7 @@ impl InformationalRecord {
     }
 }
 
-/// PROGRESS_RECORD (MS-PSRP 2.2.3.23... 2.2.2.25).
+/// PROGRESS_RECORD (MS-PSRP 2.2.2.25).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressRecord {
     /// `Activity`.
