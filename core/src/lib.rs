@@ -12,3 +12,7 @@ pub mod psrp;
 pub mod winrs;
 pub mod wsman;
 pub mod xml;
+
+// Fuzz-target bodies shared by `fuzz/` and the corpus replay test; not a supported API.
+#[doc(hidden)]
+pub mod fuzzing;

@@ -12,8 +12,9 @@
 use std::borrow::Cow;
 
 use quick_xml::XmlVersion;
+use quick_xml::events::attributes::Attribute as RawAttribute;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
-use quick_xml::name::ResolveResult;
+use quick_xml::name::{QName, ResolveResult};
 use quick_xml::reader::NsReader;
 
 /// Namespace URI of the `xml:` prefix, which is bound without a declaration.
@@ -205,11 +206,13 @@ impl Element {
         ns: &str,
         declared: &mut Vec<(String, String)>,
     ) -> Option<(String, String)> {
-        if ns.is_empty() || ns == XML_NS {
+        if ns == XML_NS {
             return None;
         }
+        // Nothing declared means no namespace. An unprefixed element in no namespace
+        // inside a default-namespace scope needs `xmlns=""` (fuzz/regressions/xml).
         let bound = declared.iter().rev().find(|(p, _)| p == prefix);
-        if bound.map(|(_, n)| n.as_str()) == Some(ns) {
+        if bound.map_or("", |(_, n)| n.as_str()) == ns {
             return None;
         }
         declared.push((prefix.to_owned(), ns.to_owned()));
@@ -221,22 +224,43 @@ impl Element {
         Some((key, ns.to_owned()))
     }
 
+    /// The prefix to write an attribute in namespace `ns` with: one whose binding in scope
+    /// is `ns`, else a fresh `nsN` that nothing in scope binds, so that declaring it can
+    /// neither duplicate a declaration on this element nor rebind a prefix in use
+    /// (`<ns0:a xmlns:ns0="urn:A" xmlns:b="urn:B" b:x="1"/>`, fuzz/regressions/xml).
+    fn attribute_prefix(ns: &str, declared: &[(String, String)]) -> String {
+        let bound_to = |prefix: &str| {
+            declared
+                .iter()
+                .rev()
+                .find(|(p, _)| p == prefix)
+                .map(|(_, n)| n.as_str())
+        };
+        if let Some((p, _)) = declared
+            .iter()
+            .rev()
+            .find(|(p, n)| n == ns && !p.is_empty() && bound_to(p) == Some(ns))
+        {
+            return p.clone();
+        }
+        // One of declared.len() + 1 candidates is always free, so the default is never used.
+        (0..=declared.len())
+            .map(|n| format!("ns{n}"))
+            .find(|p| bound_to(p).is_none())
+            .unwrap_or_default()
+    }
+
     fn write_inner(&self, w: &mut XmlWriter, declared: &mut Vec<(String, String)>) {
         let depth = declared.len();
         let mut attrs: Vec<(String, String)> = Vec::new();
         attrs.extend(Self::declare(&self.prefix, &self.ns, declared));
-        for (i, a) in self.attrs.iter().enumerate() {
+        for a in &self.attrs {
             let prefix = if a.ns.is_empty() {
                 String::new()
             } else if a.ns == XML_NS {
                 "xml".to_owned()
             } else {
-                let p = declared
-                    .iter()
-                    .rev()
-                    .find(|(p, n)| n == &a.ns && !p.is_empty())
-                    .map(|(p, _)| p.clone())
-                    .unwrap_or_else(|| format!("ns{i}"));
+                let p = Self::attribute_prefix(&a.ns, declared);
                 attrs.extend(Self::declare(&p, &a.ns, declared));
                 p
             };
@@ -350,19 +374,53 @@ pub fn parse_with(input: &[u8], limits: Limits) -> Result<Element, XmlError> {
     }
 }
 
-fn namespace_of(resolved: ResolveResult<'_>) -> Result<String, XmlError> {
+fn namespace_of(resolved: ResolveResult<'_>, position: u64) -> Result<String, XmlError> {
     match resolved {
-        ResolveResult::Bound(ns) => Ok(ns.as_ref().to_owned()),
+        ResolveResult::Bound(ns) => normalize_namespace(ns.into_inner(), position),
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(prefix) => Err(XmlError::UnknownPrefix(prefix)),
     }
 }
 
+/// The namespace name of an `xmlns` declaration, with references expanded and whitespace
+/// normalized like any other attribute value. quick-xml's resolver hands out the raw text
+/// (`urn:a&amp;b`), so without this `write_to`, which escapes the value it writes, would
+/// change the namespace of what it re-emits (found by fuzzing, `fuzz/regressions/xml`).
+fn normalize_namespace(raw: &str, position: u64) -> Result<String, XmlError> {
+    let declaration = RawAttribute {
+        key: QName("xmlns"),
+        value: Cow::Borrowed(raw),
+    };
+    declaration
+        .normalized_value(XmlVersion::Implicit1_0)
+        .map(Cow::into_owned)
+        .map_err(|e| XmlError::Malformed {
+            position,
+            message: format!("namespace name {raw:?}: {e}"),
+        })
+}
+
 fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Element, XmlError> {
     let qname = start.name();
+    // quick-xml reads `< />` as an element without a name and binds an element prefix
+    // `xmlns`, which Namespaces in XML 1.0 section 3 forbids; neither tree could be written
+    // back (fuzz/regressions/xml).
+    let problem = if qname.local_name().as_ref().is_empty() {
+        Some("element without a name")
+    } else if qname.prefix().is_some_and(|p| p.as_ref() == "xmlns") {
+        Some("element with the reserved prefix xmlns")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(XmlError::Malformed {
+            position: reader.buffer_position(),
+            message: problem.to_owned(),
+        });
+    }
     let (resolved, _) = reader.resolver().resolve_element(qname);
     let mut element = Element {
-        ns: namespace_of(resolved)?,
+        ns: namespace_of(resolved, reader.buffer_position())?,
         name: qname.local_name().as_ref().to_owned(),
         prefix: qname
             .prefix()
@@ -388,7 +446,7 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
                 message: e.to_string(),
             })?;
         element.attrs.push(Attribute {
-            ns: namespace_of(ns)?,
+            ns: namespace_of(ns, reader.buffer_position())?,
             name: local.as_ref().to_owned(),
             value: value.into_owned(),
         });
@@ -558,6 +616,50 @@ mod tests {
             Err(XmlError::Malformed { .. })
         ));
         assert!(matches!(parse(b"<p:a/>"), Err(XmlError::UnknownPrefix(_))));
+    }
+
+    #[test]
+    fn namespace_names_are_normalized_like_attribute_values() {
+        // quick-xml resolves to the raw declaration text; the tree holds the value, so
+        // write_to (which escapes) re-emits the same namespace (fuzz/regressions/xml).
+        let root = parse(b"<a:r xmlns:a=\"urn:x&amp;y\" xmlns=\"\nurn:d\"><c/></a:r>").unwrap();
+        assert_eq!(root.ns, "urn:x&y");
+        assert_eq!(root.elements().next().unwrap().ns, " urn:d");
+        let mut w = XmlWriter::new();
+        root.write_to(&mut w);
+        assert_eq!(parse(w.as_bytes()).unwrap(), root);
+        assert!(matches!(
+            parse(b"<a xmlns=\"urn:&bogus;\"/>"),
+            Err(XmlError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn write_to_keeps_namespaces_where_prefixes_clash() {
+        // Each broke the write_to round trip (fuzz/regressions/xml): an undeclared default
+        // namespace, an attribute prefix equal to the generated `ns0`, a prefix rebound
+        // in a child while the attribute needs the outer binding.
+        for doc in [
+            &b"<root xmlns=\"t\"><d xmlns=\"\"></d></root>"[..],
+            b"<ns0:a xmlns:ns0=\"urn:A\" xmlns:b=\"urn:B\" b:x=\"1\"/>",
+            b"<a:r xmlns:a=\"urn:X\" a:k=\"1\"><a:c xmlns:a=\"urn:Y\" xmlns:b=\"urn:X\" b:k=\"2\"/></a:r>",
+        ] {
+            let root = parse(doc).unwrap();
+            let mut w = XmlWriter::new();
+            root.write_to(&mut w);
+            assert_eq!(parse(w.as_bytes()), Ok(root), "{}", String::from_utf8_lossy(doc));
+        }
+        let inner = parse(b"<root xmlns=\"t\"><d xmlns=\"\"/></root>").unwrap();
+        assert_eq!(inner.elements().next().unwrap().ns, "");
+    }
+
+    #[test]
+    fn refuses_nameless_elements_and_the_xmlns_prefix() {
+        assert!(matches!(parse(b"< />"), Err(XmlError::Malformed { .. })));
+        assert!(matches!(
+            parse(b"<xmlns:w/>"),
+            Err(XmlError::Malformed { .. })
+        ));
     }
 
     #[test]

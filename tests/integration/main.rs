@@ -2,5 +2,7 @@
 //!
 //! Modules by area:
 //! - `conformance`: the protocol core against recorded Windows traffic.
+//! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 
 mod conformance;
+mod fuzz_replay;
