@@ -6,9 +6,9 @@
 //! framing ([`encryption`]). No tokio, no sockets, no clock and no random ids: callers
 //! pass time and an id generator in ([`ids`]).
 
-pub mod ids;
-pub mod xml;
 pub mod encryption;
+pub mod ids;
 pub mod psrp;
 pub mod winrs;
 pub mod wsman;
+pub mod xml;
