@@ -812,3 +812,376 @@ impl ScriptRun {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SequentialIds;
+    use crate::psrp::Destination;
+    use crate::psrp::clixml::DateTime;
+    use crate::psrp::messages::{
+        ApplicationPrivateData, InformationalKind, PipelineOutput, PipelineStateMessage,
+        RunspacePoolStateMessage,
+    };
+    use crate::wsman::{
+        CommandResponse, CommandStateInfo, CreateResponse, ReceiveResponse, ReceivedStream,
+        Selector,
+    };
+
+    const ENDPOINT: &str = "http://host:5985/wsman";
+
+    /// A scripted Windows host: learns the RPID/PID from the client's requests, decodes
+    /// what the client sends, and fragments its own messages like a server does.
+    struct Host {
+        ids: SequentialIds,
+        rpid: Uuid,
+        pid: Uuid,
+        out: Fragmenter,
+        /// Server-side fragment size: small values split every message.
+        fragment_size: usize,
+        inbound: Defragmenter,
+        received: Vec<PsrpMessage>,
+        log: Vec<(Action, Option<SignalCode>)>,
+    }
+
+    impl Host {
+        fn new() -> Self {
+            Self {
+                ids: SequentialIds::starting_after(1000),
+                rpid: Uuid::nil(),
+                pid: Uuid::nil(),
+                out: Fragmenter::new(),
+                fragment_size: 32 * 1024,
+                inbound: Defragmenter::new(),
+                received: Vec::new(),
+                log: Vec::new(),
+            }
+        }
+
+        /// Records a request and decodes the PSRP it carries.
+        fn learn(&mut self, request: &Request) {
+            let signal = match &request.body {
+                RequestBody::Signal(s) => Some(s.code.clone()),
+                _ => None,
+            };
+            self.log.push((request.header.action.clone(), signal));
+            let blob = match &request.body {
+                RequestBody::Create(create) => {
+                    self.rpid = create.shell_id.unwrap();
+                    create.creation_xml.clone().unwrap()
+                }
+                RequestBody::Command(line) => {
+                    self.pid = line.command_id.unwrap();
+                    line.psrp_arguments().unwrap()
+                }
+                RequestBody::Send(send) => {
+                    send.streams.iter().flat_map(|s| s.data.clone()).collect()
+                }
+                _ => Vec::new(),
+            };
+            for bytes in self.inbound.push_blob(&blob).unwrap() {
+                let message = Message::decode(&bytes).unwrap();
+                self.received.push(PsrpMessage::decode(&message).unwrap());
+            }
+        }
+
+        /// Each message's fragments, encoded one by one.
+        fn fragments(&mut self, messages: &[Message]) -> Vec<Vec<u8>> {
+            messages
+                .iter()
+                .flat_map(|m| self.out.fragment(&m.encode(), self.fragment_size))
+                .map(|f| f.encode())
+                .collect()
+        }
+
+        fn created(&self) -> ResponseBody {
+            ResponseBody::CreateResponse(CreateResponse {
+                address: ENDPOINT.into(),
+                resource_uri: Some(resources::powershell("Microsoft.PowerShell")),
+                selectors: vec![Selector::shell_id(&self.rpid)],
+                shell: None,
+            })
+        }
+
+        /// SESSION_CAPABILITY, APPLICATION_PRIVATE_DATA, RUNSPACEPOOL_STATE `state`.
+        fn pool_messages(
+            &self,
+            state: RunspacePoolState,
+            error: Option<ErrorRecord>,
+        ) -> Vec<Message> {
+            vec![
+                // Windows sends its capability with a nil RPID (R:test_psrp_open_runspace).
+                SessionCapability::default().encode(Destination::Client, Uuid::nil()),
+                ApplicationPrivateData::from_version_table(
+                    PsVersionTable::windows_powershell_5_1(),
+                )
+                .encode(self.rpid),
+                RunspacePoolStateMessage { state, error }.encode(self.rpid),
+            ]
+        }
+
+        /// A ReceiveResponse for the pool: one stream without CommandId per blob.
+        fn pool_output(&self, blobs: Vec<Vec<u8>>) -> ResponseBody {
+            ResponseBody::ReceiveResponse(ReceiveResponse {
+                streams: blobs
+                    .into_iter()
+                    .map(|data| ReceivedStream {
+                        name: "stdout".into(),
+                        command_id: None,
+                        end: false,
+                        data,
+                    })
+                    .collect(),
+                command_state: None,
+            })
+        }
+
+        /// A ReceiveResponse for the pipeline: one stream per blob, Done when `done`.
+        fn pipeline_output(&self, blobs: Vec<Vec<u8>>, done: bool) -> ResponseBody {
+            ResponseBody::ReceiveResponse(ReceiveResponse {
+                streams: blobs
+                    .into_iter()
+                    .map(|data| ReceivedStream {
+                        name: "stdout".into(),
+                        command_id: Some(self.pid),
+                        end: done,
+                        data,
+                    })
+                    .collect(),
+                command_state: Some(CommandStateInfo {
+                    command_id: Some(self.pid),
+                    state: if done {
+                        CommandState::Done
+                    } else {
+                        CommandState::Running
+                    },
+                    exit_code: done.then_some(0),
+                }),
+            })
+        }
+
+        fn state(&self, state: PsInvocationState, error: Option<ErrorRecord>) -> Message {
+            PipelineStateMessage { state, error }.encode(self.rpid, self.pid)
+        }
+
+        fn output(&self, text: &str) -> Message {
+            PipelineOutput { value: text.into() }.encode(self.rpid, self.pid)
+        }
+
+        /// Answers everything but the pipeline Receive the usual way.
+        fn usual(&mut self, request: &Request) -> ResponseBody {
+            match &request.body {
+                RequestBody::Create(_) => self.created(),
+                RequestBody::Receive(r) if r.command_id.is_none() => {
+                    let messages = self.pool_messages(RunspacePoolState::Opened, None);
+                    let blob = self.fragments(&messages).concat();
+                    self.pool_output(vec![blob])
+                }
+                RequestBody::Command(_) => ResponseBody::CommandResponse(CommandResponse {
+                    command_id: self.pid,
+                }),
+                RequestBody::Send(_) => ResponseBody::SendResponse,
+                RequestBody::Signal(_) => ResponseBody::SignalResponse,
+                RequestBody::Delete => ResponseBody::DeleteResponse,
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+
+        fn answer(&mut self, request: &Request, body: ResponseBody) -> Response {
+            let response = Response::reply(request.header.message_id, self.ids.next_id(), body);
+            // Everything crosses the wire as XML: the reply goes through the real codec.
+            Response::parse(&response.to_xml()).unwrap()
+        }
+    }
+
+    struct Run {
+        outcome: ScriptOutcome,
+        events: Vec<PsrpEvent>,
+        requests: Vec<Request>,
+        host: Host,
+    }
+
+    fn run_to_end(
+        settings: PsrpSettings,
+        spec: ScriptSpec,
+        mut host: Host,
+        mut reply: impl FnMut(&mut Host, &Request) -> ResponseBody,
+    ) -> Run {
+        let mut ids = SequentialIds::default();
+        let (mut run, first) = ScriptRun::start(settings, spec, &mut ids);
+        let mut requests = vec![(*first).clone()];
+        let mut next = first;
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            host.learn(&next);
+            let body = reply(&mut host, &next);
+            let response = host.answer(&next, body);
+            let step = run.handle(response, &mut ids);
+            events.extend(std::iter::from_fn(|| run.poll_event()));
+            match step {
+                Step::Send(request) => {
+                    requests.push((*request).clone());
+                    next = request;
+                }
+                Step::Finished(outcome) => {
+                    assert!(run.is_finished());
+                    assert_eq!(run.open_shell(), None);
+                    return Run {
+                        outcome,
+                        events,
+                        requests,
+                        host,
+                    };
+                }
+            }
+        }
+        panic!("run did not finish in 100 steps");
+    }
+
+    fn spec() -> ScriptSpec {
+        ScriptSpec::new("param($a) Write-Output $a").with_argument("hi")
+    }
+
+    fn actions(host: &Host) -> Vec<Action> {
+        host.log.iter().map(|(a, _)| a.clone()).collect()
+    }
+
+    fn info_record() -> InformationRecord {
+        InformationRecord::new(
+            "information",
+            "Write-Information",
+            DateTime::from_text("2018-06-13T23:46:28.00516+00:00"),
+        )
+    }
+
+    #[test]
+    fn runs_a_script_and_reports_every_stream() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_some() => {
+                    let (rpid, pid) = (host.rpid, host.pid);
+                    let messages = vec![
+                        ProgressRecord::preparing_modules().encode(rpid, pid),
+                        InformationalRecord::new(InformationalKind::Debug, "debug")
+                            .encode(rpid, pid),
+                        InformationalRecord::new(InformationalKind::Verbose, "verbose")
+                            .encode(rpid, pid),
+                        InformationalRecord::new(InformationalKind::Warning, "warning")
+                            .encode(rpid, pid),
+                        ErrorRecord::runtime_exception("error stream").encode(rpid, pid),
+                        host.output("hi"),
+                        info_record().encode(rpid, pid),
+                        host.state(PsInvocationState::Completed, None),
+                    ];
+                    let blob = host.fragments(&messages).concat();
+                    host.pipeline_output(vec![blob], true)
+                }
+                _ => host.usual(req),
+            },
+        );
+        let host = &run.host;
+        assert_eq!(
+            run.outcome,
+            Ok(PipelineOutcome {
+                state: PsInvocationState::Completed,
+                error: None
+            })
+        );
+        assert_eq!(
+            actions(host),
+            [
+                Action::Create,
+                Action::Receive,
+                Action::Command,
+                Action::Receive,
+                Action::Signal,
+                Action::Delete
+            ]
+        );
+        // Cleanup of a finished pipeline uses Terminate (R:test_psrp_multiple_invocations).
+        assert_eq!(host.log[4].1, Some(SignalCode::Terminate));
+
+        let events = &run.events;
+        assert_eq!(
+            events[0],
+            PsrpEvent::ShellCreated {
+                shell_id: host.rpid
+            }
+        );
+        let PsrpEvent::PsVersionTable(table) = &events[1] else {
+            panic!("expected the version table, got {:?}", events[1]);
+        };
+        assert_eq!(table.ps_edition.as_deref(), Some("Desktop"));
+        assert_eq!(
+            events[2],
+            PsrpEvent::PipelineStarted {
+                command_id: host.pid
+            }
+        );
+        assert!(
+            matches!(&events[3], PsrpEvent::Progress(p) if p.activity == "Preparing modules for first use.")
+        );
+        assert!(matches!(&events[4], PsrpEvent::Debug(r) if r.message == "debug"));
+        assert!(matches!(&events[5], PsrpEvent::Verbose(r) if r.message == "verbose"));
+        assert!(matches!(&events[6], PsrpEvent::Warning(r) if r.message == "warning"));
+        assert!(matches!(&events[7], PsrpEvent::Error(e) if e.message == "error stream"));
+        assert_eq!(events[8], PsrpEvent::Output(Value::from("hi")));
+        assert!(
+            matches!(&events[9], PsrpEvent::Information(i) if i.source.as_deref() == Some("Write-Information"))
+        );
+        assert_eq!(
+            events[10],
+            PsrpEvent::PipelineState {
+                state: PsInvocationState::Completed,
+                error: None
+            }
+        );
+        assert_eq!(
+            events[11],
+            PsrpEvent::ShellDeleted {
+                shell_id: host.rpid
+            }
+        );
+        assert_eq!(events.len(), 12);
+
+        // Every request uses the PowerShell resource URI, Delete included.
+        for req in &run.requests {
+            assert_eq!(
+                req.header.resource_uri,
+                "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+            );
+        }
+        for req in &run.requests[1..] {
+            assert_eq!(req.header.shell_id(), Some(host.rpid));
+        }
+        let create = &run.requests[0];
+        assert_eq!(create.header.option("protocolversion"), Some("2.3"));
+        assert_eq!(create.header.options[0].must_comply, Some(true));
+        let RequestBody::Receive(pool_receive) = &run.requests[1].body else {
+            panic!()
+        };
+        assert_eq!(pool_receive.command_id, None);
+        assert_eq!(pool_receive.streams, ["stdout"]);
+        let RequestBody::Receive(pipe_receive) = &run.requests[3].body else {
+            panic!()
+        };
+        assert_eq!(pipe_receive.command_id, Some(host.pid));
+
+        // What the host decoded: capability 2.3, a one-runspace pool, the script and its
+        // argument.
+        let [
+            PsrpMessage::SessionCapability(cap),
+            PsrpMessage::InitRunspacePool(init),
+            PsrpMessage::CreatePipeline(pipeline),
+        ] = host.received.as_slice()
+        else {
+            panic!("host received {:?}", host.received);
+        };
+        assert_eq!(cap.protocol(), Some(ProtocolVersion::V2_3));
+        assert_eq!((init.min_runspaces, init.max_runspaces), (1, 1));
+        assert_eq!(*pipeline, spec().create_pipeline(ProtocolVersion::V2_3));
+    }
+}
