@@ -1184,4 +1184,371 @@ mod tests {
         assert_eq!((init.min_runspaces, init.max_runspaces), (1, 1));
         assert_eq!(*pipeline, spec().create_pipeline(ProtocolVersion::V2_3));
     }
+
+    #[test]
+    fn reassembles_output_split_across_receives_fragments_and_timeouts() {
+        let mut host = Host::new();
+        // Every server message is cut into several fragments.
+        host.fragment_size = 60;
+        let mut pool_polls = 0;
+        let mut pipe_polls = 0;
+        let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+        let run = run_to_end(PsrpSettings::new(ENDPOINT), spec(), host, |host, req| {
+            match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_none() => {
+                    pool_polls += 1;
+                    match pool_polls {
+                        // MS-WSMV 3.1.4.14: nothing ready within OperationTimeout.
+                        1 => ResponseBody::Fault(WsmanFault::operation_timeout("host")),
+                        // The pool state arrives over two Receives (R:test_psrp_open_runspace).
+                        2 => {
+                            let messages = host.pool_messages(RunspacePoolState::Opened, None);
+                            let mut frags = host.fragments(&messages);
+                            let half = frags.split_off(frags.len() / 2);
+                            pending.extend(half);
+                            host.pool_output(frags)
+                        }
+                        _ => host.pool_output(pending.drain(..).collect()),
+                    }
+                }
+                RequestBody::Receive(_) => {
+                    pipe_polls += 1;
+                    match pipe_polls {
+                        1 => {
+                            let messages = [
+                                host.output("first object"),
+                                host.output("second object"),
+                                host.output("third object"),
+                                host.state(PsInvocationState::Completed, None),
+                            ];
+                            let frags = host.fragments(&messages);
+                            assert!(frags.len() > 8, "messages must span many fragments");
+                            pending.extend(frags);
+                            // Three fragments in three streams of this response.
+                            let now: Vec<_> = pending.drain(..3).collect();
+                            host.pipeline_output(now, false)
+                        }
+                        2 => ResponseBody::Fault(WsmanFault::operation_timeout("host")),
+                        3 => {
+                            let now = vec![pending.drain(..4).collect::<Vec<_>>().concat()];
+                            host.pipeline_output(now, false)
+                        }
+                        _ => {
+                            let now = pending.drain(..).collect();
+                            host.pipeline_output(now, true)
+                        }
+                    }
+                }
+                _ => host.usual(req),
+            }
+        });
+        assert!(run.outcome.is_ok(), "{:?}", run.outcome);
+        assert_eq!(
+            pool_polls, 3,
+            "the second half of the pool messages needs a poll"
+        );
+        let outputs: Vec<_> = run
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                PsrpEvent::Output(v) => v.as_str(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outputs, ["first object", "second object", "third object"]);
+        assert_eq!(
+            actions(&run.host),
+            [
+                Action::Create,
+                Action::Receive,
+                Action::Receive,
+                Action::Receive,
+                Action::Command,
+                Action::Receive,
+                Action::Receive,
+                Action::Receive,
+                Action::Receive,
+                Action::Signal,
+                Action::Delete
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pipeline_too_big_for_one_envelope_goes_out_as_command_then_sends() {
+        let settings = PsrpSettings {
+            max_envelope_size: 4096,
+            ..PsrpSettings::new(ENDPOINT)
+        };
+        let script = format!("'{}' | Out-Null", "x".repeat(12_000));
+        let spec = ScriptSpec::new(script.clone()).with_parameter("Name", "value");
+        let run = run_to_end(
+            settings,
+            spec.clone(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_some() => {
+                    let blob = host
+                        .fragments(&[host.state(PsInvocationState::Completed, None)])
+                        .concat();
+                    host.pipeline_output(vec![blob], true)
+                }
+                _ => host.usual(req),
+            },
+        );
+        assert!(run.outcome.is_ok(), "{:?}", run.outcome);
+        let log = actions(&run.host);
+        let sends = log.iter().filter(|a| **a == Action::Send).count();
+        assert!(
+            sends >= 3,
+            "expected the pipeline over several Sends: {log:?}"
+        );
+        assert_eq!(log[2], Action::Command);
+        assert!(log[3..3 + sends].iter().all(|a| *a == Action::Send));
+        // No envelope exceeds MaxEnvelopeSize, and Sends carry the CommandId on stdin
+        // without End (R:test_psrp_small_msg_size).
+        for req in &run.requests {
+            assert!(req.to_xml().len() <= 4096, "{} bytes", req.to_xml().len());
+            if let RequestBody::Send(send) = &req.body {
+                assert_eq!(send.streams[0].name, "stdin");
+                assert_eq!(send.streams[0].command_id, Some(run.host.pid));
+                assert_eq!(send.streams[0].end, None);
+            }
+        }
+        let Some(PsrpMessage::CreatePipeline(pipeline)) = run.host.received.last() else {
+            panic!("no CREATE_PIPELINE reassembled");
+        };
+        assert_eq!(*pipeline, spec.create_pipeline(ProtocolVersion::V2_3));
+    }
+
+    #[test]
+    fn a_failed_pipeline_reports_its_terminating_error() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_some() => {
+                    let error = ErrorRecord::runtime_exception("boom");
+                    let blob = host
+                        .fragments(&[host.state(PsInvocationState::Failed, Some(error))])
+                        .concat();
+                    host.pipeline_output(vec![blob], true)
+                }
+                _ => host.usual(req),
+            },
+        );
+        let Ok(outcome) = &run.outcome else {
+            panic!("{:?}", run.outcome)
+        };
+        assert_eq!(outcome.state, PsInvocationState::Failed);
+        let error = outcome.error.as_ref().unwrap();
+        assert_eq!(error.message, "boom");
+        assert_eq!(error.category_name(), Some("OperationStopped"));
+        assert!(run.events.iter().any(|e| matches!(
+            e,
+            PsrpEvent::PipelineState {
+                state: PsInvocationState::Failed,
+                error: Some(_)
+            }
+        )));
+        assert_eq!(
+            run.host.log[4],
+            (Action::Signal, Some(SignalCode::Terminate))
+        );
+        assert_eq!(run.host.log[5].0, Action::Delete);
+    }
+
+    #[test]
+    fn a_broken_pool_ends_the_run_with_its_error_record_and_deletes_the_shell() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(_) => {
+                    let error = ErrorRecord::runtime_exception("module failed to load");
+                    let messages = host.pool_messages(RunspacePoolState::Broken, Some(error));
+                    let blob = host.fragments(&messages).concat();
+                    host.pool_output(vec![blob])
+                }
+                _ => host.usual(req),
+            },
+        );
+        let Err(PsrpClientError::PoolNotOpened { state, error }) = &run.outcome else {
+            panic!("{:?}", run.outcome)
+        };
+        assert_eq!(*state, RunspacePoolState::Broken);
+        assert_eq!(error.as_ref().unwrap().message, "module failed to load");
+        assert_eq!(
+            actions(&run.host),
+            [Action::Create, Action::Receive, Action::Delete]
+        );
+        assert_eq!(
+            run.events.last(),
+            Some(&PsrpEvent::ShellDeleted {
+                shell_id: run.host.rpid
+            })
+        );
+    }
+
+    #[test]
+    fn a_fault_on_create_finishes_without_cleanup() {
+        let run = run_to_end(PsrpSettings::new(ENDPOINT), spec(), Host::new(), |_, _| {
+            ResponseBody::Fault(WsmanFault::max_shells_per_user("host", 2))
+        });
+        let Err(PsrpClientError::Fault { operation, fault }) = &run.outcome else {
+            panic!("{:?}", run.outcome)
+        };
+        assert_eq!(*operation, Operation::Create);
+        assert!(fault.code.is_some_and(|c| c.is_quota()));
+        assert!(run.events.is_empty());
+        assert_eq!(actions(&run.host), [Action::Create]);
+    }
+
+    #[test]
+    fn a_fault_after_create_still_deletes_the_shell() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Command(_) => ResponseBody::Fault(WsmanFault::access_denied("host")),
+                _ => host.usual(req),
+            },
+        );
+        let Err(PsrpClientError::Fault { operation, .. }) = &run.outcome else {
+            panic!("{:?}", run.outcome)
+        };
+        assert_eq!(*operation, Operation::Command);
+        assert_eq!(
+            actions(&run.host),
+            [
+                Action::Create,
+                Action::Receive,
+                Action::Command,
+                Action::Delete
+            ]
+        );
+        assert_eq!(
+            run.events.last(),
+            Some(&PsrpEvent::ShellDeleted {
+                shell_id: run.host.rpid
+            })
+        );
+    }
+
+    #[test]
+    fn a_failed_delete_is_reported_as_cleanup_failure() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_some() => {
+                    let blob = host
+                        .fragments(&[host.state(PsInvocationState::Completed, None)])
+                        .concat();
+                    host.pipeline_output(vec![blob], true)
+                }
+                RequestBody::Delete => ResponseBody::Fault(WsmanFault::access_denied("host")),
+                _ => host.usual(req),
+            },
+        );
+        // The pipeline result stands; the leak is reported as an event.
+        assert!(run.outcome.is_ok());
+        assert!(matches!(
+            run.events.last(),
+            Some(PsrpEvent::CleanupFailed {
+                error: PsrpClientError::Fault {
+                    operation: Operation::Delete,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn garbage_from_the_host_is_a_decode_error_and_cleans_up() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_some() => {
+                    host.pipeline_output(vec![b"not a fragment".to_vec()], false)
+                }
+                _ => host.usual(req),
+            },
+        );
+        assert!(matches!(run.outcome, Err(PsrpClientError::Fragment(_))));
+        // A running pipeline is stopped before the shell goes.
+        assert_eq!(run.host.log[4], (Action::Signal, Some(SignalCode::PsCtrlC)));
+        assert_eq!(run.host.log[5].0, Action::Delete);
+    }
+
+    #[test]
+    fn abort_mid_pipeline_sends_ctrl_c_then_delete() {
+        let mut ids = SequentialIds::default();
+        let mut host = Host::new();
+        let (mut run, create) = ScriptRun::start(PsrpSettings::new(ENDPOINT), spec(), &mut ids);
+        let mut next = create;
+        // Drive until the first pipeline Receive is outstanding.
+        loop {
+            host.learn(&next);
+            if matches!(&next.body, RequestBody::Receive(r) if r.command_id.is_some()) {
+                break;
+            }
+            let body = host.usual(&next);
+            let response = host.answer(&next, body);
+            let Step::Send(request) = run.handle(response, &mut ids) else {
+                panic!("finished early")
+            };
+            next = request;
+        }
+        assert_eq!(run.open_shell(), Some(host.rpid));
+        let Step::Send(signal) = run.abort(PsrpClientError::Aborted("deadline".into()), &mut ids)
+        else {
+            panic!()
+        };
+        let RequestBody::Signal(sig) = &signal.body else {
+            panic!("expected a Signal, got {:?}", signal.body)
+        };
+        assert_eq!(sig.code, SignalCode::PsCtrlC);
+        assert_eq!(sig.command_id, Some(host.pid));
+        let response = host.answer(&signal, ResponseBody::SignalResponse);
+        let Step::Send(delete) = run.handle(response, &mut ids) else {
+            panic!()
+        };
+        assert_eq!(delete.header.action, Action::Delete);
+        assert_eq!(
+            delete.header.resource_uri,
+            "http://schemas.microsoft.com/powershell/Microsoft.PowerShell"
+        );
+        let response = host.answer(&delete, ResponseBody::DeleteResponse);
+        assert_eq!(
+            run.handle(response, &mut ids),
+            Step::Finished(Err(PsrpClientError::Aborted("deadline".into())))
+        );
+        assert!(run.is_finished());
+    }
+
+    #[test]
+    fn a_reply_to_another_request_is_a_violation() {
+        let mut ids = SequentialIds::default();
+        let mut host = Host::new();
+        let (mut run, create) = ScriptRun::start(PsrpSettings::new(ENDPOINT), spec(), &mut ids);
+        host.learn(&create);
+        let mut wrong = host.answer(&create, host.created());
+        wrong.header.relates_to = Some(Uuid::from_u128(7));
+        // Nothing is known to exist yet, so the run ends at once.
+        assert!(matches!(
+            run.handle(wrong, &mut ids),
+            Step::Finished(Err(PsrpClientError::WrongRelatesTo {
+                operation: Operation::Create,
+                ..
+            }))
+        ));
+    }
 }
