@@ -52,10 +52,6 @@ use crate::wsman::{
     Response, ResponseBody, Send, SendStream, Signal, SignalCode, WsOption, WsmanFault, resources,
 };
 
-/// Largest number of PSRP messages accepted in one run before giving up: bounds the work
-/// a hostile host can make us do per response stream.
-pub const MAX_MESSAGES_PER_RESPONSE: usize = 100_000;
-
 /// How to open the runspace pool and address the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PsrpSettings {
@@ -226,10 +222,10 @@ pub enum PsrpClientError {
         /// The reply's RelatesTo.
         found: Option<Uuid>,
     },
-    /// The runspace pool did not open (RUNSPACEPOOL_STATE Broken or Closed): how a module
-    /// load failure shows (wire-facts 1.13).
+    /// The runspace pool did not open, or broke while the pipeline ran (RUNSPACEPOOL_STATE
+    /// Broken or Closed): how a module load failure shows (wire-facts 1.13).
     #[error("runspace pool {state:?}: {}", .error.as_ref().map_or("no error record", |e| e.message.as_str()))]
-    PoolNotOpened {
+    PoolFailed {
         /// The state reported.
         state: RunspacePoolState,
         /// `ExceptionAsErrorRecord`, if sent.
@@ -419,7 +415,7 @@ impl ScriptRun {
                     Ok(None) => self.receive_pool(shell, ids),
                     Ok(Some((RunspacePoolState::Opened, _))) => self.command(shell, ids),
                     Ok(Some((state, error))) => {
-                        self.fail(PsrpClientError::PoolNotOpened { state, error }, ids)
+                        self.fail(PsrpClientError::PoolFailed { state, error }, ids)
                     }
                 }
             }
@@ -447,11 +443,18 @@ impl ScriptRun {
                     if stream.data.is_empty() {
                         continue;
                     }
-                    // Route by the WS-Man CommandId: streams without one belong to the pool.
-                    let result = if stream.command_id.is_none_or(|id| id == command) {
-                        self.pipeline_messages(&stream.data)
-                    } else {
-                        Ok(())
+                    // Route by the WS-Man CommandId, not by the PSRP header ids: streams
+                    // without one belong to the pool, which may report itself broken.
+                    let result = match stream.command_id {
+                        Some(id) if id == command => self.pipeline_messages(&stream.data),
+                        Some(_) => Ok(()),
+                        None => match self.pool_messages(&stream.data) {
+                            Ok(Some((state, error))) if state != RunspacePoolState::Opened => {
+                                Err(PsrpClientError::PoolFailed { state, error })
+                            }
+                            Ok(_) => Ok(()),
+                            Err(error) => Err(error),
+                        },
                     };
                     if let Err(error) = result {
                         return self.fail(error, ids);
@@ -1375,7 +1378,7 @@ mod tests {
                 _ => host.usual(req),
             },
         );
-        let Err(PsrpClientError::PoolNotOpened { state, error }) = &run.outcome else {
+        let Err(PsrpClientError::PoolFailed { state, error }) = &run.outcome else {
             panic!("{:?}", run.outcome)
         };
         assert_eq!(*state, RunspacePoolState::Broken);
@@ -1550,5 +1553,34 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn a_pool_breaking_while_the_pipeline_runs_stops_and_deletes() {
+        let run = run_to_end(
+            PsrpSettings::new(ENDPOINT),
+            spec(),
+            Host::new(),
+            |host, req| match &req.body {
+                RequestBody::Receive(r) if r.command_id.is_some() => {
+                    let broken = RunspacePoolStateMessage {
+                        state: RunspacePoolState::Broken,
+                        error: Some(ErrorRecord::runtime_exception("pool died")),
+                    }
+                    .encode(host.rpid);
+                    let blob = host.fragments(&[broken]).concat();
+                    // A stream without CommandId is the pool's own output.
+                    host.pool_output(vec![blob])
+                }
+                _ => host.usual(req),
+            },
+        );
+        let Err(PsrpClientError::PoolFailed { state, error }) = &run.outcome else {
+            panic!("{:?}", run.outcome)
+        };
+        assert_eq!(*state, RunspacePoolState::Broken);
+        assert_eq!(error.as_ref().unwrap().message, "pool died");
+        assert_eq!(run.host.log[4], (Action::Signal, Some(SignalCode::PsCtrlC)));
+        assert_eq!(run.host.log[5].0, Action::Delete);
     }
 }
