@@ -7,6 +7,7 @@
 //! - [`messages`]: one typed struct per message type, with decoders for all of them and
 //!   encoders for what a client and a simulated server send (MS-PSRP 2.2.2, 2.2.3).
 
+pub mod client;
 pub mod clixml;
 pub mod fragment;
 pub mod message;
