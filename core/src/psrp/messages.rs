@@ -2332,6 +2332,8 @@ pub struct InvocationInfo {
     pub command_name: Option<String>,
     /// Command definition (`CommandInfo_Definition`): the script text for scripts.
     pub command_definition: Option<String>,
+    /// `CommandInfo_CommandType` (`CommandTypes` flags; 64 = Script).
+    pub command_type: Option<i32>,
     /// `ScriptLineNumber`.
     pub script_line_number: Option<i32>,
     /// `OffsetInLine`.
@@ -2350,6 +2352,42 @@ pub struct InvocationInfo {
     pub pipeline_length: Option<i32>,
     /// `PipelinePosition`.
     pub pipeline_position: Option<i32>,
+    /// `CommandOrigin`.
+    pub command_origin: Option<CommandOrigin>,
+    /// `ExpectingInput`.
+    pub expecting_input: Option<bool>,
+    /// `PipelineIterationInfo`.
+    pub pipeline_iteration_info: Vec<i32>,
+    /// `BoundParameters`: parameter name to value.
+    pub bound_parameters: Vec<DictEntry>,
+    /// `UnboundArguments`.
+    pub unbound_arguments: Vec<Value>,
+}
+
+/// .NET `CommandTypes` flag names, for [`command_types_name`].
+const COMMAND_TYPES: [(&str, i32); 9] = [
+    ("Alias", 0x1),
+    ("Function", 0x2),
+    ("Filter", 0x4),
+    ("Cmdlet", 0x8),
+    ("ExternalScript", 0x10),
+    ("Application", 0x20),
+    ("Script", 0x40),
+    ("Workflow", 0x80),
+    ("Configuration", 0x100),
+];
+
+/// The `ToString` of a `CommandTypes` value (`Script`, `Alias, Function`, `All`).
+pub fn command_types_name(value: i32) -> String {
+    if value == 0x1FF {
+        return "All".to_owned();
+    }
+    COMMAND_TYPES
+        .iter()
+        .filter(|(_, f)| value & f == *f)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl InvocationInfo {
@@ -2358,6 +2396,7 @@ impl InvocationInfo {
         Self {
             command_name: opt_string(o, "CommandInfo_Name"),
             command_definition: opt_string(o, "CommandInfo_Definition"),
+            command_type: opt_i32(o, "CommandInfo_CommandType"),
             script_line_number: opt_i32(o, "InvocationInfo_ScriptLineNumber"),
             offset_in_line: opt_i32(o, "InvocationInfo_OffsetInLine"),
             position_message: opt_string(o, "InvocationInfo_PositionMessage"),
@@ -2367,6 +2406,12 @@ impl InvocationInfo {
             history_id: opt_i64(o, "InvocationInfo_HistoryId"),
             pipeline_length: opt_i32(o, "InvocationInfo_PipelineLength"),
             pipeline_position: opt_i32(o, "InvocationInfo_PipelinePosition"),
+            command_origin: opt(o, "InvocationInfo_CommandOrigin")
+                .and_then(CommandOrigin::from_clixml),
+            expecting_input: opt_bool(o, "InvocationInfo_ExpectingInput"),
+            pipeline_iteration_info: int_list(opt(o, "InvocationInfo_PipelineIterationInfo")),
+            bound_parameters: dict_entries(opt(o, "InvocationInfo_BoundParameters")),
+            unbound_arguments: list_items(opt(o, "InvocationInfo_UnboundArguments")),
         }
     }
 
@@ -2375,6 +2420,7 @@ impl InvocationInfo {
         Self {
             command_name: opt(o, "MyCommand").map(|v| v.display_text().into_owned()),
             command_definition: None,
+            command_type: None,
             script_line_number: opt_i32(o, "ScriptLineNumber"),
             offset_in_line: opt_i32(o, "OffsetInLine"),
             position_message: opt_string(o, "PositionMessage"),
@@ -2384,24 +2430,39 @@ impl InvocationInfo {
             history_id: opt_i64(o, "HistoryId"),
             pipeline_length: opt_i32(o, "PipelineLength"),
             pipeline_position: opt_i32(o, "PipelinePosition"),
+            command_origin: match opt(o, "CommandOrigin").and_then(Value::as_str) {
+                Some("Runspace") => Some(CommandOrigin::Runspace),
+                Some("Internal") => Some(CommandOrigin::Internal),
+                _ => None,
+            },
+            expecting_input: opt_bool(o, "ExpectingInput"),
+            pipeline_iteration_info: int_list(opt(o, "PipelineIterationInfo")),
+            bound_parameters: dict_entries(opt(o, "BoundParameters")),
+            unbound_arguments: list_items(opt(o, "UnboundArguments")),
         }
     }
 
     /// The flattened properties PowerShell writes when a record carries invocation info
-    /// (`InvocationInfo.ToPSObjectForRemoting`), followed by `PipelineIterationInfo`
-    /// under `iteration_name`.
-    fn flattened(&self, iteration_name: &str) -> Vec<Property> {
+    /// (`InvocationInfo.ToPSObjectForRemoting`; order of R:test_psrp_merge_commands).
+    /// Informational records carry a `PSBoundParametersDictionary`.
+    fn flattened(&self, bound_parameters: &[&str]) -> Vec<Property> {
         let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let ints = |v: &[i32]| v.iter().map(|i| Value::I32(*i)).collect::<Vec<_>>();
         let mut props = vec![
             p(
                 "InvocationInfo_BoundParameters",
-                Value::dictionary(&[BOUND_PARAMETERS_TYPE, "System.Object"], Vec::new()),
+                Value::dictionary(bound_parameters, self.bound_parameters.clone()),
             ),
             p(
                 "InvocationInfo_CommandOrigin",
-                CommandOrigin::Internal.to_clixml(),
+                self.command_origin
+                    .unwrap_or(CommandOrigin::Runspace)
+                    .to_clixml(),
             ),
-            p("InvocationInfo_ExpectingInput", false),
+            p(
+                "InvocationInfo_ExpectingInput",
+                self.expecting_input.unwrap_or(false),
+            ),
             p("InvocationInfo_InvocationName", s(&self.invocation_name)),
             p("InvocationInfo_Line", s(&self.line)),
             p(
@@ -2413,7 +2474,7 @@ impl InvocationInfo {
                 "InvocationInfo_PipelineIterationInfo",
                 Value::list(
                     &["System.Int32[]", "System.Array", "System.Object"],
-                    Vec::new(),
+                    ints(&self.pipeline_iteration_info),
                 ),
             ),
             p(
@@ -2434,15 +2495,23 @@ impl InvocationInfo {
             p("InvocationInfo_ScriptName", s(&self.script_name)),
             p(
                 "InvocationInfo_UnboundArguments",
-                Value::list(&[OBJECT_LIST_TYPE, "System.Object"], Vec::new()),
+                Value::list(
+                    &[OBJECT_LIST_TYPE, "System.Object"],
+                    self.unbound_arguments.clone(),
+                ),
             ),
             p("SerializeExtent", false),
         ];
         if self.command_name.is_some() || self.command_definition.is_some() {
+            let command_type = self.command_type.unwrap_or(0x40);
             props.extend([
                 p(
                     "CommandInfo_CommandType",
-                    Value::enumeration("System.Management.Automation.CommandTypes", "Script", 64),
+                    Value::enumeration(
+                        "System.Management.Automation.CommandTypes",
+                        &command_types_name(command_type),
+                        command_type,
+                    ),
                 ),
                 p("CommandInfo_Definition", s(&self.command_definition)),
                 p("CommandInfo_Name", s(&self.command_name)),
@@ -2456,15 +2525,30 @@ impl InvocationInfo {
                 ),
             ]);
         }
-        props.push(p(
-            iteration_name,
-            Value::list(
-                &[INT_COLLECTION_TYPE, "System.Object"],
-                vec![Value::I32(0), Value::I32(0)],
-            ),
-        ));
         props
     }
+}
+
+fn dict_entries(value: Option<&Value>) -> Vec<DictEntry> {
+    value
+        .and_then(Value::as_object)
+        .and_then(PsObject::dictionary)
+        .map(<[DictEntry]>::to_vec)
+        .unwrap_or_default()
+}
+
+fn list_items(value: Option<&Value>) -> Vec<Value> {
+    value
+        .and_then(Value::as_list)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default()
+}
+
+fn int_list(value: Option<&Value>) -> Vec<i32> {
+    value
+        .and_then(Value::as_list)
+        .map(|items| items.iter().filter_map(Value::as_i32).collect())
+        .unwrap_or_default()
 }
 
 const BOUND_PARAMETERS_TYPE: &str = "System.Collections.Generic.Dictionary`2[[System.String, mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089],[System.Object, mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089]]";
@@ -2670,7 +2754,17 @@ impl ErrorRecord {
         }
         props.push(p("SerializeExtendedInfo", self.invocation.is_some()));
         if let Some(info) = &self.invocation {
-            props.extend(info.flattened("PipelineIterationInfo"));
+            props.extend(info.flattened(&[BOUND_PARAMETERS_TYPE, "System.Object"]));
+            props.push(p(
+                "PipelineIterationInfo",
+                Value::list(
+                    &[INT_COLLECTION_TYPE, "System.Object"],
+                    info.pipeline_iteration_info
+                        .iter()
+                        .map(|i| Value::I32(*i))
+                        .collect(),
+                ),
+            ));
         }
         if let Some(t) = &self.script_stack_trace {
             props.push(p("ErrorDetails_ScriptStackTrace", t.as_str()));
@@ -2778,7 +2872,21 @@ impl InformationalRecord {
             ),
         ];
         if let Some(info) = &self.invocation {
-            props.extend(info.flattened("InformationalRecord_PipelineIterationInfo"));
+            props.extend(info.flattened(&[
+                "System.Management.Automation.PSBoundParametersDictionary",
+                BOUND_PARAMETERS_TYPE,
+                "System.Object",
+            ]));
+            props.push(p(
+                "InformationalRecord_PipelineIterationInfo",
+                Value::list(
+                    &[INT_COLLECTION_TYPE, "System.Object"],
+                    info.pipeline_iteration_info
+                        .iter()
+                        .map(|i| Value::I32(*i))
+                        .collect(),
+                ),
+            ));
         }
         Value::object(PsObject {
             type_names: Some(clixml::type_names_of(&[
