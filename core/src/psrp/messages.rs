@@ -2362,6 +2362,12 @@ pub struct InvocationInfo {
     pub bound_parameters: Vec<DictEntry>,
     /// `UnboundArguments`.
     pub unbound_arguments: Vec<Value>,
+    /// `MyCommand` of the `InvocationInfo` object (the script text for a script block).
+    pub my_command: Option<String>,
+    /// `PSScriptRoot`.
+    pub ps_script_root: Option<String>,
+    /// `PSCommandPath`.
+    pub ps_command_path: Option<String>,
 }
 
 /// .NET `CommandTypes` flag names, for [`command_types_name`].
@@ -2412,6 +2418,9 @@ impl InvocationInfo {
             pipeline_iteration_info: int_list(opt(o, "InvocationInfo_PipelineIterationInfo")),
             bound_parameters: dict_entries(opt(o, "InvocationInfo_BoundParameters")),
             unbound_arguments: list_items(opt(o, "InvocationInfo_UnboundArguments")),
+            my_command: None,
+            ps_script_root: opt_string(o, "InvocationInfo_PSScriptRoot"),
+            ps_command_path: opt_string(o, "InvocationInfo_PSCommandPath"),
         }
     }
 
@@ -2439,20 +2448,20 @@ impl InvocationInfo {
             pipeline_iteration_info: int_list(opt(o, "PipelineIterationInfo")),
             bound_parameters: dict_entries(opt(o, "BoundParameters")),
             unbound_arguments: list_items(opt(o, "UnboundArguments")),
+            my_command: opt(o, "MyCommand").map(|v| v.display_text().into_owned()),
+            ps_script_root: opt_string(o, "PSScriptRoot"),
+            ps_command_path: opt_string(o, "PSCommandPath"),
         }
     }
 
     /// The flattened properties PowerShell writes when a record carries invocation info
     /// (`InvocationInfo.ToPSObjectForRemoting`; order of R:test_psrp_merge_commands).
     /// Informational records carry a `PSBoundParametersDictionary`.
-    fn flattened(&self, bound_parameters: &[&str]) -> Vec<Property> {
+    fn flattened(&self, bound_parameters: Value, unbound_arguments: Value) -> Vec<Property> {
         let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
         let ints = |v: &[i32]| v.iter().map(|i| Value::I32(*i)).collect::<Vec<_>>();
         let mut props = vec![
-            p(
-                "InvocationInfo_BoundParameters",
-                Value::dictionary(bound_parameters, self.bound_parameters.clone()),
-            ),
+            p("InvocationInfo_BoundParameters", bound_parameters),
             p(
                 "InvocationInfo_CommandOrigin",
                 self.command_origin
@@ -2485,21 +2494,18 @@ impl InvocationInfo {
                 "InvocationInfo_PipelinePosition",
                 self.pipeline_position.unwrap_or(0),
             ),
-            p("InvocationInfo_PSScriptRoot", ""),
-            p("InvocationInfo_PSCommandPath", Value::Nil),
+            p("InvocationInfo_PSScriptRoot", s(&self.ps_script_root)),
+            p(
+                "InvocationInfo_PSCommandPath",
+                nil_or(self.ps_command_path.clone(), Value::String),
+            ),
             p("InvocationInfo_PositionMessage", s(&self.position_message)),
             p(
                 "InvocationInfo_ScriptLineNumber",
                 self.script_line_number.unwrap_or(0),
             ),
             p("InvocationInfo_ScriptName", s(&self.script_name)),
-            p(
-                "InvocationInfo_UnboundArguments",
-                Value::list(
-                    &[OBJECT_LIST_TYPE, "System.Object"],
-                    self.unbound_arguments.clone(),
-                ),
-            ),
+            p("InvocationInfo_UnboundArguments", unbound_arguments),
             p("SerializeExtent", false),
         ];
         if self.command_name.is_some() || self.command_definition.is_some() {
@@ -2526,6 +2532,46 @@ impl InvocationInfo {
             ]);
         }
         props
+    }
+}
+
+impl InvocationInfo {
+    /// The `InvocationInfo` object an error record carries (its adapted properties, in
+    /// the order Windows writes them), sharing `bound` and `unbound` with the flattened
+    /// properties.
+    fn to_object(&self, bound: Value, unbound: Value) -> Value {
+        let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let origin = self.command_origin.unwrap_or(CommandOrigin::Runspace);
+        Value::object(PsObject {
+            type_names: Some(clixml::type_names_of(&[
+                "System.Management.Automation.InvocationInfo",
+                "System.Object",
+            ])),
+            to_string: Some("System.Management.Automation.InvocationInfo".to_owned()),
+            adapted: vec![
+                p("MyCommand", nil_or(self.my_command.clone(), Value::String)),
+                p("BoundParameters", bound),
+                p("UnboundArguments", unbound),
+                p("ScriptLineNumber", self.script_line_number.unwrap_or(0)),
+                p("OffsetInLine", self.offset_in_line.unwrap_or(0)),
+                p("HistoryId", self.history_id.unwrap_or(1)),
+                p("ScriptName", s(&self.script_name)),
+                p("Line", s(&self.line)),
+                p("PositionMessage", s(&self.position_message)),
+                p("PSScriptRoot", s(&self.ps_script_root)),
+                p(
+                    "PSCommandPath",
+                    nil_or(self.ps_command_path.clone(), Value::String),
+                ),
+                p("InvocationName", s(&self.invocation_name)),
+                p("PipelineLength", self.pipeline_length.unwrap_or(0)),
+                p("PipelinePosition", self.pipeline_position.unwrap_or(0)),
+                p("ExpectingInput", self.expecting_input.unwrap_or(false)),
+                p("CommandOrigin", origin.name()),
+                p("DisplayScriptPosition", Value::Nil),
+            ],
+            ..PsObject::default()
+        })
     }
 }
 
@@ -2584,15 +2630,25 @@ pub struct ErrorRecord {
     pub exception_type_names: Vec<String>,
     /// `Exception`'s `Message` property (or `ToString`).
     pub exception_message: Option<String>,
+    /// The `Exception` object as received. When set it is written back unchanged;
+    /// otherwise one is built from `exception_type_names` and `exception_message`.
+    pub exception_object: Option<Value>,
     /// `TargetObject`.
     pub target_object: Option<Value>,
-    /// Invocation info, from the flattened properties when `SerializeExtendedInfo` is set,
-    /// else from the `InvocationInfo` object.
+    /// Invocation info: the `InvocationInfo` object's properties, completed from the
+    /// flattened `InvocationInfo_*` properties when `SerializeExtendedInfo` is set.
     pub invocation: Option<InvocationInfo>,
+    /// `SerializeExtendedInfo`: whether the flattened invocation properties are present.
+    pub serialize_extended_info: bool,
+    /// `PipelineIterationInfo` (written with the flattened properties).
+    pub pipeline_iteration_info: Vec<i32>,
     /// `ErrorDetails_ScriptStackTrace`.
     pub script_stack_trace: Option<String>,
     /// `writeErrorStream`: written by Write-Error rather than thrown.
     pub write_error_stream: Option<bool>,
+    /// Whether the record carries the `PSMessageDetails` note property (records from the
+    /// error stream do, `ExceptionAsErrorRecord` does not).
+    pub ps_message_details: bool,
     /// The whole record as received (`Nil` for one built locally).
     pub value: Value,
 }
@@ -2626,10 +2682,14 @@ impl ErrorRecord {
             .map(str::to_owned)
             .to_vec(),
             exception_message: Some(message.clone()),
+            exception_object: None,
             target_object: Some(Value::String(message.clone())),
             invocation: None,
+            serialize_extended_info: false,
+            pipeline_iteration_info: Vec::new(),
             script_stack_trace: None,
             write_error_stream: None,
+            ps_message_details: false,
             message,
             value: Value::Nil,
         }
@@ -2648,14 +2708,19 @@ impl ErrorRecord {
     pub fn from_clixml(value: &Value) -> Result<Self, DecodeError> {
         let n = Self::NAME;
         let o = object(value, n)?;
-        let exception = opt(o, "Exception").and_then(Value::as_object);
+        let exception_value = opt(o, "Exception");
+        let exception = exception_value.and_then(Value::as_object);
         let extended = opt_bool(o, "SerializeExtendedInfo").unwrap_or(false);
-        let invocation = if extended {
-            Some(InvocationInfo::from_flattened(o))
-        } else {
-            opt(o, "InvocationInfo")
-                .and_then(Value::as_object)
-                .map(InvocationInfo::from_object)
+        let object_info = opt(o, "InvocationInfo")
+            .and_then(Value::as_object)
+            .map(InvocationInfo::from_object);
+        let invocation = match (extended, object_info) {
+            (true, object_info) => {
+                let mut info = InvocationInfo::from_flattened(o);
+                info.my_command = object_info.and_then(|i| i.my_command);
+                Some(info)
+            }
+            (false, object_info) => object_info,
         };
         let fqid = opt_string(o, "FullyQualifiedErrorId").unwrap_or_default();
         Ok(Self {
@@ -2678,36 +2743,37 @@ impl ErrorRecord {
                 .unwrap_or_default(),
             exception_message: exception
                 .and_then(|e| opt_string(e, "Message").or_else(|| e.to_string.clone())),
+            exception_object: exception_value.cloned(),
             target_object: opt(o, "TargetObject").cloned(),
             invocation,
+            serialize_extended_info: extended,
+            pipeline_iteration_info: int_list(opt(o, "PipelineIterationInfo")),
             script_stack_trace: opt_string(o, "ErrorDetails_ScriptStackTrace"),
             write_error_stream: opt_bool(o, "writeErrorStream"),
+            ps_message_details: o.property("PSMessageDetails").is_some(),
             value: value.clone(),
         })
     }
 
-    /// The error record object, shaped like Windows PowerShell's
-    /// (`ErrorRecord.ToPSObjectForRemoting`; [R:test_psrp_merge_commands]).
-    pub fn to_clixml(&self) -> Value {
-        let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
-        let exception_message = self
+    fn exception_clixml(&self) -> Value {
+        if let Some(e) = &self.exception_object {
+            return e.clone();
+        }
+        let message = self
             .exception_message
             .clone()
             .unwrap_or_else(|| self.message.clone());
-        let exception_type = self
-            .exception_type_names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "System.Exception".to_owned());
-        let exception = PsObject {
-            type_names: Some(if self.exception_type_names.is_empty() {
-                clixml::type_names_of(&["System.Exception", "System.Object"])
-            } else {
-                self.exception_type_names.iter().cloned().collect()
-            }),
-            to_string: Some(format!("{exception_type}: {exception_message}")),
+        let type_names: clixml::TypeNames = if self.exception_type_names.is_empty() {
+            clixml::type_names_of(&["System.Exception", "System.Object"])
+        } else {
+            self.exception_type_names.iter().cloned().collect()
+        };
+        let main_type = type_names.first().cloned().unwrap_or_default();
+        Value::object(PsObject {
+            type_names: Some(type_names),
+            to_string: Some(format!("{main_type}: {message}")),
             adapted: vec![
-                p("Message", exception_message.as_str()),
+                p("Message", message.as_str()),
                 p(
                     "Data",
                     Value::dictionary(
@@ -2723,13 +2789,33 @@ impl ErrorRecord {
                 p("HResult", -2_146_233_087),
             ],
             ..PsObject::default()
-        };
+        })
+    }
+
+    /// The error record object, shaped like Windows PowerShell's
+    /// (`ErrorRecord.ToPSObjectForRemoting`; [R:test_psrp_merge_commands]): the
+    /// `InvocationInfo` object and the flattened `InvocationInfo_*` properties share the
+    /// bound and unbound argument collections, so they are written once and referenced.
+    pub fn to_clixml(&self) -> Value {
+        let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let shared = self.invocation.as_ref().map(|info| {
+            (
+                Value::dictionary(
+                    &[BOUND_PARAMETERS_TYPE, "System.Object"],
+                    info.bound_parameters.clone(),
+                ),
+                Value::list(
+                    &[OBJECT_LIST_TYPE, "System.Object"],
+                    info.unbound_arguments.clone(),
+                ),
+            )
+        });
         let mut props = Vec::new();
         if let Some(w) = self.write_error_stream {
             props.push(p("writeErrorStream", w));
         }
         props.extend([
-            p("Exception", Value::object(exception)),
+            p("Exception", self.exception_clixml()),
             p(
                 "TargetObject",
                 self.target_object.clone().unwrap_or(Value::Nil),
@@ -2738,7 +2824,15 @@ impl ErrorRecord {
                 "FullyQualifiedErrorId",
                 self.fully_qualified_error_id.as_str(),
             ),
-            p("InvocationInfo", Value::Nil),
+            p(
+                "InvocationInfo",
+                match (&self.invocation, &shared) {
+                    (Some(info), Some((bound, unbound))) => {
+                        info.to_object(bound.clone(), unbound.clone())
+                    }
+                    _ => Value::Nil,
+                },
+            ),
             p("ErrorCategory_Category", self.category),
             p("ErrorCategory_Activity", s(&self.activity)),
             p("ErrorCategory_Reason", s(&self.reason)),
@@ -2752,14 +2846,15 @@ impl ErrorRecord {
         if let Some(a) = &self.recommended_action {
             props.push(p("ErrorDetails_RecommendedAction", a.as_str()));
         }
-        props.push(p("SerializeExtendedInfo", self.invocation.is_some()));
-        if let Some(info) = &self.invocation {
-            props.extend(info.flattened(&[BOUND_PARAMETERS_TYPE, "System.Object"]));
+        let extended = self.serialize_extended_info && self.invocation.is_some();
+        props.push(p("SerializeExtendedInfo", extended));
+        if let (true, Some(info), Some((bound, unbound))) = (extended, &self.invocation, shared) {
+            props.extend(info.flattened(bound, unbound));
             props.push(p(
                 "PipelineIterationInfo",
                 Value::list(
                     &[INT_COLLECTION_TYPE, "System.Object"],
-                    info.pipeline_iteration_info
+                    self.pipeline_iteration_info
                         .iter()
                         .map(|i| Value::I32(*i))
                         .collect(),
@@ -2769,7 +2864,9 @@ impl ErrorRecord {
         if let Some(t) = &self.script_stack_trace {
             props.push(p("ErrorDetails_ScriptStackTrace", t.as_str()));
         }
-        props.push(p("PSMessageDetails", Value::Nil));
+        if self.ps_message_details {
+            props.push(p("PSMessageDetails", Value::Nil));
+        }
         Value::object(PsObject {
             type_names: Some(clixml::type_names_of(&[ERROR_RECORD_TYPE, "System.Object"])),
             to_string: Some(self.message.clone()),
@@ -2872,11 +2969,20 @@ impl InformationalRecord {
             ),
         ];
         if let Some(info) = &self.invocation {
-            props.extend(info.flattened(&[
-                "System.Management.Automation.PSBoundParametersDictionary",
-                BOUND_PARAMETERS_TYPE,
-                "System.Object",
-            ]));
+            props.extend(info.flattened(
+                Value::dictionary(
+                    &[
+                        "System.Management.Automation.PSBoundParametersDictionary",
+                        BOUND_PARAMETERS_TYPE,
+                        "System.Object",
+                    ],
+                    info.bound_parameters.clone(),
+                ),
+                Value::list(
+                    &[OBJECT_LIST_TYPE, "System.Object"],
+                    info.unbound_arguments.clone(),
+                ),
+            ));
             props.push(p(
                 "InformationalRecord_PipelineIterationInfo",
                 Value::list(
@@ -3357,6 +3463,62 @@ mod tests {
         assert_eq!(
             error.script_stack_trace.as_deref(),
             Some("at <ScriptBlock>, <No file>: line 80")
+        );
+    }
+
+    #[test]
+    fn error_record_with_invocation_info_shares_collections() {
+        let record = ErrorRecord {
+            message: "error stream".into(),
+            write_error_stream: Some(true),
+            ps_message_details: true,
+            serialize_extended_info: true,
+            invocation: Some(InvocationInfo {
+                my_command: Some("Write-Error 'error stream'".into()),
+                command_origin: Some(CommandOrigin::Internal),
+                script_line_number: Some(4),
+                unbound_arguments: vec![Value::from("x")],
+                ..InvocationInfo::default()
+            }),
+            pipeline_iteration_info: vec![0, 0],
+            ..ErrorRecord::runtime_exception("error stream")
+        };
+        let text = String::from_utf8(clixml::to_bytes(&record.to_clixml())).unwrap();
+        assert!(
+            text.contains(r#"<Obj N="InvocationInfo" RefId="3">"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"<Ref N="InvocationInfo_BoundParameters" RefId="4"/>"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"<Ref N="InvocationInfo_UnboundArguments" RefId="5"/>"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#"<Nil N="PSMessageDetails"/></MS></Obj>"#),
+            "{text}"
+        );
+        let back = ErrorRecord::decode(&record.encode(rpid(), Uuid::from_u128(1))).unwrap();
+        let info = back.invocation.clone().unwrap();
+        assert_eq!(
+            info.my_command.as_deref(),
+            Some("Write-Error 'error stream'")
+        );
+        assert_eq!(info.script_line_number, Some(4));
+        assert_eq!(info.unbound_arguments, vec![Value::from("x")]);
+        assert_eq!(back.pipeline_iteration_info, vec![0, 0]);
+        assert_eq!(back.write_error_stream, Some(true));
+        // Decoding keeps the exception object; everything else matches what was built.
+        assert!(back.exception_object.is_some());
+        assert_eq!(
+            ErrorRecord {
+                exception_object: None,
+                value: Value::Nil,
+                ..back
+            },
+            record
         );
     }
 
