@@ -217,7 +217,7 @@ ps_enum! {
 
 ps_enum! {
     /// Apartment state (MS-PSRP 2.2.3.7). `Unknown` is written `UNKNOWN`, as pypsrp sends
-    /// it and Windows accepts it [R:test_psrp_open_runspace].
+    /// it and Windows accepts it (`R:test_psrp_open_runspace`).
     ApartmentState = "System.Management.Automation.Runspaces.ApartmentState" {
         /// Single-threaded apartment.
         Sta = 0 => "STA",
@@ -260,7 +260,7 @@ impl PipelineResultTypes {
     pub const NULL: Self = Self(8);
 
     /// The `ToString` written for the value; 3 is written `Output, Error`, as pypsrp
-    /// sends it for MergePreviousResults [R:test_psrp_merge_commands].
+    /// sends it for MergePreviousResults (`R:test_psrp_merge_commands`).
     pub fn name(self) -> String {
         match self.0 {
             0 => "None",
@@ -582,7 +582,7 @@ pub fn body(message: &Message) -> Result<Value, DecodeError> {
 }
 
 /// Builds a message from a CLIXML body. Messages to the client get the UTF-8 BOM Windows
-/// writes [R:test_psrp_open_runspace]; messages to the server do not (as pypsrp).
+/// writes (`R:test_psrp_open_runspace`); messages to the server do not (as pypsrp).
 pub fn build_message(
     message_type: MessageType,
     destination: Destination,
@@ -818,7 +818,7 @@ pub struct SessionCapability {
 }
 
 impl Default for SessionCapability {
-    /// What pypsrp and Windows send: 2.3 / 2.0 / 1.1.0.1 [R:test_psrp_open_runspace].
+    /// What pypsrp and Windows send: 2.3 / 2.0 / 1.1.0.1 (`R:test_psrp_open_runspace`).
     fn default() -> Self {
         Self {
             protocol_version: ProtocolVersion::V2_3.to_version(),
@@ -866,7 +866,7 @@ impl SessionCapability {
     }
 
     /// The message, to `destination` (the server from a client, the client from a
-    /// server). The server's copy has a nil RPID on Windows [R:test_psrp_open_runspace].
+    /// server). The server's copy has a nil RPID on Windows (`R:test_psrp_open_runspace`).
     pub fn encode(&self, destination: Destination, rpid: Uuid) -> Message {
         build_message(
             MessageType::SessionCapability,
@@ -1125,7 +1125,7 @@ impl PublicKeyRequest {
 }
 
 /// CONNECT_RUNSPACEPOOL (MS-PSRP 2.2.2.29): optional new pool size; an empty string
-/// means "unchanged" [R:test_psrp_disconnect_runspaces sends `<S />`].
+/// means "unchanged"; pypsrp sends `<S />` (`R:test_psrp_disconnect_runspaces`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectRunspacePool {
     /// `MinRunspaces`.
@@ -1192,7 +1192,7 @@ impl SetMaxRunspaces {
         })
     }
 
-    /// The body [R:test_psrp_set_runspaces].
+    /// The body (`R:test_psrp_set_runspaces`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("MaxRunspaces", self.max_runspaces),
@@ -1231,7 +1231,7 @@ impl SetMinRunspaces {
         })
     }
 
-    /// The body [R:test_psrp_set_runspaces].
+    /// The body (`R:test_psrp_set_runspaces`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("MinRunspaces", self.min_runspaces),
@@ -1285,7 +1285,7 @@ impl RunspaceAvailability {
         })
     }
 
-    /// The body [R:test_psrp_reset_runspace_state].
+    /// The body (`R:test_psrp_reset_runspace_state`).
     pub fn to_clixml(&self) -> Value {
         let response = match self.response {
             Availability::Succeeded(b) => Value::Bool(b),
@@ -1393,7 +1393,7 @@ impl RunspacePoolInitData {
         })
     }
 
-    /// The body [R:test_psrp_disconnect_runspaces].
+    /// The body (`R:test_psrp_disconnect_runspaces`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("MinRunspaces", self.min_runspaces),
@@ -1525,7 +1525,7 @@ pub struct PsVersionTable {
 
 impl PsVersionTable {
     /// The table Windows Server 2016 (PowerShell 5.1.14393.2248) reports
-    /// [R:test_psrp_open_runspace], a sensible default for a simulated host.
+    /// (`R:test_psrp_open_runspace`), a sensible default for a simulated host.
     pub fn windows_powershell_5_1() -> Self {
         let v = Version::from_text;
         Self {
@@ -1697,7 +1697,7 @@ impl GetCommandMetadata {
         })
     }
 
-    /// The body [R:test_psrp_get_command_metadata].
+    /// The body (`R:test_psrp_get_command_metadata`).
     pub fn to_clixml(&self) -> Value {
         let strings = |types: &[&str], v: &[String]| {
             Value::list(types, v.iter().map(|s| Value::String(s.clone())).collect())
@@ -1772,7 +1772,7 @@ impl HostCall {
         })
     }
 
-    /// The body [R:test_psrp_pshost_ui_mocked_methods].
+    /// The body (`R:test_psrp_pshost_ui_mocked_methods`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("ci", self.call_id),
@@ -1835,7 +1835,7 @@ impl HostResponse {
         })
     }
 
-    /// The body [R:test_psrp_pshost_ui_mocked_methods].
+    /// The body (`R:test_psrp_pshost_ui_mocked_methods`).
     pub fn to_clixml(&self) -> Value {
         let mut props = vec![
             p("ci", self.call_id),
@@ -2060,7 +2060,7 @@ pub struct PowerShellPipeline {
 
 impl PowerShellPipeline {
     /// A pipeline of statements: `Cmds` gets the first, `ExtraCmds` all of them when
-    /// there are several [R:test_client_execute_ps_environment].
+    /// there are several (`R:test_client_execute_ps_environment`).
     pub fn from_statements(mut statements: Vec<Vec<Command>>) -> Self {
         let commands = statements.first().cloned().unwrap_or_default();
         let extra_commands = if statements.len() > 1 {
@@ -2205,7 +2205,7 @@ impl CreatePipeline {
         })
     }
 
-    /// The body, properties in the recorded order [R:test_psrp_stream_output_invocation].
+    /// The body, properties in the recorded order (`R:test_psrp_stream_output_invocation`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("NoInput", self.no_input),
@@ -2289,7 +2289,7 @@ pub struct PipelineStateMessage {
     /// `PipelineState`.
     pub state: PsInvocationState,
     /// `ExceptionAsErrorRecord`: the terminating error of a `Failed` pipeline
-    /// [R:test_psrp_error_failed].
+    /// (`R:test_psrp_error_failed`).
     pub error: Option<ErrorRecord>,
 }
 
@@ -2658,7 +2658,7 @@ pub const ERROR_RECORD_TYPE: &str = "System.Management.Automation.ErrorRecord";
 
 impl ErrorRecord {
     /// A record for a thrown error, shaped like Windows PowerShell's
-    /// (`RuntimeException`, category `OperationStopped`) [R:test_client_copy_file_failure].
+    /// (`RuntimeException`, category `OperationStopped`) (`R:test_client_copy_file_failure`).
     pub fn runtime_exception(message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
@@ -2793,7 +2793,7 @@ impl ErrorRecord {
     }
 
     /// The error record object, shaped like Windows PowerShell's
-    /// (`ErrorRecord.ToPSObjectForRemoting`; [R:test_psrp_merge_commands]): the
+    /// (`ErrorRecord.ToPSObjectForRemoting`; (`R:test_psrp_merge_commands`)): the
     /// `InvocationInfo` object and the flattened `InvocationInfo_*` properties share the
     /// bound and unbound argument collections, so they are written once and referenced.
     pub fn to_clixml(&self) -> Value {
@@ -3036,7 +3036,7 @@ pub struct ProgressRecord {
 
 impl ProgressRecord {
     /// The record Windows sends while loading modules on first use, `Completed`
-    /// [R:test_psrp_stream_output_invocation].
+    /// (`R:test_psrp_stream_output_invocation`).
     pub fn preparing_modules() -> Self {
         Self {
             activity: "Preparing modules for first use.".to_owned(),
@@ -3169,7 +3169,7 @@ impl InformationRecord {
         })
     }
 
-    /// The body, in the recorded property order [R:test_psrp_merge_commands].
+    /// The body, in the recorded property order (`R:test_psrp_merge_commands`).
     pub fn to_clixml(&self) -> Value {
         let text = |v: &Option<String>| nil_or(v.clone(), Value::String);
         let num = |v: Option<u32>| Value::U32(v.unwrap_or(0));
