@@ -10,8 +10,8 @@
 //!
 //! flags bit 0 is Start, bit 1 is End (a message in one piece carries both). Several
 //! fragments are simply concatenated inside one base64 `creationXml`, `rsp:Arguments` or
-//! `rsp:Stream` value [R:test_psrp_open_runspace], and one message may span several
-//! streams and several Receive responses [R:test_client_fetch_file].
+//! `rsp:Stream` value (`R:test_psrp_open_runspace`), and one message may span several
+//! streams and several Receive responses (`R:test_client_fetch_file`).
 
 use std::collections::BTreeMap;
 
@@ -167,7 +167,7 @@ pub fn encode_fragments(fragments: &[Fragment]) -> Vec<u8> {
 /// Groups fragments, in order, into blobs of at most `max_blob_size` bytes each (one blob
 /// per `rsp:Stream`, `creationXml` or `rsp:Arguments`), the way pypsrp packs
 /// SESSION_CAPABILITY and INIT_RUNSPACEPOOL into one `creationXml`
-/// [R:test_psrp_open_runspace]. A fragment larger than the maximum gets a blob of its own.
+/// (`R:test_psrp_open_runspace`). A fragment larger than the maximum gets a blob of its own.
 pub fn pack_fragments(fragments: &[Fragment], max_blob_size: usize) -> Vec<Vec<u8>> {
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     let mut current: Vec<u8> = Vec::new();
@@ -311,7 +311,7 @@ impl Default for DefragmenterLimits {
 ///
 /// Use one per sender (for a client: one for everything the server sends on a shell;
 /// object ids are unique per sender across the pool and its pipelines
-/// [R:test_psrp_small_msg_size]). After an error the state of the failing object is
+/// (`R:test_psrp_small_msg_size`)). After an error the state of the failing object is
 /// dropped; the session should be treated as broken.
 #[derive(Debug, Clone, Default)]
 pub struct Defragmenter {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub const MESSAGE_HEADER_LEN: usize = 40;
 
 /// The UTF-8 byte-order mark Windows puts before the CLIXML of every message it sends
-/// [R:test_psrp_open_runspace].
+/// (`R:test_psrp_open_runspace`).
 pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Who a message is for (MS-PSRP 2.2.1).

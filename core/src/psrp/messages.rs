@@ -217,7 +217,7 @@ ps_enum! {
 
 ps_enum! {
     /// Apartment state (MS-PSRP 2.2.3.7). `Unknown` is written `UNKNOWN`, as pypsrp sends
-    /// it and Windows accepts it [R:test_psrp_open_runspace].
+    /// it and Windows accepts it (`R:test_psrp_open_runspace`).
     ApartmentState = "System.Management.Automation.Runspaces.ApartmentState" {
         /// Single-threaded apartment.
         Sta = 0 => "STA",
@@ -260,7 +260,7 @@ impl PipelineResultTypes {
     pub const NULL: Self = Self(8);
 
     /// The `ToString` written for the value; 3 is written `Output, Error`, as pypsrp
-    /// sends it for MergePreviousResults [R:test_psrp_merge_commands].
+    /// sends it for MergePreviousResults (`R:test_psrp_merge_commands`).
     pub fn name(self) -> String {
         match self.0 {
             0 => "None",
@@ -582,7 +582,7 @@ pub fn body(message: &Message) -> Result<Value, DecodeError> {
 }
 
 /// Builds a message from a CLIXML body. Messages to the client get the UTF-8 BOM Windows
-/// writes [R:test_psrp_open_runspace]; messages to the server do not (as pypsrp).
+/// writes (`R:test_psrp_open_runspace`); messages to the server do not (as pypsrp).
 pub fn build_message(
     message_type: MessageType,
     destination: Destination,
@@ -818,7 +818,7 @@ pub struct SessionCapability {
 }
 
 impl Default for SessionCapability {
-    /// What pypsrp and Windows send: 2.3 / 2.0 / 1.1.0.1 [R:test_psrp_open_runspace].
+    /// What pypsrp and Windows send: 2.3 / 2.0 / 1.1.0.1 (`R:test_psrp_open_runspace`).
     fn default() -> Self {
         Self {
             protocol_version: ProtocolVersion::V2_3.to_version(),
@@ -866,7 +866,7 @@ impl SessionCapability {
     }
 
     /// The message, to `destination` (the server from a client, the client from a
-    /// server). The server's copy has a nil RPID on Windows [R:test_psrp_open_runspace].
+    /// server). The server's copy has a nil RPID on Windows (`R:test_psrp_open_runspace`).
     pub fn encode(&self, destination: Destination, rpid: Uuid) -> Message {
         build_message(
             MessageType::SessionCapability,
@@ -1125,7 +1125,7 @@ impl PublicKeyRequest {
 }
 
 /// CONNECT_RUNSPACEPOOL (MS-PSRP 2.2.2.29): optional new pool size; an empty string
-/// means "unchanged" [R:test_psrp_disconnect_runspaces sends `<S />`].
+/// means "unchanged"; pypsrp sends `<S />` (`R:test_psrp_disconnect_runspaces`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectRunspacePool {
     /// `MinRunspaces`.
@@ -1192,7 +1192,7 @@ impl SetMaxRunspaces {
         })
     }
 
-    /// The body [R:test_psrp_set_runspaces].
+    /// The body (`R:test_psrp_set_runspaces`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("MaxRunspaces", self.max_runspaces),
@@ -1231,7 +1231,7 @@ impl SetMinRunspaces {
         })
     }
 
-    /// The body [R:test_psrp_set_runspaces].
+    /// The body (`R:test_psrp_set_runspaces`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("MinRunspaces", self.min_runspaces),
@@ -1285,7 +1285,7 @@ impl RunspaceAvailability {
         })
     }
 
-    /// The body [R:test_psrp_reset_runspace_state].
+    /// The body (`R:test_psrp_reset_runspace_state`).
     pub fn to_clixml(&self) -> Value {
         let response = match self.response {
             Availability::Succeeded(b) => Value::Bool(b),
@@ -1393,7 +1393,7 @@ impl RunspacePoolInitData {
         })
     }
 
-    /// The body [R:test_psrp_disconnect_runspaces].
+    /// The body (`R:test_psrp_disconnect_runspaces`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("MinRunspaces", self.min_runspaces),
@@ -1525,7 +1525,7 @@ pub struct PsVersionTable {
 
 impl PsVersionTable {
     /// The table Windows Server 2016 (PowerShell 5.1.14393.2248) reports
-    /// [R:test_psrp_open_runspace], a sensible default for a simulated host.
+    /// (`R:test_psrp_open_runspace`), a sensible default for a simulated host.
     pub fn windows_powershell_5_1() -> Self {
         let v = Version::from_text;
         Self {
@@ -1697,7 +1697,7 @@ impl GetCommandMetadata {
         })
     }
 
-    /// The body [R:test_psrp_get_command_metadata].
+    /// The body (`R:test_psrp_get_command_metadata`).
     pub fn to_clixml(&self) -> Value {
         let strings = |types: &[&str], v: &[String]| {
             Value::list(types, v.iter().map(|s| Value::String(s.clone())).collect())
@@ -1772,7 +1772,7 @@ impl HostCall {
         })
     }
 
-    /// The body [R:test_psrp_pshost_ui_mocked_methods].
+    /// The body (`R:test_psrp_pshost_ui_mocked_methods`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("ci", self.call_id),
@@ -1835,7 +1835,7 @@ impl HostResponse {
         })
     }
 
-    /// The body [R:test_psrp_pshost_ui_mocked_methods].
+    /// The body (`R:test_psrp_pshost_ui_mocked_methods`).
     pub fn to_clixml(&self) -> Value {
         let mut props = vec![
             p("ci", self.call_id),
@@ -2060,7 +2060,7 @@ pub struct PowerShellPipeline {
 
 impl PowerShellPipeline {
     /// A pipeline of statements: `Cmds` gets the first, `ExtraCmds` all of them when
-    /// there are several [R:test_client_execute_ps_environment].
+    /// there are several (`R:test_client_execute_ps_environment`).
     pub fn from_statements(mut statements: Vec<Vec<Command>>) -> Self {
         let commands = statements.first().cloned().unwrap_or_default();
         let extra_commands = if statements.len() > 1 {
@@ -2205,7 +2205,7 @@ impl CreatePipeline {
         })
     }
 
-    /// The body, properties in the recorded order [R:test_psrp_stream_output_invocation].
+    /// The body, properties in the recorded order (`R:test_psrp_stream_output_invocation`).
     pub fn to_clixml(&self) -> Value {
         ms(vec![
             p("NoInput", self.no_input),
@@ -2289,7 +2289,7 @@ pub struct PipelineStateMessage {
     /// `PipelineState`.
     pub state: PsInvocationState,
     /// `ExceptionAsErrorRecord`: the terminating error of a `Failed` pipeline
-    /// [R:test_psrp_error_failed].
+    /// (`R:test_psrp_error_failed`).
     pub error: Option<ErrorRecord>,
 }
 
@@ -2332,6 +2332,8 @@ pub struct InvocationInfo {
     pub command_name: Option<String>,
     /// Command definition (`CommandInfo_Definition`): the script text for scripts.
     pub command_definition: Option<String>,
+    /// `CommandInfo_CommandType` (`CommandTypes` flags; 64 = Script).
+    pub command_type: Option<i32>,
     /// `ScriptLineNumber`.
     pub script_line_number: Option<i32>,
     /// `OffsetInLine`.
@@ -2350,6 +2352,48 @@ pub struct InvocationInfo {
     pub pipeline_length: Option<i32>,
     /// `PipelinePosition`.
     pub pipeline_position: Option<i32>,
+    /// `CommandOrigin`.
+    pub command_origin: Option<CommandOrigin>,
+    /// `ExpectingInput`.
+    pub expecting_input: Option<bool>,
+    /// `PipelineIterationInfo`.
+    pub pipeline_iteration_info: Vec<i32>,
+    /// `BoundParameters`: parameter name to value.
+    pub bound_parameters: Vec<DictEntry>,
+    /// `UnboundArguments`.
+    pub unbound_arguments: Vec<Value>,
+    /// `MyCommand` of the `InvocationInfo` object (the script text for a script block).
+    pub my_command: Option<String>,
+    /// `PSScriptRoot`.
+    pub ps_script_root: Option<String>,
+    /// `PSCommandPath`.
+    pub ps_command_path: Option<String>,
+}
+
+/// .NET `CommandTypes` flag names, for [`command_types_name`].
+const COMMAND_TYPES: [(&str, i32); 9] = [
+    ("Alias", 0x1),
+    ("Function", 0x2),
+    ("Filter", 0x4),
+    ("Cmdlet", 0x8),
+    ("ExternalScript", 0x10),
+    ("Application", 0x20),
+    ("Script", 0x40),
+    ("Workflow", 0x80),
+    ("Configuration", 0x100),
+];
+
+/// The `ToString` of a `CommandTypes` value (`Script`, `Alias, Function`, `All`).
+pub fn command_types_name(value: i32) -> String {
+    if value == 0x1FF {
+        return "All".to_owned();
+    }
+    COMMAND_TYPES
+        .iter()
+        .filter(|(_, f)| value & f == *f)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl InvocationInfo {
@@ -2358,6 +2402,7 @@ impl InvocationInfo {
         Self {
             command_name: opt_string(o, "CommandInfo_Name"),
             command_definition: opt_string(o, "CommandInfo_Definition"),
+            command_type: opt_i32(o, "CommandInfo_CommandType"),
             script_line_number: opt_i32(o, "InvocationInfo_ScriptLineNumber"),
             offset_in_line: opt_i32(o, "InvocationInfo_OffsetInLine"),
             position_message: opt_string(o, "InvocationInfo_PositionMessage"),
@@ -2367,6 +2412,15 @@ impl InvocationInfo {
             history_id: opt_i64(o, "InvocationInfo_HistoryId"),
             pipeline_length: opt_i32(o, "InvocationInfo_PipelineLength"),
             pipeline_position: opt_i32(o, "InvocationInfo_PipelinePosition"),
+            command_origin: opt(o, "InvocationInfo_CommandOrigin")
+                .and_then(CommandOrigin::from_clixml),
+            expecting_input: opt_bool(o, "InvocationInfo_ExpectingInput"),
+            pipeline_iteration_info: int_list(opt(o, "InvocationInfo_PipelineIterationInfo")),
+            bound_parameters: dict_entries(opt(o, "InvocationInfo_BoundParameters")),
+            unbound_arguments: list_items(opt(o, "InvocationInfo_UnboundArguments")),
+            my_command: None,
+            ps_script_root: opt_string(o, "InvocationInfo_PSScriptRoot"),
+            ps_command_path: opt_string(o, "InvocationInfo_PSCommandPath"),
         }
     }
 
@@ -2375,6 +2429,7 @@ impl InvocationInfo {
         Self {
             command_name: opt(o, "MyCommand").map(|v| v.display_text().into_owned()),
             command_definition: None,
+            command_type: None,
             script_line_number: opt_i32(o, "ScriptLineNumber"),
             offset_in_line: opt_i32(o, "OffsetInLine"),
             position_message: opt_string(o, "PositionMessage"),
@@ -2384,24 +2439,39 @@ impl InvocationInfo {
             history_id: opt_i64(o, "HistoryId"),
             pipeline_length: opt_i32(o, "PipelineLength"),
             pipeline_position: opt_i32(o, "PipelinePosition"),
+            command_origin: match opt(o, "CommandOrigin").and_then(Value::as_str) {
+                Some("Runspace") => Some(CommandOrigin::Runspace),
+                Some("Internal") => Some(CommandOrigin::Internal),
+                _ => None,
+            },
+            expecting_input: opt_bool(o, "ExpectingInput"),
+            pipeline_iteration_info: int_list(opt(o, "PipelineIterationInfo")),
+            bound_parameters: dict_entries(opt(o, "BoundParameters")),
+            unbound_arguments: list_items(opt(o, "UnboundArguments")),
+            my_command: opt(o, "MyCommand").map(|v| v.display_text().into_owned()),
+            ps_script_root: opt_string(o, "PSScriptRoot"),
+            ps_command_path: opt_string(o, "PSCommandPath"),
         }
     }
 
     /// The flattened properties PowerShell writes when a record carries invocation info
-    /// (`InvocationInfo.ToPSObjectForRemoting`), followed by `PipelineIterationInfo`
-    /// under `iteration_name`.
-    fn flattened(&self, iteration_name: &str) -> Vec<Property> {
+    /// (`InvocationInfo.ToPSObjectForRemoting`; order of R:test_psrp_merge_commands).
+    /// Informational records carry a `PSBoundParametersDictionary`.
+    fn flattened(&self, bound_parameters: Value, unbound_arguments: Value) -> Vec<Property> {
         let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let ints = |v: &[i32]| v.iter().map(|i| Value::I32(*i)).collect::<Vec<_>>();
         let mut props = vec![
-            p(
-                "InvocationInfo_BoundParameters",
-                Value::dictionary(&[BOUND_PARAMETERS_TYPE, "System.Object"], Vec::new()),
-            ),
+            p("InvocationInfo_BoundParameters", bound_parameters),
             p(
                 "InvocationInfo_CommandOrigin",
-                CommandOrigin::Internal.to_clixml(),
+                self.command_origin
+                    .unwrap_or(CommandOrigin::Runspace)
+                    .to_clixml(),
             ),
-            p("InvocationInfo_ExpectingInput", false),
+            p(
+                "InvocationInfo_ExpectingInput",
+                self.expecting_input.unwrap_or(false),
+            ),
             p("InvocationInfo_InvocationName", s(&self.invocation_name)),
             p("InvocationInfo_Line", s(&self.line)),
             p(
@@ -2413,7 +2483,7 @@ impl InvocationInfo {
                 "InvocationInfo_PipelineIterationInfo",
                 Value::list(
                     &["System.Int32[]", "System.Array", "System.Object"],
-                    Vec::new(),
+                    ints(&self.pipeline_iteration_info),
                 ),
             ),
             p(
@@ -2424,25 +2494,30 @@ impl InvocationInfo {
                 "InvocationInfo_PipelinePosition",
                 self.pipeline_position.unwrap_or(0),
             ),
-            p("InvocationInfo_PSScriptRoot", ""),
-            p("InvocationInfo_PSCommandPath", Value::Nil),
+            p("InvocationInfo_PSScriptRoot", s(&self.ps_script_root)),
+            p(
+                "InvocationInfo_PSCommandPath",
+                nil_or(self.ps_command_path.clone(), Value::String),
+            ),
             p("InvocationInfo_PositionMessage", s(&self.position_message)),
             p(
                 "InvocationInfo_ScriptLineNumber",
                 self.script_line_number.unwrap_or(0),
             ),
             p("InvocationInfo_ScriptName", s(&self.script_name)),
-            p(
-                "InvocationInfo_UnboundArguments",
-                Value::list(&[OBJECT_LIST_TYPE, "System.Object"], Vec::new()),
-            ),
+            p("InvocationInfo_UnboundArguments", unbound_arguments),
             p("SerializeExtent", false),
         ];
         if self.command_name.is_some() || self.command_definition.is_some() {
+            let command_type = self.command_type.unwrap_or(0x40);
             props.extend([
                 p(
                     "CommandInfo_CommandType",
-                    Value::enumeration("System.Management.Automation.CommandTypes", "Script", 64),
+                    Value::enumeration(
+                        "System.Management.Automation.CommandTypes",
+                        &command_types_name(command_type),
+                        command_type,
+                    ),
                 ),
                 p("CommandInfo_Definition", s(&self.command_definition)),
                 p("CommandInfo_Name", s(&self.command_name)),
@@ -2456,15 +2531,70 @@ impl InvocationInfo {
                 ),
             ]);
         }
-        props.push(p(
-            iteration_name,
-            Value::list(
-                &[INT_COLLECTION_TYPE, "System.Object"],
-                vec![Value::I32(0), Value::I32(0)],
-            ),
-        ));
         props
     }
+}
+
+impl InvocationInfo {
+    /// The `InvocationInfo` object an error record carries (its adapted properties, in
+    /// the order Windows writes them), sharing `bound` and `unbound` with the flattened
+    /// properties.
+    fn to_object(&self, bound: Value, unbound: Value) -> Value {
+        let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let origin = self.command_origin.unwrap_or(CommandOrigin::Runspace);
+        Value::object(PsObject {
+            type_names: Some(clixml::type_names_of(&[
+                "System.Management.Automation.InvocationInfo",
+                "System.Object",
+            ])),
+            to_string: Some("System.Management.Automation.InvocationInfo".to_owned()),
+            adapted: vec![
+                p("MyCommand", nil_or(self.my_command.clone(), Value::String)),
+                p("BoundParameters", bound),
+                p("UnboundArguments", unbound),
+                p("ScriptLineNumber", self.script_line_number.unwrap_or(0)),
+                p("OffsetInLine", self.offset_in_line.unwrap_or(0)),
+                p("HistoryId", self.history_id.unwrap_or(1)),
+                p("ScriptName", s(&self.script_name)),
+                p("Line", s(&self.line)),
+                p("PositionMessage", s(&self.position_message)),
+                p("PSScriptRoot", s(&self.ps_script_root)),
+                p(
+                    "PSCommandPath",
+                    nil_or(self.ps_command_path.clone(), Value::String),
+                ),
+                p("InvocationName", s(&self.invocation_name)),
+                p("PipelineLength", self.pipeline_length.unwrap_or(0)),
+                p("PipelinePosition", self.pipeline_position.unwrap_or(0)),
+                p("ExpectingInput", self.expecting_input.unwrap_or(false)),
+                p("CommandOrigin", origin.name()),
+                p("DisplayScriptPosition", Value::Nil),
+            ],
+            ..PsObject::default()
+        })
+    }
+}
+
+fn dict_entries(value: Option<&Value>) -> Vec<DictEntry> {
+    value
+        .and_then(Value::as_object)
+        .and_then(PsObject::dictionary)
+        .map(<[DictEntry]>::to_vec)
+        .unwrap_or_default()
+}
+
+fn list_items(value: Option<&Value>) -> Vec<Value> {
+    value
+        .and_then(Value::as_list)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default()
+}
+
+fn int_list(value: Option<&Value>) -> Vec<i32> {
+    value
+        .and_then(Value::as_list)
+        .map(|items| items.iter().filter_map(Value::as_i32).collect())
+        .unwrap_or_default()
 }
 
 const BOUND_PARAMETERS_TYPE: &str = "System.Collections.Generic.Dictionary`2[[System.String, mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089],[System.Object, mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089]]";
@@ -2500,15 +2630,25 @@ pub struct ErrorRecord {
     pub exception_type_names: Vec<String>,
     /// `Exception`'s `Message` property (or `ToString`).
     pub exception_message: Option<String>,
+    /// The `Exception` object as received. When set it is written back unchanged;
+    /// otherwise one is built from `exception_type_names` and `exception_message`.
+    pub exception_object: Option<Value>,
     /// `TargetObject`.
     pub target_object: Option<Value>,
-    /// Invocation info, from the flattened properties when `SerializeExtendedInfo` is set,
-    /// else from the `InvocationInfo` object.
+    /// Invocation info: the `InvocationInfo` object's properties, completed from the
+    /// flattened `InvocationInfo_*` properties when `SerializeExtendedInfo` is set.
     pub invocation: Option<InvocationInfo>,
+    /// `SerializeExtendedInfo`: whether the flattened invocation properties are present.
+    pub serialize_extended_info: bool,
+    /// `PipelineIterationInfo` (written with the flattened properties).
+    pub pipeline_iteration_info: Vec<i32>,
     /// `ErrorDetails_ScriptStackTrace`.
     pub script_stack_trace: Option<String>,
     /// `writeErrorStream`: written by Write-Error rather than thrown.
     pub write_error_stream: Option<bool>,
+    /// Whether the record carries the `PSMessageDetails` note property (records from the
+    /// error stream do, `ExceptionAsErrorRecord` does not).
+    pub ps_message_details: bool,
     /// The whole record as received (`Nil` for one built locally).
     pub value: Value,
 }
@@ -2518,7 +2658,7 @@ pub const ERROR_RECORD_TYPE: &str = "System.Management.Automation.ErrorRecord";
 
 impl ErrorRecord {
     /// A record for a thrown error, shaped like Windows PowerShell's
-    /// (`RuntimeException`, category `OperationStopped`) [R:test_client_copy_file_failure].
+    /// (`RuntimeException`, category `OperationStopped`) (`R:test_client_copy_file_failure`).
     pub fn runtime_exception(message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
@@ -2542,10 +2682,14 @@ impl ErrorRecord {
             .map(str::to_owned)
             .to_vec(),
             exception_message: Some(message.clone()),
+            exception_object: None,
             target_object: Some(Value::String(message.clone())),
             invocation: None,
+            serialize_extended_info: false,
+            pipeline_iteration_info: Vec::new(),
             script_stack_trace: None,
             write_error_stream: None,
+            ps_message_details: false,
             message,
             value: Value::Nil,
         }
@@ -2564,14 +2708,19 @@ impl ErrorRecord {
     pub fn from_clixml(value: &Value) -> Result<Self, DecodeError> {
         let n = Self::NAME;
         let o = object(value, n)?;
-        let exception = opt(o, "Exception").and_then(Value::as_object);
+        let exception_value = opt(o, "Exception");
+        let exception = exception_value.and_then(Value::as_object);
         let extended = opt_bool(o, "SerializeExtendedInfo").unwrap_or(false);
-        let invocation = if extended {
-            Some(InvocationInfo::from_flattened(o))
-        } else {
-            opt(o, "InvocationInfo")
-                .and_then(Value::as_object)
-                .map(InvocationInfo::from_object)
+        let object_info = opt(o, "InvocationInfo")
+            .and_then(Value::as_object)
+            .map(InvocationInfo::from_object);
+        let invocation = match (extended, object_info) {
+            (true, object_info) => {
+                let mut info = InvocationInfo::from_flattened(o);
+                info.my_command = object_info.and_then(|i| i.my_command);
+                Some(info)
+            }
+            (false, object_info) => object_info,
         };
         let fqid = opt_string(o, "FullyQualifiedErrorId").unwrap_or_default();
         Ok(Self {
@@ -2594,36 +2743,37 @@ impl ErrorRecord {
                 .unwrap_or_default(),
             exception_message: exception
                 .and_then(|e| opt_string(e, "Message").or_else(|| e.to_string.clone())),
+            exception_object: exception_value.cloned(),
             target_object: opt(o, "TargetObject").cloned(),
             invocation,
+            serialize_extended_info: extended,
+            pipeline_iteration_info: int_list(opt(o, "PipelineIterationInfo")),
             script_stack_trace: opt_string(o, "ErrorDetails_ScriptStackTrace"),
             write_error_stream: opt_bool(o, "writeErrorStream"),
+            ps_message_details: o.property("PSMessageDetails").is_some(),
             value: value.clone(),
         })
     }
 
-    /// The error record object, shaped like Windows PowerShell's
-    /// (`ErrorRecord.ToPSObjectForRemoting`; [R:test_psrp_merge_commands]).
-    pub fn to_clixml(&self) -> Value {
-        let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
-        let exception_message = self
+    fn exception_clixml(&self) -> Value {
+        if let Some(e) = &self.exception_object {
+            return e.clone();
+        }
+        let message = self
             .exception_message
             .clone()
             .unwrap_or_else(|| self.message.clone());
-        let exception_type = self
-            .exception_type_names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "System.Exception".to_owned());
-        let exception = PsObject {
-            type_names: Some(if self.exception_type_names.is_empty() {
-                clixml::type_names_of(&["System.Exception", "System.Object"])
-            } else {
-                self.exception_type_names.iter().cloned().collect()
-            }),
-            to_string: Some(format!("{exception_type}: {exception_message}")),
+        let type_names: clixml::TypeNames = if self.exception_type_names.is_empty() {
+            clixml::type_names_of(&["System.Exception", "System.Object"])
+        } else {
+            self.exception_type_names.iter().cloned().collect()
+        };
+        let main_type = type_names.first().cloned().unwrap_or_default();
+        Value::object(PsObject {
+            type_names: Some(type_names),
+            to_string: Some(format!("{main_type}: {message}")),
             adapted: vec![
-                p("Message", exception_message.as_str()),
+                p("Message", message.as_str()),
                 p(
                     "Data",
                     Value::dictionary(
@@ -2639,13 +2789,33 @@ impl ErrorRecord {
                 p("HResult", -2_146_233_087),
             ],
             ..PsObject::default()
-        };
+        })
+    }
+
+    /// The error record object, shaped like Windows PowerShell's
+    /// (`ErrorRecord.ToPSObjectForRemoting`; (`R:test_psrp_merge_commands`)): the
+    /// `InvocationInfo` object and the flattened `InvocationInfo_*` properties share the
+    /// bound and unbound argument collections, so they are written once and referenced.
+    pub fn to_clixml(&self) -> Value {
+        let s = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+        let shared = self.invocation.as_ref().map(|info| {
+            (
+                Value::dictionary(
+                    &[BOUND_PARAMETERS_TYPE, "System.Object"],
+                    info.bound_parameters.clone(),
+                ),
+                Value::list(
+                    &[OBJECT_LIST_TYPE, "System.Object"],
+                    info.unbound_arguments.clone(),
+                ),
+            )
+        });
         let mut props = Vec::new();
         if let Some(w) = self.write_error_stream {
             props.push(p("writeErrorStream", w));
         }
         props.extend([
-            p("Exception", Value::object(exception)),
+            p("Exception", self.exception_clixml()),
             p(
                 "TargetObject",
                 self.target_object.clone().unwrap_or(Value::Nil),
@@ -2654,7 +2824,15 @@ impl ErrorRecord {
                 "FullyQualifiedErrorId",
                 self.fully_qualified_error_id.as_str(),
             ),
-            p("InvocationInfo", Value::Nil),
+            p(
+                "InvocationInfo",
+                match (&self.invocation, &shared) {
+                    (Some(info), Some((bound, unbound))) => {
+                        info.to_object(bound.clone(), unbound.clone())
+                    }
+                    _ => Value::Nil,
+                },
+            ),
             p("ErrorCategory_Category", self.category),
             p("ErrorCategory_Activity", s(&self.activity)),
             p("ErrorCategory_Reason", s(&self.reason)),
@@ -2668,14 +2846,27 @@ impl ErrorRecord {
         if let Some(a) = &self.recommended_action {
             props.push(p("ErrorDetails_RecommendedAction", a.as_str()));
         }
-        props.push(p("SerializeExtendedInfo", self.invocation.is_some()));
-        if let Some(info) = &self.invocation {
-            props.extend(info.flattened("PipelineIterationInfo"));
+        let extended = self.serialize_extended_info && self.invocation.is_some();
+        props.push(p("SerializeExtendedInfo", extended));
+        if let (true, Some(info), Some((bound, unbound))) = (extended, &self.invocation, shared) {
+            props.extend(info.flattened(bound, unbound));
+            props.push(p(
+                "PipelineIterationInfo",
+                Value::list(
+                    &[INT_COLLECTION_TYPE, "System.Object"],
+                    self.pipeline_iteration_info
+                        .iter()
+                        .map(|i| Value::I32(*i))
+                        .collect(),
+                ),
+            ));
         }
         if let Some(t) = &self.script_stack_trace {
             props.push(p("ErrorDetails_ScriptStackTrace", t.as_str()));
         }
-        props.push(p("PSMessageDetails", Value::Nil));
+        if self.ps_message_details {
+            props.push(p("PSMessageDetails", Value::Nil));
+        }
         Value::object(PsObject {
             type_names: Some(clixml::type_names_of(&[ERROR_RECORD_TYPE, "System.Object"])),
             to_string: Some(self.message.clone()),
@@ -2778,7 +2969,30 @@ impl InformationalRecord {
             ),
         ];
         if let Some(info) = &self.invocation {
-            props.extend(info.flattened("InformationalRecord_PipelineIterationInfo"));
+            props.extend(info.flattened(
+                Value::dictionary(
+                    &[
+                        "System.Management.Automation.PSBoundParametersDictionary",
+                        BOUND_PARAMETERS_TYPE,
+                        "System.Object",
+                    ],
+                    info.bound_parameters.clone(),
+                ),
+                Value::list(
+                    &[OBJECT_LIST_TYPE, "System.Object"],
+                    info.unbound_arguments.clone(),
+                ),
+            ));
+            props.push(p(
+                "InformationalRecord_PipelineIterationInfo",
+                Value::list(
+                    &[INT_COLLECTION_TYPE, "System.Object"],
+                    info.pipeline_iteration_info
+                        .iter()
+                        .map(|i| Value::I32(*i))
+                        .collect(),
+                ),
+            ));
         }
         Value::object(PsObject {
             type_names: Some(clixml::type_names_of(&[
@@ -2822,7 +3036,7 @@ pub struct ProgressRecord {
 
 impl ProgressRecord {
     /// The record Windows sends while loading modules on first use, `Completed`
-    /// [R:test_psrp_stream_output_invocation].
+    /// (`R:test_psrp_stream_output_invocation`).
     pub fn preparing_modules() -> Self {
         Self {
             activity: "Preparing modules for first use.".to_owned(),
@@ -2955,7 +3169,7 @@ impl InformationRecord {
         })
     }
 
-    /// The body, in the recorded property order [R:test_psrp_merge_commands].
+    /// The body, in the recorded property order (`R:test_psrp_merge_commands`).
     pub fn to_clixml(&self) -> Value {
         let text = |v: &Option<String>| nil_or(v.clone(), Value::String);
         let num = |v: Option<u32>| Value::U32(v.unwrap_or(0));
@@ -3250,6 +3464,57 @@ mod tests {
             error.script_stack_trace.as_deref(),
             Some("at <ScriptBlock>, <No file>: line 80")
         );
+    }
+
+    #[test]
+    fn error_record_with_invocation_info_shares_collections() {
+        let record = ErrorRecord {
+            message: "error stream".into(),
+            write_error_stream: Some(true),
+            ps_message_details: true,
+            serialize_extended_info: true,
+            invocation: Some(InvocationInfo {
+                my_command: Some("Write-Error 'error stream'".into()),
+                command_origin: Some(CommandOrigin::Internal),
+                script_line_number: Some(4),
+                unbound_arguments: vec![Value::from("x")],
+                ..InvocationInfo::default()
+            }),
+            pipeline_iteration_info: vec![0, 0],
+            ..ErrorRecord::runtime_exception("error stream")
+        };
+        let text = String::from_utf8(clixml::to_bytes(&record.to_clixml())).unwrap();
+        assert!(
+            text.contains(r#"<Obj N="InvocationInfo" RefId="3">"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"<Ref N="InvocationInfo_BoundParameters" RefId="4"/>"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"<Ref N="InvocationInfo_UnboundArguments" RefId="5"/>"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#"<Nil N="PSMessageDetails"/></MS></Obj>"#),
+            "{text}"
+        );
+        let back = ErrorRecord::decode(&record.encode(rpid(), Uuid::from_u128(1))).unwrap();
+        let info = back.invocation.clone().unwrap();
+        assert_eq!(
+            info.my_command.as_deref(),
+            Some("Write-Error 'error stream'")
+        );
+        assert_eq!(info.script_line_number, Some(4));
+        assert_eq!(info.unbound_arguments, vec![Value::from("x")]);
+        assert_eq!(back.pipeline_iteration_info, vec![0, 0]);
+        assert_eq!(back.write_error_stream, Some(true));
+        // Decoding keeps the exception object as received.
+        assert!(back.exception_object.is_some());
+        assert_eq!(back.exception_type_names, record.exception_type_names);
+        assert_eq!(back.category_message, record.category_message);
+        assert!(back.ps_message_details && back.serialize_extended_info);
     }
 
     #[test]
