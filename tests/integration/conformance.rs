@@ -18,7 +18,10 @@
 //!   every recorded SESSION_CAPABILITY, INIT_RUNSPACEPOOL and CREATE_PIPELINE;
 //! - the WinRS client state machine, driven by a replay transport, sends exactly the
 //!   recorded requests and reports exactly the output and exit codes the recorded
-//!   responses hold (decoded independently of the wsman codec).
+//!   responses hold (decoded independently of the wsman codec);
+//! - the PSRP client (`psrp::client::ScriptRun`), driven by a replay transport through every
+//!   recorded single-script run, sends the recorded sequence of operations and reports the
+//!   recorded output objects and final pipeline state.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -48,6 +51,7 @@ struct Tally {
     faults: usize,
     psrp_messages: usize,
     psrp_types: BTreeMap<String, usize>,
+    psrp_runs: usize,
     client_builders_checked: usize,
     winrs_runs: usize,
     mismatches: Vec<String>,
@@ -74,6 +78,7 @@ fn conformance_corpus() {
         }
         check_psrp_streams(recording, &mut tally);
         replay_winrs_conversations(recording, &mut tally);
+        replay_psrp_runs(recording, &mut tally);
     }
     println!(
         "conformance: files={} responses={} psrp_messages={} mismatches={}",
@@ -83,10 +88,11 @@ fn conformance_corpus() {
         tally.mismatches.len()
     );
     println!(
-        "conformance detail: requests={} faults={} winrs_replays={} client_builders={} psrp_types={:?}",
+        "conformance detail: requests={} faults={} winrs_replays={} psrp_replays={} client_builders={} psrp_types={:?}",
         tally.requests,
         tally.faults,
         tally.winrs_runs,
+        tally.psrp_runs,
         tally.client_builders_checked,
         tally.psrp_types
     );
@@ -135,6 +141,12 @@ fn conformance_corpus() {
         tally.winrs_runs >= 15,
         "only {} WinRS replays",
         tally.winrs_runs
+    );
+    // Every recorded single-script run without pipeline input (12 in the corpus).
+    assert!(
+        tally.psrp_runs >= 12,
+        "only {} PSRP replays",
+        tally.psrp_runs
     );
     assert!(
         tally.mismatches.is_empty(),
@@ -726,4 +738,303 @@ fn corpus_loads_completely() {
         .filter(|e| e.transport_error.as_ref().is_some_and(|t| t.code == 500))
         .count();
     assert_eq!(faults, 8, "exchanges annotated as HTTP 500 faults");
+}
+
+// ===== PSRP replay =====
+
+/// Replays every recorded PowerShell shell whose shape is a psfleet script run:
+/// Create, Receive+ (pool opens), Command, Send*, Receive+, Signal?, Delete, with one
+/// script command in its CREATE_PIPELINE.
+fn replay_psrp_runs(recording: &Recording, tally: &mut Tally) {
+    let parsed: Vec<Option<wsman::Request>> = recording
+        .exchanges
+        .iter()
+        .map(|e| wsman::Request::parse(e.request.as_bytes()).ok())
+        .collect();
+    let mut start = None;
+    for (i, request) in parsed.iter().enumerate() {
+        let Some(request) = request else { continue };
+        let psrp = request
+            .header
+            .resource_uri
+            .starts_with(wsman::resources::POWERSHELL_PREFIX);
+        match (&request.header.action, psrp) {
+            (Action::Create, true) => start = Some(i),
+            (Action::Delete, true) => {
+                if let Some(first) = start.take() {
+                    let shape: Vec<&Action> = parsed[first..=i]
+                        .iter()
+                        .flatten()
+                        .map(|r| &r.header.action)
+                        .collect();
+                    if is_psrp_run_shape(&shape) {
+                        replay_psrp(recording, first..=i, &parsed, tally);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_psrp_run_shape(actions: &[&Action]) -> bool {
+    let mut rest = actions.iter().peekable();
+    let mut take = |want: &Action| rest.next_if(|a| **a == want).is_some();
+    if !(take(&Action::Create) && take(&Action::Receive)) {
+        return false;
+    }
+    while take(&Action::Receive) {}
+    if !take(&Action::Command) {
+        return false;
+    }
+    while take(&Action::Send) {}
+    if !take(&Action::Receive) {
+        return false;
+    }
+    while take(&Action::Receive) {}
+    take(&Action::Signal);
+    take(&Action::Delete) && rest.next().is_none()
+}
+
+/// The recorded client's CREATE_PIPELINE and SESSION_CAPABILITY, reassembled from the
+/// Command arguments, the Sends that continue them, and the creationXml.
+fn recorded_pipeline(
+    requests: &[&wsman::Request],
+) -> Option<(
+    psfleet_core::psrp::messages::CreatePipeline,
+    psfleet_core::psrp::messages::SessionCapability,
+)> {
+    let mut defrag = Defragmenter::new();
+    let mut pipeline = None;
+    let mut capability = None;
+    for request in requests {
+        let blobs: Vec<Vec<u8>> = match &request.body {
+            RequestBody::Create(create) => create.creation_xml.clone().into_iter().collect(),
+            RequestBody::Command(line) => line.psrp_arguments().ok().into_iter().collect(),
+            RequestBody::Send(send) => send.streams.iter().map(|s| s.data.clone()).collect(),
+            _ => Vec::new(),
+        };
+        for blob in blobs {
+            for bytes in defrag.push_blob(&blob).ok()? {
+                match PsrpMessage::decode(&Message::decode(&bytes).ok()?).ok()? {
+                    PsrpMessage::CreatePipeline(p) => pipeline = Some(p),
+                    PsrpMessage::SessionCapability(c) => capability = Some(c),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some((pipeline?, capability?))
+}
+
+/// What the recorded host sent for the pipeline: output objects and the final state,
+/// reassembled from the recorded Receive responses.
+fn recorded_results(exchanges: &[Exchange]) -> (Vec<clixml::Value>, Option<i32>) {
+    let mut defrag = Defragmenter::new();
+    let mut outputs = Vec::new();
+    let mut state = None;
+    for exchange in exchanges {
+        let Some(raw) = exchange.response.as_deref() else {
+            continue;
+        };
+        let Ok(response) = Response::parse(raw.as_bytes()) else {
+            continue;
+        };
+        let ResponseBody::ReceiveResponse(receive) = response.body else {
+            continue;
+        };
+        for stream in receive.streams {
+            for bytes in defrag.push_blob(&stream.data).unwrap_or_default() {
+                match Message::decode(&bytes)
+                    .ok()
+                    .map(|m| PsrpMessage::decode(&m))
+                {
+                    Some(Ok(PsrpMessage::PipelineOutput(out))) => outputs.push(out.value),
+                    Some(Ok(PsrpMessage::PipelineState(s))) => state = Some(s.state.value()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (outputs, state)
+}
+
+fn replay_psrp(
+    recording: &Recording,
+    range: std::ops::RangeInclusive<usize>,
+    parsed: &[Option<wsman::Request>],
+    tally: &mut Tally,
+) {
+    use psfleet_core::psrp::client::{
+        PsrpEvent, PsrpSettings, ScriptRun, ScriptSpec, Step as PsrpStep,
+    };
+
+    let file = recording.name.as_str();
+    let first = *range.start();
+    let requests: Vec<&wsman::Request> = parsed[range.clone()].iter().flatten().collect();
+    let exchanges = &recording.exchanges[range];
+    let Some((pipeline, capability)) = recorded_pipeline(&requests) else {
+        return tally.mismatch(file, first, "recorded CREATE_PIPELINE does not decode");
+    };
+    let [command] = pipeline.pipeline.commands.as_slice() else {
+        return; // several commands in one pipeline: not a psfleet script run
+    };
+    // psfleet runs one script with no pipeline input; pypsrp's file copies stream input.
+    if !command.is_script || !pipeline.no_input {
+        return;
+    }
+    let Some(create) = requests.first() else {
+        return;
+    };
+    let mut settings = PsrpSettings::new(create.header.to.clone());
+    settings.configuration_name = create
+        .header
+        .resource_uri
+        .trim_start_matches(wsman::resources::POWERSHELL_PREFIX)
+        .to_owned();
+    settings.session_id = create.header.session_id;
+    settings.max_envelope_size = create.header.max_envelope_size.unwrap_or_default();
+    if let Some(timeout) = create
+        .header
+        .operation_timeout
+        .as_ref()
+        .and_then(|t| t.duration())
+    {
+        settings.operation_timeout = timeout;
+    }
+    settings.no_profile = create.header.option("WINRS_NOPROFILE").is_some();
+    if let Some(protocol) = capability.protocol() {
+        settings.protocol_version = protocol;
+    }
+    let spec = ScriptSpec {
+        script: command.command.clone(),
+        arguments: command.arguments.clone(),
+    };
+
+    // Our ids are fresh; the recorded responses are rewritten to refer to them.
+    let mut ids = ids::SequentialIds::starting_after(0x5f5f_0000);
+    let (mut run, mut next) = ScriptRun::start(settings, spec, &mut ids);
+    let mut renames: Vec<(String, String)> = Vec::new();
+    let mut events = Vec::new();
+    let mut outcome = None;
+    let mut replayed = 0;
+    for (offset, (exchange, recorded)) in exchanges.iter().zip(&requests).enumerate() {
+        let index = first + offset;
+        let ours = &*next;
+        // pypsrp sometimes signals Terminate after a finished pipeline; psfleet deletes the
+        // shell straight away (the Signal is a wasted round trip), so skip that exchange.
+        if recorded.header.action == Action::Signal && ours.header.action == Action::Delete {
+            continue;
+        }
+        replayed += 1;
+        if ours.header.action != recorded.header.action
+            || ours.header.resource_uri != recorded.header.resource_uri
+            || ours.header.options != recorded.header.options
+        {
+            return tally.mismatch(
+                file,
+                index,
+                format!(
+                    "PSRP replay: sent {} {:?}, recording has {} {:?}",
+                    ours.header.action.uri(),
+                    ours.header.options,
+                    recorded.header.action.uri(),
+                    recorded.header.options
+                ),
+            );
+        }
+        let pairs = [
+            (
+                Some(recorded.header.message_id),
+                Some(ours.header.message_id),
+            ),
+            (recorded_shell(recorded), recorded_shell(ours)),
+            (recorded_command(recorded), recorded_command(ours)),
+        ];
+        for (theirs, mine) in pairs {
+            if let (Some(theirs), Some(mine)) = (theirs, mine) {
+                renames.push((ids::upper(&theirs), ids::upper(&mine)));
+            }
+        }
+        let Some(raw) = exchange.response.as_deref() else {
+            return;
+        };
+        let mut text = raw.to_owned();
+        for (theirs, mine) in &renames {
+            text = text
+                .replace(theirs.as_str(), mine)
+                .replace(&theirs.to_lowercase(), mine);
+        }
+        let response = match Response::parse(text.as_bytes()) {
+            Ok(response) => response,
+            Err(e) => return tally.mismatch(file, index, format!("rewritten response: {e}")),
+        };
+        let step = run.handle(response, &mut ids);
+        events.extend(std::iter::from_fn(|| run.poll_event()));
+        match step {
+            PsrpStep::Send(request) => next = request,
+            PsrpStep::Finished(result) => {
+                outcome = Some(result);
+                if offset + 1 != exchanges.len() {
+                    return tally.mismatch(file, index, "PSRP run finished before the recording");
+                }
+                debug_assert!(replayed > 0);
+            }
+        }
+    }
+    let Some(outcome) = outcome else {
+        return tally.mismatch(file, first, "PSRP run did not finish with the recording");
+    };
+    tally.psrp_runs += 1;
+    let (recorded_outputs, recorded_state) = recorded_results(exchanges);
+    let outputs: Vec<&clixml::Value> = events
+        .iter()
+        .filter_map(|e| match e {
+            PsrpEvent::Output(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    if outputs.len() != recorded_outputs.len()
+        || outputs.iter().zip(&recorded_outputs).any(|(a, b)| *a != b)
+    {
+        tally.mismatch(
+            file,
+            first,
+            format!(
+                "PSRP replay: {} output objects, recording has {}",
+                outputs.len(),
+                recorded_outputs.len()
+            ),
+        );
+    }
+    let state = outcome.as_ref().ok().map(|o| o.state.value());
+    if state != recorded_state {
+        tally.mismatch(
+            file,
+            first,
+            format!("PSRP replay: outcome {outcome:?}, recorded pipeline state {recorded_state:?}"),
+        );
+    }
+    if !events
+        .iter()
+        .any(|e| matches!(e, PsrpEvent::ShellDeleted { .. }))
+    {
+        tally.mismatch(file, first, "PSRP replay: shell not reported deleted");
+    }
+}
+
+fn recorded_shell(request: &wsman::Request) -> Option<Uuid> {
+    match &request.body {
+        RequestBody::Create(create) => create.shell_id,
+        _ => request.header.shell_id(),
+    }
+}
+
+fn recorded_command(request: &wsman::Request) -> Option<Uuid> {
+    match &request.body {
+        RequestBody::Command(line) => line.command_id,
+        RequestBody::Receive(receive) => receive.command_id,
+        RequestBody::Signal(signal) => signal.command_id,
+        _ => None,
+    }
 }

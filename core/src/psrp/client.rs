@@ -18,8 +18,9 @@
 //!                                               ▼                          │
 //!  Finished <──DeleteResponse── ExpectDeleted <─┤                          ▼
 //!                                    ▲          │        ExpectPipelineOutput ⟲ Receive
-//!                                    │          │                          │ PIPELINE_STATE terminal
-//!                                    └── ExpectSignalled <─────────────────┘ (Terminate; ctrl_c on abort)
+//!                                    │          │                          │
+//!                                    ├─────────────────────────────────────┘ PIPELINE_STATE terminal
+//!                                    └── ExpectSignalled <── abort / failure mid-pipeline (ctrl_c)
 //! ```
 //!
 //! A shell that was created is always deleted (with the PowerShell resource URI,
@@ -72,6 +73,8 @@ pub struct PsrpSettings {
     pub min_runspaces: i32,
     /// `MaxRunspaces` of INIT_RUNSPACEPOOL.
     pub max_runspaces: i32,
+    /// `WINRS_NOPROFILE` option: do not load the user profile (R:test_psrp_no_profile).
+    pub no_profile: bool,
 }
 
 impl PsrpSettings {
@@ -87,6 +90,7 @@ impl PsrpSettings {
             protocol_version: ProtocolVersion::V2_3,
             min_runspaces: 1,
             max_runspaces: 1,
+            no_profile: false,
         }
     }
 
@@ -345,9 +349,12 @@ impl ScriptRun {
             "{}.{}",
             run.settings.protocol_version.major, run.settings.protocol_version.minor
         );
-        let header = run
+        let mut header = run
             .header(Action::Create, ids)
             .with_option(WsOption::must_comply("protocolversion", version));
+        if run.settings.no_profile {
+            header = header.with_option(WsOption::must_comply("WINRS_NOPROFILE", "TRUE"));
+        }
         let request = run.request(
             header,
             RequestBody::Create(CreateShell::powershell(shell, creation)),
@@ -461,7 +468,10 @@ impl ScriptRun {
                     }
                 }
                 if self.outcome.is_some() {
-                    self.signal(shell, command, SignalCode::Terminate, ids)
+                    // The pipeline is over: deleting the shell ends it, so no Signal is
+                    // needed; one round trip fewer per host (Windows accepts Delete right
+                    // after PIPELINE_STATE, R:test_psrp_stream_output_invocation).
+                    self.delete(shell, ids)
                 } else if done {
                     self.fail(PsrpClientError::NoPipelineState, ids)
                 } else {
@@ -1100,12 +1110,9 @@ mod tests {
                 Action::Receive,
                 Action::Command,
                 Action::Receive,
-                Action::Signal,
                 Action::Delete
             ]
         );
-        // Cleanup of a finished pipeline uses Terminate (R:test_psrp_multiple_invocations).
-        assert_eq!(host.log[4].1, Some(SignalCode::Terminate));
 
         let events = &run.events;
         assert_eq!(
@@ -1271,7 +1278,6 @@ mod tests {
                 Action::Receive,
                 Action::Receive,
                 Action::Receive,
-                Action::Signal,
                 Action::Delete
             ]
         );
@@ -1355,11 +1361,8 @@ mod tests {
                 error: Some(_)
             }
         )));
-        assert_eq!(
-            run.host.log[4],
-            (Action::Signal, Some(SignalCode::Terminate))
-        );
-        assert_eq!(run.host.log[5].0, Action::Delete);
+        // A finished pipeline needs no Signal: the shell is deleted straight away.
+        assert_eq!(run.host.log[4].0, Action::Delete);
     }
 
     #[test]
