@@ -3,6 +3,8 @@
 //! Modules by area:
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
+//! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 
 mod conformance;
 mod fuzz_replay;
+mod psrpcore_xcheck;

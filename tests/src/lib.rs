@@ -4,5 +4,6 @@
 // Test support: failing loudly on broken fixtures is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod canonical;
 pub mod corpus;
 pub mod shared;
