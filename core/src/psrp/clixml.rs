@@ -490,12 +490,14 @@ impl PsObject {
     }
 
     /// A property by name, searching extended properties (`MS`) first, then adapted
-    /// properties (`Props`).
+    /// properties (`Props`). An exact match wins; otherwise names compare ignoring ASCII
+    /// case, as PowerShell's member lookup does (pypsrp writes SET_MAX_RUNSPACES' call id
+    /// as `CI`, MS-PSRP 2.2.2.6 and psrpcore as `ci`, and Windows reads either).
     pub fn property(&self, name: &str) -> Option<&Value> {
-        self.extended
-            .iter()
-            .chain(&self.adapted)
+        let mut all = self.extended.iter().chain(&self.adapted);
+        all.clone()
             .find(|p| p.name == name)
+            .or_else(|| all.find(|p| p.name.eq_ignore_ascii_case(name)))
             .map(|p| &p.value)
     }
 
