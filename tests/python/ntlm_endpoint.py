@@ -109,6 +109,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """One instance per TCP connection: the security context lives on it."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle holds the body
+    # until the client's delayed ACK (about 40 ms per reply).
+    disable_nagle_algorithm = True
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
     offered = ["Negotiate"]
