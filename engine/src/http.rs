@@ -428,7 +428,9 @@ impl Connection {
     /// Seals `soap`, sends it and returns the unsealed reply (status 200 or 500).
     ///
     /// Any error leaves the connection unusable: later calls return
-    /// [`TransportError::Unusable`].
+    /// [`TransportError::Unusable`]. So does dropping the future before it completes (an
+    /// outer timeout, a cancelled task): a request may then be half sent, or a sealed
+    /// message may have consumed a sequence number the server never saw.
     pub async fn send(&mut self, soap: &[u8]) -> Result<Reply, TransportError> {
         if !self.usable {
             return Err(TransportError::Unusable);
