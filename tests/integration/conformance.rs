@@ -72,13 +72,24 @@ fn conformance_corpus() {
     let mut tally = Tally::default();
     for recording in &recordings {
         tally.files += 1;
+        // Each request is parsed once; the later checks share the typed requests.
+        let mut parsed = Vec::with_capacity(recording.exchanges.len());
         for (index, exchange) in recording.exchanges.iter().enumerate() {
-            check_request(&recording.name, index, exchange, &mut tally);
+            parsed.push(check_request(&recording.name, index, exchange, &mut tally));
             check_response(&recording.name, index, exchange, &mut tally);
         }
-        check_psrp_streams(recording, &mut tally);
-        replay_winrs_conversations(recording, &mut tally);
-        replay_psrp_runs(recording, &mut tally);
+        check_psrp_streams(recording, &parsed, &mut tally);
+        for range in shell_conversations(&parsed, |uri| uri == wsman::resources::CMD_SHELL) {
+            if has_shape(&parsed[range.clone()], WINRS_RUN) {
+                replay_winrs(recording, range, &parsed, &mut tally);
+            }
+        }
+        let is_psrp = |uri: &str| uri.starts_with(wsman::resources::POWERSHELL_PREFIX);
+        for range in shell_conversations(&parsed, is_psrp) {
+            if has_shape(&parsed[range.clone()], PSRP_RUN) {
+                replay_psrp(recording, range, &parsed, &mut tally);
+            }
+        }
     }
     println!(
         "conformance: files={} responses={} psrp_messages={} mismatches={}",
@@ -156,12 +167,20 @@ fn conformance_corpus() {
     );
 }
 
-fn check_request(file: &str, index: usize, exchange: &Exchange, tally: &mut Tally) {
+fn check_request(
+    file: &str,
+    index: usize,
+    exchange: &Exchange,
+    tally: &mut Tally,
+) -> Option<wsman::Request> {
     tally.requests += 1;
     let raw = exchange.request.as_bytes();
     let request = match wsman::Request::parse(raw) {
         Ok(request) => request,
-        Err(e) => return tally.mismatch(file, index, format!("request does not parse: {e}")),
+        Err(e) => {
+            tally.mismatch(file, index, format!("request does not parse: {e}"));
+            return None;
+        }
     };
     if let RequestBody::Other(_) = request.body {
         tally.mismatch(file, index, "request body is not typed");
@@ -173,6 +192,7 @@ fn check_request(file: &str, index: usize, exchange: &Exchange, tally: &mut Tall
             format!("request re-encodes differently: {diff}"),
         );
     }
+    Some(request)
 }
 
 fn check_response(file: &str, index: usize, exchange: &Exchange, tally: &mut Tally) {
@@ -292,11 +312,11 @@ enum Direction {
 
 /// Reassembles every PSRP blob of a recording, per shell and direction (object ids are
 /// per sender and restart with each runspace pool, MS-PSRP 2.2.4), and checks each message.
-fn check_psrp_streams(recording: &Recording, tally: &mut Tally) {
+fn check_psrp_streams(recording: &Recording, parsed: &[Option<wsman::Request>], tally: &mut Tally) {
     let file = recording.name.as_str();
     let mut defrag: HashMap<(Direction, Uuid), Defragmenter> = HashMap::new();
-    for (index, exchange) in recording.exchanges.iter().enumerate() {
-        let Ok(request) = wsman::Request::parse(exchange.request.as_bytes()) else {
+    for (index, (exchange, request)) in recording.exchanges.iter().zip(parsed).enumerate() {
+        let Some(request) = request else {
             continue;
         };
         let shell = match &request.body {
@@ -472,50 +492,91 @@ impl IdGenerator for RecordedIds {
     }
 }
 
-/// Splits a recording into cmd-shell conversations (Create of the cmd resource through
-/// Delete) and replays each one whose shape is a psfleet run:
-/// Create, Command, Send*, Receive+, Signal, Delete. Others (pypsrp running two commands in
-/// one shell, Receive without a Command) are checked above at the message level only.
-fn replay_winrs_conversations(recording: &Recording, tally: &mut Tally) {
-    let parsed: Vec<Option<wsman::Request>> = recording
-        .exchanges
-        .iter()
-        .map(|e| wsman::Request::parse(e.request.as_bytes()).ok())
-        .collect();
+/// How often an operation occurs at its place in a conversation's shape.
+#[derive(Clone, Copy)]
+enum Times {
+    One,
+    Optional,
+    OneOrMore,
+    Any,
+}
+
+/// A psfleet WinRS run: Create, Command, Send*, Receive+, Signal, Delete. Other recorded
+/// shapes (pypsrp running two commands in one shell, Receive without a Command) are
+/// checked at the message level only.
+const WINRS_RUN: &[(Action, Times)] = &[
+    (Action::Create, Times::One),
+    (Action::Command, Times::One),
+    (Action::Send, Times::Any),
+    (Action::Receive, Times::OneOrMore),
+    (Action::Signal, Times::One),
+    (Action::Delete, Times::One),
+];
+
+/// A psfleet script run: Create, Receive+ (the pool opens), Command, Send* (the rest of
+/// CREATE_PIPELINE), Receive+, Signal? (pypsrp's, skipped in the replay), Delete.
+const PSRP_RUN: &[(Action, Times)] = &[
+    (Action::Create, Times::One),
+    (Action::Receive, Times::OneOrMore),
+    (Action::Command, Times::One),
+    (Action::Send, Times::Any),
+    (Action::Receive, Times::OneOrMore),
+    (Action::Signal, Times::Optional),
+    (Action::Delete, Times::One),
+];
+
+/// The index ranges of the shells in a recording whose resource URI passes `resource`:
+/// from each Create to the Delete that follows.
+fn shell_conversations(
+    parsed: &[Option<wsman::Request>],
+    resource: impl Fn(&str) -> bool,
+) -> Vec<std::ops::RangeInclusive<usize>> {
+    let mut ranges = Vec::new();
     let mut start = None;
     for (i, request) in parsed.iter().enumerate() {
         let Some(request) = request else { continue };
-        let is_cmd = request.header.resource_uri == wsman::resources::CMD_SHELL;
-        match (&request.header.action, is_cmd) {
-            (Action::Create, true) => start = Some(i),
-            (Action::Delete, true) => {
-                if let Some(first) = start.take() {
-                    let actions: Vec<&Action> = parsed[first..=i]
-                        .iter()
-                        .filter_map(|r| r.as_ref().map(|r| &r.header.action))
-                        .collect();
-                    if is_psfleet_shape(&actions) {
-                        replay_winrs(recording, first..=i, &parsed, tally);
-                    }
-                }
-            }
+        if !resource(&request.header.resource_uri) {
+            continue;
+        }
+        match request.header.action {
+            Action::Create => start = Some(i),
+            Action::Delete => ranges.extend(start.take().map(|first| first..=i)),
             _ => {}
         }
     }
+    ranges
 }
 
-fn is_psfleet_shape(actions: &[&Action]) -> bool {
-    let mut rest = actions.iter().peekable();
-    let mut take = |want: &Action| rest.next_if(|a| **a == want).is_some();
-    if !(take(&Action::Create) && take(&Action::Command)) {
-        return false;
+/// True when the conversation's operations follow `shape` exactly.
+fn has_shape(conversation: &[Option<wsman::Request>], shape: &[(Action, Times)]) -> bool {
+    let mut rest = conversation
+        .iter()
+        .flatten()
+        .map(|r| &r.header.action)
+        .peekable();
+    for (action, times) in shape {
+        let mut take = || rest.next_if(|a| *a == action).is_some();
+        let ok = match times {
+            Times::One => take(),
+            Times::Optional => {
+                take();
+                true
+            }
+            Times::OneOrMore => {
+                let first = take();
+                while take() {}
+                first
+            }
+            Times::Any => {
+                while take() {}
+                true
+            }
+        };
+        if !ok {
+            return false;
+        }
     }
-    while take(&Action::Send) {}
-    if !take(&Action::Receive) {
-        return false;
-    }
-    while take(&Action::Receive) {}
-    take(&Action::Signal) && take(&Action::Delete) && rest.next().is_none()
+    rest.next().is_none()
 }
 
 fn replay_winrs(
@@ -741,60 +802,6 @@ fn corpus_loads_completely() {
 }
 
 // ===== PSRP replay =====
-
-/// Replays every recorded PowerShell shell whose shape is a psfleet script run:
-/// Create, Receive+ (pool opens), Command, Send*, Receive+, Signal?, Delete, with one
-/// script command in its CREATE_PIPELINE.
-fn replay_psrp_runs(recording: &Recording, tally: &mut Tally) {
-    let parsed: Vec<Option<wsman::Request>> = recording
-        .exchanges
-        .iter()
-        .map(|e| wsman::Request::parse(e.request.as_bytes()).ok())
-        .collect();
-    let mut start = None;
-    for (i, request) in parsed.iter().enumerate() {
-        let Some(request) = request else { continue };
-        let psrp = request
-            .header
-            .resource_uri
-            .starts_with(wsman::resources::POWERSHELL_PREFIX);
-        match (&request.header.action, psrp) {
-            (Action::Create, true) => start = Some(i),
-            (Action::Delete, true) => {
-                if let Some(first) = start.take() {
-                    let shape: Vec<&Action> = parsed[first..=i]
-                        .iter()
-                        .flatten()
-                        .map(|r| &r.header.action)
-                        .collect();
-                    if is_psrp_run_shape(&shape) {
-                        replay_psrp(recording, first..=i, &parsed, tally);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-fn is_psrp_run_shape(actions: &[&Action]) -> bool {
-    let mut rest = actions.iter().peekable();
-    let mut take = |want: &Action| rest.next_if(|a| **a == want).is_some();
-    if !(take(&Action::Create) && take(&Action::Receive)) {
-        return false;
-    }
-    while take(&Action::Receive) {}
-    if !take(&Action::Command) {
-        return false;
-    }
-    while take(&Action::Send) {}
-    if !take(&Action::Receive) {
-        return false;
-    }
-    while take(&Action::Receive) {}
-    take(&Action::Signal);
-    take(&Action::Delete) && rest.next().is_none()
-}
 
 /// The recorded client's CREATE_PIPELINE and SESSION_CAPABILITY, reassembled from the
 /// Command arguments, the Sends that continue them, and the creationXml.
