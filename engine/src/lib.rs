@@ -1,1 +1,9 @@
-//! psfleet-engine: see docs/ARCHITECTURE.md. Built out by its own issue.
+//! psfleet-engine: the async shell around `psfleet-core` (see docs/ARCHITECTURE.md).
+//!
+//! This slice holds the WinRM client transport over plain HTTP:
+//! - [`auth`]: NTLM and Negotiate (SPNEGO) client security contexts over sspi, and the
+//!   message sealer `psfleet_core::encryption` frames bodies with;
+//! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host.
+
+pub mod auth;
+pub mod http;

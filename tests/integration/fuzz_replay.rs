@@ -13,7 +13,15 @@ type Target = fn(&[u8]);
 
 /// Target name (the directory under `fuzz/corpus` and `fuzz/regressions`, and
 /// `fuzz/fuzz_targets/<name>.rs`) to the function both the target and this replay call.
-const TARGETS: &[(&str, Target)] = &[("xml", psfleet_core::fuzzing::xml)];
+const TARGETS: &[(&str, Target)] = &[
+    ("clixml", psfleet_core::fuzzing::clixml),
+    ("encryption", psfleet_core::fuzzing::encryption),
+    ("psrp_fragments", psfleet_core::fuzzing::psrp_fragments),
+    ("psrp_message", psfleet_core::fuzzing::psrp_message),
+    ("wsman_request", psfleet_core::fuzzing::wsman_request),
+    ("wsman_response", psfleet_core::fuzzing::wsman_response),
+    ("xml", psfleet_core::fuzzing::xml),
+];
 
 #[test]
 fn fuzz_inputs_replay_without_panics() -> std::io::Result<()> {

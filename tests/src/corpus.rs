@@ -34,6 +34,20 @@ pub struct Exchange {
     pub http_error: bool,
     /// The client stopped waiting after this many seconds.
     pub timeout: Option<u32>,
+    /// Request fields pypsrp's harness rewrites before comparing (the recording was made
+    /// with a deliberately wrong value, e.g. a bogus CommandId in R:test_winrs_bad_cmd_id).
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+/// One rewritten request field.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Override {
+    /// Element path below the envelope, e.g. `s:Body/rsp:Receive/rsp:DesiredStream`.
+    pub path: String,
+    /// Attributes set on that element.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// `transport_error` of an exchange.

@@ -1,0 +1,4 @@
+//! CLIXML deserializer.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| psfleet_core::fuzzing::clixml(data));

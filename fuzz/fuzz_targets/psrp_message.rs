@@ -1,0 +1,4 @@
+//! PSRP message header and typed decoding.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| psfleet_core::fuzzing::psrp_message(data));

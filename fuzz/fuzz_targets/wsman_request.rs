@@ -1,0 +1,4 @@
+//! WS-Man request parser.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| psfleet_core::fuzzing::wsman_request(data));
