@@ -492,6 +492,28 @@ impl IdGenerator for RecordedIds {
     }
 }
 
+/// The shell settings both clients share, as the recorded client sent them in Create.
+struct RecordedShell {
+    endpoint: String,
+    session_id: Option<Uuid>,
+    max_envelope_size: u32,
+    operation_timeout: Option<std::time::Duration>,
+    no_profile: bool,
+}
+
+impl RecordedShell {
+    fn from_create(create: &wsman::Request) -> Self {
+        let header = &create.header;
+        Self {
+            endpoint: header.to.clone(),
+            session_id: header.session_id,
+            max_envelope_size: header.max_envelope_size.unwrap_or_default(),
+            operation_timeout: header.operation_timeout.as_ref().and_then(|t| t.duration()),
+            no_profile: header.option("WINRS_NOPROFILE").is_some(),
+        }
+    }
+}
+
 /// How often an operation occurs at its place in a conversation's shape.
 #[derive(Clone, Copy)]
 enum Times {
@@ -594,18 +616,14 @@ fn replay_winrs(
     };
 
     // Inputs come from what the recorded client asked for.
-    let mut settings = ShellSettings::new(create.header.to.clone());
-    settings.session_id = create.header.session_id;
-    settings.max_envelope_size = create.header.max_envelope_size.unwrap_or_default();
-    if let Some(timeout) = create
-        .header
+    let recorded = RecordedShell::from_create(create);
+    let mut settings = ShellSettings::new(recorded.endpoint);
+    settings.session_id = recorded.session_id;
+    settings.max_envelope_size = recorded.max_envelope_size;
+    settings.operation_timeout = recorded
         .operation_timeout
-        .as_ref()
-        .and_then(|t| t.duration())
-    {
-        settings.operation_timeout = timeout;
-    }
-    settings.no_profile = create.header.option("WINRS_NOPROFILE").is_some();
+        .unwrap_or(settings.operation_timeout);
+    settings.no_profile = recorded.no_profile;
     settings.codepage = create
         .header
         .option("WINRS_CODEPAGE")
@@ -893,23 +911,19 @@ fn replay_psrp(
     let Some(create) = requests.first() else {
         return;
     };
-    let mut settings = PsrpSettings::new(create.header.to.clone());
+    let recorded = RecordedShell::from_create(create);
+    let mut settings = PsrpSettings::new(recorded.endpoint);
     settings.configuration_name = create
         .header
         .resource_uri
         .trim_start_matches(wsman::resources::POWERSHELL_PREFIX)
         .to_owned();
-    settings.session_id = create.header.session_id;
-    settings.max_envelope_size = create.header.max_envelope_size.unwrap_or_default();
-    if let Some(timeout) = create
-        .header
+    settings.session_id = recorded.session_id;
+    settings.max_envelope_size = recorded.max_envelope_size;
+    settings.operation_timeout = recorded
         .operation_timeout
-        .as_ref()
-        .and_then(|t| t.duration())
-    {
-        settings.operation_timeout = timeout;
-    }
-    settings.no_profile = create.header.option("WINRS_NOPROFILE").is_some();
+        .unwrap_or(settings.operation_timeout);
+    settings.no_profile = recorded.no_profile;
     if let Some(protocol) = capability.protocol() {
         settings.protocol_version = protocol;
     }
