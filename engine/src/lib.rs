@@ -3,7 +3,9 @@
 //! This slice holds the WinRM client transport over plain HTTP:
 //! - [`auth`]: NTLM and Negotiate (SPNEGO) client security contexts over sspi, and the
 //!   message sealer `psfleet_core::encryption` frames bodies with;
-//! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host.
+//! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host;
+//! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
 pub mod http;
+pub mod record;
