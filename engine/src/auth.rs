@@ -23,6 +23,10 @@ use sspi::{
 /// (MS-NLMP 2.2.2.9.1; MS-WSMV 2.2.9.1.1.2.2).
 pub const NTLM_SIGNATURE_LEN: usize = 16;
 
+/// Longest channel-binding application data accepted: `tls-server-end-point:` plus a
+/// SHA-512 hash is 85 bytes; anything near this bound is not a channel binding.
+pub const MAX_CHANNEL_BINDINGS_LEN: usize = 4_096;
+
 /// Longest security token accepted from a peer. Windows caps tokens at 48,000 bytes
 /// (`cbMaxToken` of the Negotiate package); an NTLM CHALLENGE is a few hundred.
 pub const MAX_TOKEN_LEN: usize = 48_000;
@@ -164,6 +168,10 @@ pub enum AuthError {
     /// Sealing or unsealing was attempted before the context was established.
     #[error("the security context is not established")]
     NotEstablished,
+    /// The channel-binding application data is empty or longer than
+    /// [`MAX_CHANNEL_BINDINGS_LEN`].
+    #[error("channel-binding application data of {0} bytes is not acceptable")]
+    BadChannelBindings(usize),
     /// A sealed block's signature is not [`NTLM_SIGNATURE_LEN`] bytes.
     #[error("sealed block header is {0} bytes, NTLM signatures are 16")]
     BadSignatureLength(usize),
@@ -180,6 +188,9 @@ pub struct ClientContext {
     inner: Inner,
     /// `HTTP/<host>`: the SPN the target is named by.
     target: String,
+    /// The SEC_CHANNEL_BINDINGS structure handed to sspi with every server token, when
+    /// the connection is bound to a TLS channel.
+    channel_bindings: Option<Vec<u8>>,
     state: State,
 }
 
@@ -188,6 +199,7 @@ impl fmt::Debug for ClientContext {
         f.debug_struct("ClientContext")
             .field("mechanism", &self.mechanism)
             .field("target", &self.target)
+            .field("channel_bound", &self.channel_bindings.is_some())
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -195,12 +207,32 @@ impl fmt::Debug for ClientContext {
 
 impl ClientContext {
     /// A context that will authenticate `credential` to the WinRM service on `host`
-    /// (the SPN `HTTP/<host>`; an IP address host rules out Kerberos, as on Windows).
+    /// (the SPN `HTTP/<host>`; an IP address host rules out Kerberos, as on Windows),
+    /// without channel binding (plain HTTP).
     pub fn new(
         mechanism: Mechanism,
         credential: &Credential,
         host: &str,
     ) -> Result<Self, AuthError> {
+        Self::with_channel_bindings(mechanism, credential, host, None)
+    }
+
+    /// Like [`ClientContext::new`], bound to a TLS channel when `channel_bindings` holds
+    /// its application data: `b"tls-server-end-point:"` followed by the server
+    /// certificate hash (RFC 5929 4.1; wire-facts section 3). The data is wrapped in a
+    /// SEC_CHANNEL_BINDINGS structure ([`sec_channel_bindings`]) and given to sspi as a
+    /// `ChannelBindings` buffer, so NTLM puts its MD5 into the `MsvAvChannelBindings` AV
+    /// pair of the AUTHENTICATE message (MS-NLMP 2.2.2.1) and Kerberos into the
+    /// authenticator checksum (RFC 4121 4.1.1.2).
+    pub fn with_channel_bindings(
+        mechanism: Mechanism,
+        credential: &Credential,
+        host: &str,
+        channel_bindings: Option<Vec<u8>>,
+    ) -> Result<Self, AuthError> {
+        let channel_bindings = channel_bindings
+            .map(|data| sec_channel_bindings(&data))
+            .transpose()?;
         let sspi_err = sspi_error(mechanism, "acquire credentials");
         let identity = credential.identity();
         let inner = match mechanism {
@@ -245,6 +277,7 @@ impl ClientContext {
             mechanism,
             inner,
             target: format!("HTTP/{host}"),
+            channel_bindings,
             state: State::Initial,
         })
     }
@@ -257,6 +290,11 @@ impl ClientContext {
     /// True once the token exchange has completed and messages can be sealed.
     pub fn is_complete(&self) -> bool {
         self.state == State::Complete
+    }
+
+    /// True when the context carries TLS channel bindings.
+    pub fn is_channel_bound(&self) -> bool {
+        self.channel_bindings.is_some()
     }
 
     /// True once this context has produced its first token.
@@ -295,12 +333,13 @@ impl ClientContext {
             _ => {}
         }
         let mechanism = self.mechanism;
+        let bindings = self.channel_bindings.as_deref();
         let (status, token) = match &mut self.inner {
             Inner::Ntlm { context, handle } => {
-                initialize(context.as_mut(), handle, &self.target, input)
+                initialize(context.as_mut(), handle, &self.target, input, bindings)
             }
             Inner::Negotiate { context, handle } => {
-                initialize(context.as_mut(), handle, &self.target, input)
+                initialize(context.as_mut(), handle, &self.target, input, bindings)
             }
         }
         .map_err(sspi_error(mechanism, "initialize security context"))?;
@@ -408,6 +447,27 @@ impl Inner {
     }
 }
 
+/// The SEC_CHANNEL_BINDINGS structure (MS-NLMP 2.2.2.1 references it; the Windows SSPI
+/// layout sspi parses): eight little-endian u32 fields, initiator and acceptor addresses
+/// empty (type 0, length 0, offset 0, as every TLS channel binding has them), then the
+/// application data length and its offset 32, then the application data. Acceptors give
+/// the same structure to sspi to check the client's binding.
+pub fn sec_channel_bindings(application_data: &[u8]) -> Result<Vec<u8>, AuthError> {
+    const HEADER_LEN: u32 = 32;
+    let len = application_data.len();
+    if len == 0 || len > MAX_CHANNEL_BINDINGS_LEN {
+        return Err(AuthError::BadChannelBindings(len));
+    }
+    // Cannot fail: len <= MAX_CHANNEL_BINDINGS_LEN.
+    let len32 = u32::try_from(len).map_err(|_| AuthError::BadChannelBindings(len))?;
+    let mut out = Vec::with_capacity(HEADER_LEN as usize + len);
+    for field in [0, 0, 0, 0, 0, 0, len32, HEADER_LEN] {
+        out.extend_from_slice(&u32::to_le_bytes(field));
+    }
+    out.extend_from_slice(application_data);
+    Ok(out)
+}
+
 /// Wraps an sspi error with what was being done.
 fn sspi_error(
     mechanism: Mechanism,
@@ -426,6 +486,7 @@ fn initialize<S>(
     handle: &mut S::CredentialsHandle,
     target: &str,
     input: Option<&[u8]>,
+    channel_bindings: Option<&[u8]>,
 ) -> sspi::Result<(SecurityStatus, Vec<u8>)>
 where
     S: Sspi + SspiImpl,
@@ -436,8 +497,18 @@ where
         | ClientRequestFlags::INTEGRITY
         | ClientRequestFlags::ALLOCATE_MEMORY;
     let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-    let mut input_buffers =
-        input.map(|token| vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)]);
+    // The channel bindings ride with every server token: sspi's NTLM reads them on the
+    // CHALLENGE leg, where the AUTHENTICATE message is built.
+    let mut input_buffers = input.map(|token| {
+        let mut buffers = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
+        if let Some(bindings) = channel_bindings {
+            buffers.push(SecurityBuffer::new(
+                bindings.to_vec(),
+                BufferType::ChannelBindings,
+            ));
+        }
+        buffers
+    });
     let status = {
         let mut builder = context
             .initialize_security_context()
@@ -587,6 +658,148 @@ mod tests {
             ctx.unseal(&[0; 16], b"x"),
             Err(AuthError::NotEstablished)
         ));
+    }
+
+    #[test]
+    fn sec_channel_bindings_layout() {
+        let data = b"tls-server-end-point:0123456789abcdef0123456789abcdef";
+        let cb = sec_channel_bindings(data).unwrap();
+        assert_eq!(cb.len(), 32 + data.len());
+        assert_eq!(&cb[..24], &[0u8; 24]);
+        assert_eq!(cb[24..28], (data.len() as u32).to_le_bytes());
+        assert_eq!(cb[28..32], 32u32.to_le_bytes());
+        assert_eq!(&cb[32..], data);
+        for bad in [0, MAX_CHANNEL_BINDINGS_LEN + 1] {
+            assert!(matches!(
+                sec_channel_bindings(&vec![b'x'; bad]),
+                Err(AuthError::BadChannelBindings(n)) if n == bad
+            ));
+            assert!(matches!(
+                ClientContext::with_channel_bindings(
+                    Mechanism::Ntlm,
+                    &credential(),
+                    "web01",
+                    Some(vec![b'x'; bad])
+                ),
+                Err(AuthError::BadChannelBindings(_))
+            ));
+        }
+    }
+
+    /// Runs `client` against sspi's acceptor of the same mechanism for `CORP\alice`,
+    /// given `bindings` as the channel's application data (the acceptor checks the
+    /// client's MsvAvChannelBindings hash against it).
+    fn accept_all(client: &mut ClientContext, bindings: Option<&[u8]>) -> Result<(), String> {
+        use sspi::SspiEx;
+        match client.mechanism() {
+            Mechanism::Ntlm => {
+                let mut server = Ntlm::new();
+                // sspi's raw NTLM acceptor takes the account to verify after the
+                // AUTHENTICATE leg (dependencies.md).
+                let on_complete = |server: &mut Ntlm| {
+                    server.custom_set_auth_identities(vec![credential().identity()])
+                };
+                run_acceptor(client, &mut server, bindings, on_complete)
+            }
+            Mechanism::Negotiate => {
+                let config = NegotiateConfig::new(
+                    Box::new(sspi::ntlm::NtlmConfig::default()),
+                    Some("ntlm".to_owned()),
+                    String::new(),
+                );
+                let mut server =
+                    Negotiate::new_server(config, vec![credential().identity()]).unwrap();
+                run_acceptor(client, &mut server, bindings, |_| Ok(()))
+            }
+        }
+    }
+
+    fn run_acceptor<S>(
+        client: &mut ClientContext,
+        server: &mut S,
+        bindings: Option<&[u8]>,
+        on_complete: impl Fn(&mut S) -> sspi::Result<()>,
+    ) -> Result<(), String>
+    where
+        S: Sspi + SspiImpl,
+    {
+        use sspi::ServerRequestFlags;
+        let mut handle = server
+            .acquire_credentials_handle()
+            .with_credential_use(CredentialUse::Inbound)
+            .execute(server)
+            .unwrap()
+            .credentials_handle;
+        let mut input: Option<Vec<u8>> = None;
+        for _ in 0..4 {
+            let step = client.step(input.as_deref()).map_err(|e| e.to_string())?;
+            let Some(token) = step.token else {
+                return Ok(());
+            };
+            let mut buffers = vec![SecurityBuffer::new(token, BufferType::Token)];
+            if let Some(data) = bindings {
+                buffers.push(SecurityBuffer::new(
+                    sec_channel_bindings(data).unwrap(),
+                    BufferType::ChannelBindings,
+                ));
+            }
+            let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+            let status = {
+                let builder = server
+                    .accept_security_context()
+                    .with_credentials_handle(&mut handle)
+                    .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
+                    .with_target_data_representation(DataRepresentation::Native)
+                    .with_input(&mut buffers)
+                    .with_output(&mut output);
+                server
+                    .accept_security_context_impl(builder)
+                    .and_then(|mut g| g.resolve_to_result())
+                    .map_err(|e| e.to_string())?
+                    .status
+            };
+            if matches!(
+                status,
+                SecurityStatus::CompleteNeeded | SecurityStatus::CompleteAndContinue
+            ) {
+                on_complete(server).map_err(|e| e.to_string())?;
+                server
+                    .complete_auth_token(&mut output)
+                    .map_err(|e| e.to_string())?;
+            }
+            if step.complete {
+                return Ok(());
+            }
+            input = Some(output.remove(0).buffer);
+        }
+        Err("too many legs".to_owned())
+    }
+
+    #[test]
+    fn channel_bindings_reach_the_acceptor() {
+        let ours = b"tls-server-end-point:\x11\x22\x33 (a SHA-256 would be here)".to_vec();
+        let theirs = b"tls-server-end-point:another certificate".to_vec();
+        for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
+            let bound = |data: &[u8]| {
+                ClientContext::with_channel_bindings(
+                    mechanism,
+                    &credential(),
+                    "web01",
+                    Some(data.to_vec()),
+                )
+                .unwrap()
+            };
+            // Same channel: accepted.
+            let mut client = bound(&ours);
+            assert!(client.is_channel_bound());
+            accept_all(&mut client, Some(&ours)).unwrap();
+            assert!(client.is_complete(), "{mechanism}");
+            // Another channel (a TLS-intercepting proxy): refused by the acceptor.
+            let error = accept_all(&mut bound(&ours), Some(&theirs)).unwrap_err();
+            assert!(error.contains("hash mismatch"), "{mechanism}: {error}");
+            // Acceptor without bindings (plain HTTP): the bound client still gets in.
+            accept_all(&mut bound(&ours), None).unwrap();
+        }
     }
 
     #[test]
