@@ -26,6 +26,7 @@ use sspi::{
     Ntlm, SecurityBuffer, SecurityBufferRef, SecurityStatus, Sspi, SspiImpl, Username,
 };
 
+use crate::credssp::CredSspContext;
 use crate::kerberos::{self, KdcClient, KerberosOptions, KerberosTarget};
 
 /// The length of an NTLM message signature: the header of every NTLM-sealed WinRM block
@@ -60,6 +61,9 @@ pub enum Mechanism {
     Negotiate,
     /// Raw Kerberos (RFC 4121) under the HTTP `Kerberos` scheme (MS-WSMV 2.2.9.1.2).
     Kerberos,
+    /// CredSSP (MS-CSSP) under the HTTP `CredSSP` scheme: TLS in the header, NTLM inside
+    /// it, then the password delegated to the host (MS-WSMV 2.2.9.1.3).
+    CredSsp,
 }
 
 impl Mechanism {
@@ -69,6 +73,7 @@ impl Mechanism {
         match self {
             Self::Ntlm | Self::Negotiate => "Negotiate",
             Self::Kerberos => "Kerberos",
+            Self::CredSsp => "CredSSP",
         }
     }
 
@@ -79,6 +84,7 @@ impl Mechanism {
         match self {
             Self::Ntlm | Self::Negotiate => Protocol::Spnego,
             Self::Kerberos => Protocol::Kerberos,
+            Self::CredSsp => Protocol::CredSsp,
         }
     }
 }
@@ -89,6 +95,7 @@ impl fmt::Display for Mechanism {
             Self::Ntlm => "NTLM",
             Self::Negotiate => "Negotiate",
             Self::Kerberos => "Kerberos",
+            Self::CredSsp => "CredSSP",
         })
     }
 }
@@ -138,6 +145,11 @@ impl Credential {
 
     fn identity(&self) -> AuthIdentity {
         self.identity_as(self.user.clone())
+    }
+
+    /// The identity CredSSP authenticates with and then delegates (TSPasswordCreds).
+    pub(crate) fn identity_for_delegation(&self) -> AuthIdentity {
+        self.identity()
     }
 
     /// This credential's password under another spelling of the user (`REALM\user`).
@@ -297,6 +309,25 @@ pub enum AuthError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS layer of CredSSP failed (handshake, record or TSRequest encoding).
+    #[error("CredSSP TLS: {reason}")]
+    CredSspTls {
+        /// rustls' or the decoder's message.
+        reason: String,
+    },
+    /// The server broke the CredSSP sequence.
+    #[error("CredSSP protocol violation: {0}")]
+    CredSspProtocol(&'static str),
+    /// The server refused the CredSSP authentication with an NTSTATUS in its TSRequest
+    /// (MS-CSSP 2.2.1 errorCode; 0xC000006D logon failure for a wrong password).
+    #[error("CredSSP refused by the server (NTSTATUS {nt_status:#010x})")]
+    CredSspRejected {
+        /// The NTSTATUS code.
+        nt_status: u32,
+        /// sspi's error.
+        #[source]
+        source: sspi::Error,
+    },
     /// Kerberos cannot authenticate to an IP address: there is no SPN for it (Windows
     /// ERROR_WSMAN_KERBEROS_IPADDRESS, wire-facts 1.5).
     #[error("Kerberos needs a host name, not the IP address {host}")]
@@ -317,9 +348,9 @@ impl AuthError {
             Self::KerberosRealmUnknown { .. } | Self::KdcUnreachable { .. } => {
                 Some(Bucket::InvalidDomain)
             }
-            Self::KerberosCredentialsRejected { .. } | Self::InvalidUserName { .. } => {
-                Some(Bucket::InvalidCredentials)
-            }
+            Self::KerberosCredentialsRejected { .. }
+            | Self::InvalidUserName { .. }
+            | Self::CredSspRejected { .. } => Some(Bucket::InvalidCredentials),
             _ => None,
         }
     }
@@ -454,6 +485,7 @@ impl ClientContext {
                     kdc,
                 }
             }
+            Mechanism::CredSsp => Inner::CredSsp(Box::new(CredSspContext::new(credential, host)?)),
             Mechanism::Negotiate => {
                 let target = if is_ip {
                     None
@@ -536,7 +568,7 @@ impl ClientContext {
     /// after a fallback to NTLM); for the other mechanisms, whether they are Kerberos.
     pub fn uses_kerberos(&self) -> bool {
         match &self.inner {
-            Inner::Ntlm { .. } => false,
+            Inner::Ntlm { .. } | Inner::CredSsp(_) => false,
             Inner::Kerberos { .. } => true,
             Inner::Negotiate { context, .. } => context.negotiated_protocol().is_kerberos(),
         }
@@ -574,6 +606,7 @@ impl ClientContext {
         self.check_step(input)?;
         let bindings = self.channel_bindings.as_deref();
         let result = match &mut self.inner {
+            Inner::CredSsp(context) => return credssp_step(context, &mut self.state, input),
             Inner::Ntlm { context, handle } => initialize(
                 context.as_mut(),
                 handle,
@@ -616,6 +649,7 @@ impl ClientContext {
         self.check_step(input)?;
         let bindings = self.channel_bindings.as_deref();
         let result = match &mut self.inner {
+            Inner::CredSsp(context) => return credssp_step(context, &mut self.state, input),
             Inner::Ntlm { context, handle } => initialize(
                 context.as_mut(),
                 handle,
@@ -703,6 +737,9 @@ impl MessageSealer for ClientContext {
         if !self.is_complete() {
             return Err(AuthError::NotEstablished);
         }
+        if let Inner::CredSsp(context) = &mut self.inner {
+            return context.seal(plaintext);
+        }
         let on_error = sspi_error(self.mechanism, "encrypt message");
         let trailer = self.inner.security_trailer().map_err(on_error)?;
         let mut header = vec![0u8; trailer];
@@ -727,6 +764,9 @@ impl MessageSealer for ClientContext {
     fn unseal(&mut self, header: &[u8], payload: &[u8]) -> Result<Unsealed, AuthError> {
         if !self.is_complete() {
             return Err(AuthError::NotEstablished);
+        }
+        if let Inner::CredSsp(context) = &mut self.inner {
+            return context.unseal(header, payload);
         }
         let fits = if self.uses_kerberos() {
             !header.is_empty() && header.len() <= MAX_SEAL_HEADER_LEN
@@ -774,6 +814,7 @@ enum Inner {
         handle: Option<CredentialsBuffers>,
         kdc: KdcClient,
     },
+    CredSsp(Box<CredSspContext>),
 }
 
 impl Inner {
@@ -788,6 +829,7 @@ impl Inner {
             Self::Kerberos { context, .. } => {
                 context.encrypt_message(EncryptionFlags::empty(), buffers)
             }
+            Self::CredSsp(_) => Err(credssp_not_sspi()),
         }
     }
 
@@ -796,6 +838,7 @@ impl Inner {
             Self::Ntlm { context, .. } => context.decrypt_message(buffers).map(drop),
             Self::Negotiate { context, .. } => context.decrypt_message(buffers).map(drop),
             Self::Kerberos { context, .. } => context.decrypt_message(buffers).map(drop),
+            Self::CredSsp(_) => Err(credssp_not_sspi()),
         }
     }
 
@@ -805,6 +848,7 @@ impl Inner {
             Self::Ntlm { context, .. } => context.query_context_sizes()?,
             Self::Negotiate { context, .. } => context.query_context_sizes()?,
             Self::Kerberos { context, .. } => context.query_context_sizes()?,
+            Self::CredSsp(_) => return Err(credssp_not_sspi()),
         };
         let trailer = usize::try_from(sizes.security_trailer).unwrap_or(usize::MAX);
         if trailer == 0 || trailer > MAX_SEAL_HEADER_LEN {
@@ -815,6 +859,32 @@ impl Inner {
         }
         Ok(trailer)
     }
+}
+
+/// CredSSP seals through its TLS session, never through an sspi package.
+fn credssp_not_sspi() -> sspi::Error {
+    sspi::Error::new(
+        sspi::ErrorKind::UnsupportedFunction,
+        "CredSSP seals with its TLS session",
+    )
+}
+
+/// One CredSSP leg, with the context state kept as for the other mechanisms.
+fn credssp_step(
+    context: &mut CredSspContext,
+    state: &mut State,
+    input: Option<&[u8]>,
+) -> Result<Step, AuthError> {
+    let step = context.step(input)?;
+    *state = if step.complete {
+        State::Complete
+    } else {
+        State::InProgress
+    };
+    Ok(Step {
+        token: (!step.token.is_empty()).then_some(step.token),
+        complete: step.complete,
+    })
 }
 
 /// The Kerberos target of a Negotiate context, or `None` for NTLM alone: a bare user name
@@ -1285,5 +1355,9 @@ mod tests {
             assert_eq!(mechanism.http_scheme(), "Negotiate");
             assert_eq!(mechanism.protocol(), Protocol::Spnego);
         }
+        assert_eq!(Mechanism::Kerberos.http_scheme(), "Kerberos");
+        assert_eq!(Mechanism::Kerberos.protocol(), Protocol::Kerberos);
+        assert_eq!(Mechanism::CredSsp.http_scheme(), "CredSSP");
+        assert_eq!(Mechanism::CredSsp.protocol(), Protocol::CredSsp);
     }
 }

@@ -3,11 +3,13 @@
 //! This slice holds the WinRM client transport over plain HTTP:
 //! - [`auth`]: NTLM, Negotiate (SPNEGO) and Kerberos client security contexts over sspi,
 //!   and the message sealer `psfleet_core::encryption` frames bodies with;
+//! - [`credssp`]: CredSSP (TLS in the Authorization header, delegated credentials);
 //! - [`kerberos`]: realm, KDC and SPN resolution and the KDC network client;
 //! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host;
 //! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
+pub mod credssp;
 pub mod http;
 pub mod kerberos;
 pub mod record;

@@ -76,6 +76,17 @@ async fn kerberos_scheme_authenticates_over_http_and_seals_both_ways() {
         );
         server.clear();
     }
+    // A Negotiate client at a host that offers only the Kerberos scheme: a bare 401.
+    let credential = Credential::new("fleetadmin", kdc.password.clone()).unwrap();
+    let context =
+        ClientContext::with_options(Mechanism::Negotiate, &credential, HOST, &kdc.options())
+            .unwrap();
+    let mut session = HttpSession::connect(server.addr, context).await;
+    match session.authenticate().await {
+        Err(Refusal::Status(StatusCode::UNAUTHORIZED)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(server.users().is_empty());
 }
 
 #[tokio::test]
@@ -377,7 +388,7 @@ impl Drop for Kdc {
 }
 
 /// A loopback port nothing listens on.
-fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -524,7 +535,7 @@ async fn handle(
         .unwrap()
 }
 
-fn echo(body: &[u8]) -> Vec<u8> {
+pub(crate) fn echo(body: &[u8]) -> Vec<u8> {
     [b"<echo>".as_slice(), body, b"</echo>"].concat()
 }
 
@@ -532,13 +543,22 @@ fn echo(body: &[u8]) -> Vec<u8> {
 // The client side: the engine's context driven over one hyper connection, the way the
 // engine's transport drives it (empty-body legs, then sealed bodies).
 
-struct HttpSession {
+pub(crate) struct HttpSession {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    context: ClientContext,
+    pub(crate) context: ClientContext,
+}
+
+/// Why [`HttpSession::authenticate`] ended without a 200.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The server answered this status without a token to continue with.
+    Status(StatusCode),
+    /// The client context refused a server token (a CredSSP error TSRequest, ...).
+    Auth(AuthError),
 }
 
 impl HttpSession {
-    async fn connect(addr: SocketAddr, context: ClientContext) -> Self {
+    pub(crate) async fn connect(addr: SocketAddr, context: ClientContext) -> Self {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -569,13 +589,16 @@ impl HttpSession {
         Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
     }
 
-    /// Runs the empty-body legs until a 200; returns the number of legs, or the final
-    /// status on a refusal.
-    async fn authenticate(&mut self) -> Result<usize, StatusCode> {
+    /// Runs the empty-body legs until a 200; returns the number of legs, or why not.
+    pub(crate) async fn authenticate(&mut self) -> Result<usize, Refusal> {
         let scheme = self.context.mechanism().http_scheme();
         let mut input: Option<Vec<u8>> = None;
-        for leg in 1..=4 {
-            let step = self.context.step_async(input.as_deref()).await.unwrap();
+        for leg in 1..=8 {
+            let step = self
+                .context
+                .step_async(input.as_deref())
+                .await
+                .map_err(Refusal::Auth)?;
             let token = step.token.expect("a token for the server");
             let response = self
                 .post(
@@ -605,14 +628,14 @@ impl HttpSession {
                     return Ok(leg);
                 }
                 StatusCode::UNAUTHORIZED if server_token.is_some() => input = server_token,
-                other => return Err(other),
+                other => return Err(Refusal::Status(other)),
             }
         }
         panic!("too many legs");
     }
 
     /// Sends sealed bodies and checks the sealed echoes; returns how many round trips.
-    async fn round_trips(&mut self, protocol: Protocol) -> usize {
+    pub(crate) async fn round_trips(&mut self, protocol: Protocol) -> usize {
         let bodies: Vec<Vec<u8>> = vec![
             b"<s:Envelope/>".to_vec(),
             (0..=255u8).cycle().take(5000).collect(),
@@ -621,10 +644,7 @@ impl HttpSession {
         ];
         for body in &bodies {
             let sealed = encryption::encrypt(&mut self.context, protocol, body).unwrap();
-            assert!(sealed.content_type.contains(match protocol {
-                Protocol::Kerberos => "HTTP-Kerberos-session-encrypted",
-                _ => "HTTP-SPNEGO-session-encrypted",
-            }));
+            assert!(sealed.content_type.contains(protocol.mime_type()));
             let response = self.post(sealed.body, &sealed.content_type, None).await;
             assert_eq!(response.status(), StatusCode::OK);
             let content_type = response.headers()[hyper::header::CONTENT_TYPE]
