@@ -170,6 +170,100 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// The `Authorization` header value of WS-Man certificate authentication (the
+/// `https/mutual` security profile; pypsrp `_build_auth_certificate` and pywinrm send
+/// exactly this, wire-facts section 3). It goes with every request on a TLS connection
+/// made with a [`ClientCertificate`].
+pub const CERTIFICATE_AUTH_HEADER: &str =
+    "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual";
+
+/// A TLS client certificate and its private key, for certificate authentication over
+/// HTTPS. `Debug` never prints the key.
+pub struct ClientCertificate {
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl Clone for ClientCertificate {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("certificates", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ClientCertificate {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
+    /// SEC1), and checks that the key belongs to the leaf certificate.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, AuthError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |reason: String| AuthError::ClientCertificate { reason };
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("certificate PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(invalid(
+                "no CERTIFICATE block in the certificate PEM".to_owned(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| invalid(format!("private key PEM: {e}")))?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| invalid(format!("private key: {e}")))?;
+        let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
+        // Cannot be skipped: a key from another certificate makes every handshake fail
+        // far from its cause.
+        certified.keys_match().map_err(|e| {
+            invalid(format!(
+                "the private key does not belong to the leaf certificate: {e}"
+            ))
+        })?;
+        Ok(Self { chain, key })
+    }
+
+    /// [`ClientCertificate::from_pem`] from two files.
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, AuthError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| AuthError::ClientCertificate {
+                reason: format!("reading {}: {e}", path.display()),
+            })
+        };
+        Self::from_pem(&read(cert)?, &read(key)?)
+    }
+
+    /// The certificate chain, leaf first.
+    pub fn chain(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// Finishes a rustls client configuration with this certificate (the TLS layer calls
+    /// this where it would call `with_no_client_auth`).
+    pub fn apply(
+        &self,
+        builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    ) -> Result<rustls::ClientConfig, AuthError> {
+        builder
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| AuthError::ClientCertificate {
+                reason: e.to_string(),
+            })
+    }
+}
+
 /// Per-connection settings of a [`ClientContext`] beyond mechanism, credential and host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextOptions {
@@ -327,6 +421,12 @@ pub enum AuthError {
         /// sspi's error.
         #[source]
         source: sspi::Error,
+    },
+    /// A client certificate or key that cannot be used.
+    #[error("client certificate: {reason}")]
+    ClientCertificate {
+        /// What is wrong.
+        reason: String,
     },
     /// Kerberos cannot authenticate to an IP address: there is no SPN for it (Windows
     /// ERROR_WSMAN_KERBEROS_IPADDRESS, wire-facts 1.5).
@@ -1195,6 +1295,38 @@ mod tests {
             ctx.unseal(&[0; 16], b"x"),
             Err(AuthError::NotEstablished)
         ));
+    }
+
+    #[test]
+    fn client_certificates_load_and_check_their_key() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let loaded =
+            ClientCertificate::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+                .unwrap();
+        assert_eq!(loaded.chain().len(), 1);
+        assert_eq!(loaded.chain()[0].as_ref(), cert.der().as_ref());
+        let debug = format!("{loaded:?}");
+        assert_eq!(
+            debug,
+            "ClientCertificate { certificates: 1, key: \"<redacted>\" }"
+        );
+        let other = rcgen::KeyPair::generate().unwrap();
+        for (cert_pem, key_pem, reason) in [
+            (cert.pem(), other.serialize_pem(), "does not belong"),
+            (String::new(), key.serialize_pem(), "no CERTIFICATE"),
+            (cert.pem(), String::new(), "private key PEM"),
+        ] {
+            match ClientCertificate::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()) {
+                Err(AuthError::ClientCertificate { reason: r }) => {
+                    assert!(r.contains(reason), "{r}")
+                }
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -360,3 +360,250 @@ impl Drop for PyEndpoint {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Client certificates (TLS client authentication with the WS-Man https/mutual header),
+// here because they share the pattern: a credential-less handshake proves the user.
+
+#[tokio::test]
+async fn client_certificates_map_to_accounts() {
+    let pki = Pki::new();
+    let server = CertServer::start(&pki).await;
+    let alice = pki.client("alice@fleet.test", &pki.ca);
+    let bob = pki.client("bob@fleet.test", &pki.ca);
+    let stranger = pki.client("alice@fleet.test", &pki.rogue_ca);
+
+    // A mapped certificate from the trusted CA logs on as its account.
+    assert_eq!(
+        server.post(Some(&alice), true).await.unwrap(),
+        (StatusCode::OK, "account=alice".to_owned())
+    );
+    // A certificate from the trusted CA that no mapping names: refused.
+    assert_eq!(
+        server.post(Some(&bob), true).await.unwrap().0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The header without a certificate: refused.
+    assert_eq!(
+        server.post(None, true).await.unwrap().0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A certificate without the header: not certificate authentication.
+    assert_eq!(
+        server.post(Some(&alice), false).await.unwrap().0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The same UPN from an untrusted CA: the TLS handshake itself fails.
+    let error = server.post(Some(&stranger), true).await.unwrap_err();
+    assert!(
+        error.contains("UnknownCA") || error.contains("certificate"),
+        "{error}"
+    );
+    assert_eq!(server.logons(), vec!["alice".to_owned()]);
+}
+
+/// A CA the server trusts for client certificates, an untrusted one, and the server's
+/// certificate.
+struct Pki {
+    ca: Ca,
+    rogue_ca: Ca,
+    server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    server_key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+struct Ca {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            cert: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+}
+
+impl Pki {
+    fn new() -> Self {
+        let ca = Ca::new("psfleet test CA");
+        let rogue_ca = Ca::new("someone else's CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![HOST.to_owned()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        Self {
+            server_chain: vec![cert.der().clone()],
+            server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ca,
+            rogue_ca,
+        }
+    }
+
+    /// A client certificate with `upn` in its subject alternative names, as PEM loaded
+    /// through the engine's ClientCertificate.
+    fn client(&self, upn: &str, ca: &Ca) -> psfleet_engine::auth::ClientCertificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "psfleet client");
+        params.subject_alt_names = vec![rcgen::SanType::OtherName((
+            vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+            upn.into(),
+        ))];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        psfleet_engine::auth::ClientCertificate::from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+}
+
+struct CertServer {
+    addr: SocketAddr,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    logons: Arc<Mutex<Vec<String>>>,
+}
+
+impl CertServer {
+    async fn start(pki: &Pki) -> Self {
+        use psfleet_sim::client_cert::{self, CertificateMapping};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(
+                client_cert::client_verifier(std::slice::from_ref(&pki.ca.cert)).unwrap(),
+            )
+            .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mappings = Arc::new(vec![CertificateMapping {
+            subject: "alice@fleet.test".to_owned(),
+            account: "alice".to_owned(),
+        }]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let logons = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&logons);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let mappings = Arc::clone(&mappings);
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let peer: Option<Vec<rustls::pki_types::CertificateDer<'static>>> =
+                        tls.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let header = request
+                                .headers()
+                                .get(hyper::header::AUTHORIZATION)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let outcome = client_cert::authenticate(
+                                header.as_deref(),
+                                peer.as_deref(),
+                                &mappings,
+                            )
+                            .map(str::to_owned);
+                            let log = Arc::clone(&log);
+                            async move {
+                                let response = match outcome {
+                                    Ok(account) => {
+                                        log.lock().unwrap().push(account.clone());
+                                        Response::builder().status(StatusCode::OK).body(Full::new(
+                                            Bytes::from(format!("account={account}")),
+                                        ))
+                                    }
+                                    Err(_) => Response::builder()
+                                        .status(StatusCode::UNAUTHORIZED)
+                                        .body(Full::new(Bytes::new())),
+                                };
+                                Ok::<_, hyper::Error>(response.unwrap())
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            ca: pki.ca.cert.clone(),
+            logons,
+        }
+    }
+
+    fn logons(&self) -> Vec<String> {
+        self.logons.lock().unwrap().clone()
+    }
+
+    /// One POST over a fresh TLS connection, with `certificate` (if any) and the WS-Man
+    /// certificate header (if `header`); the status and body, or the error text.
+    async fn post(
+        &self,
+        certificate: Option<&psfleet_engine::auth::ClientCertificate>,
+        header: bool,
+    ) -> Result<(StatusCode, String), String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match certificate {
+            Some(certificate) => certificate.apply(builder).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        tokio::spawn(connection);
+        let mut request = Request::post("/wsman").header(hyper::header::HOST, HOST);
+        if header {
+            request = request.header(
+                hyper::header::AUTHORIZATION,
+                psfleet_engine::auth::CERTIFICATE_AUTH_HEADER,
+            );
+        }
+        let response = sender
+            .send_request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .map_err(|e| format!("{e:?} {:?}", std::error::Error::source(&e)))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
