@@ -4,8 +4,10 @@
 //! - [`auth`]: NTLM and Negotiate (SPNEGO) client security contexts over sspi, and the
 //!   message sealer `psfleet_core::encryption` frames bodies with;
 //! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host;
-//! - [`record`]: the per-host run record the journal, reports and resume share.
+//! - [`record`]: the per-host run record the journal, reports and resume share;
+//! - [`retry`]: the back-off policy of the scheduler.
 
 pub mod auth;
 pub mod http;
 pub mod record;
+pub mod retry;
