@@ -719,7 +719,9 @@ impl Scheduler {
                 },
             }
         }
-        tasks.abort_all();
+        // Aborted: drop every job now (their attempts' shells are left to the leak reaper);
+        // `shutdown` only waits for the drops, which do not block.
+        tasks.shutdown().await;
         self.retain_recent();
         Summary {
             progress: self.progress(),

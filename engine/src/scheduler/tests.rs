@@ -829,3 +829,174 @@ fn bad_configurations_are_refused() {
         cap: Duration::ZERO,
     };
 }
+
+/// Figures behind the default `--forks` (docs/scheduling.md). Real time, real loopback TCP,
+/// two worker threads; prints, asserts nothing about speed. Run with
+/// `cargo test -p psfleet-engine --lib measure_forks -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: prints figures for docs/scheduling.md"]
+fn measure_forks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A host that answers one 1 KiB request after `latency` (the round trips of a WinRM
+    /// exchange folded into one wait), over a real loopback connection.
+    struct TcpJob {
+        host: String,
+        addr: std::net::SocketAddr,
+        latency: Duration,
+    }
+
+    impl HostJob for TcpJob {
+        type Output = ();
+        type Error = String;
+        fn host(&self) -> &str {
+            &self.host
+        }
+        fn shells_needed(&self) -> u32 {
+            1
+        }
+        async fn attempt(&self, _ctx: AttemptContext) -> AttemptOutcome<(), String> {
+            let exchange = async {
+                let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+                stream.write_all(&[7u8; 1024]).await?;
+                tokio::time::sleep(self.latency).await;
+                let mut reply = [0u8; 1024];
+                stream.read_exact(&mut reply).await?;
+                Ok::<_, std::io::Error>(())
+            };
+            match exchange.await {
+                Ok(()) => AttemptOutcome::Done(()),
+                Err(e) => AttemptOutcome::Permanent(e.to_string()),
+            }
+        }
+    }
+
+    fn cpu_seconds() -> f64 {
+        // utime + stime, fields 14 and 15 of /proc/self/stat, in USER_HZ (100 on Linux).
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The far end: echo 1 KiB back on each connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    if s.read_exact(&mut buf).await.is_ok() {
+                        let _ = s.write_all(&buf).await;
+                    }
+                });
+            }
+        });
+
+        // Scheduler overhead alone: jobs that do nothing.
+        struct Nothing(String);
+        impl HostJob for Nothing {
+            type Output = ();
+            type Error = String;
+            fn host(&self) -> &str {
+                &self.0
+            }
+            fn shells_needed(&self) -> u32 {
+                1
+            }
+            async fn attempt(&self, _ctx: AttemptContext) -> AttemptOutcome<(), String> {
+                AttemptOutcome::Done(())
+            }
+        }
+        let n = 100_000u32;
+        let scheduler = Scheduler::new(SchedulerConfig::default()).unwrap();
+        let (cpu0, t0) = (cpu_seconds(), std::time::Instant::now());
+        let mut run = scheduler.start((0..n).map(|i| Nothing(format!("h{i}"))), 1024);
+        while run.events.recv().await.is_some() {}
+        run.done.await.unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        println!(
+            "overhead: {n} empty jobs, forks 256: {wall:.2} s wall, {:.1} us CPU per job, {:.0} jobs/s",
+            (cpu_seconds() - cpu0) * 1e6 / f64::from(n),
+            f64::from(n) / wall
+        );
+
+        let latency = Duration::from_millis(200);
+        println!("loopback TCP, 1 KiB each way, {latency:?} per host, 2 worker threads:");
+        for forks in [32usize, 128, 256, 512, 1024, 2048] {
+            let jobs = forks * 10;
+            let scheduler = Scheduler::new(SchedulerConfig {
+                forks,
+                ..SchedulerConfig::default()
+            })
+            .unwrap();
+            let rss0 = rss_kib();
+            let fds0 = open_fds();
+            let peak = Arc::new(std::sync::Mutex::new((0u64, 0usize)));
+            let sampler = tokio::spawn({
+                let peak = Arc::clone(&peak);
+                async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let mut p = peak.lock().unwrap();
+                        p.0 = p.0.max(rss_kib());
+                        p.1 = p.1.max(open_fds());
+                    }
+                }
+            });
+            let (cpu0, t0) = (cpu_seconds(), std::time::Instant::now());
+            let mut run = scheduler.start(
+                (0..jobs).map(move |i| TcpJob {
+                    host: format!("h{i}"),
+                    addr,
+                    latency,
+                }),
+                1024,
+            );
+            let mut failed = 0;
+            while let Some(e) = run.events.recv().await {
+                if let EventKind::Finished(f) = e.kind
+                    && !matches!(f.outcome, Outcome::Succeeded(()))
+                {
+                    failed += 1;
+                }
+            }
+            run.done.await.unwrap();
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu0;
+            sampler.abort();
+            let (rss, fds) = *peak.lock().unwrap();
+            println!(
+                "forks {forks:>4}: {jobs:>5} hosts in {wall:5.2} s = {:6.0} hosts/s (ideal {:5.0}), \
+                 CPU {:4.0} us/host, peak RSS +{:5} KiB (~{:.1} KiB per host in flight), \
+                 peak fds +{}, failed {failed}",
+                jobs as f64 / wall,
+                forks as f64 / latency.as_secs_f64(),
+                cpu * 1e6 / jobs as f64,
+                rss.saturating_sub(rss0),
+                rss.saturating_sub(rss0) as f64 / forks as f64,
+                fds.saturating_sub(fds0),
+            );
+        }
+    });
+}
