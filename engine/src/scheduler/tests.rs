@@ -62,6 +62,8 @@ struct TestJob {
     plan: Vec<Step>,
     shells: u32,
     facts: ShellFacts,
+    /// MaxShellsPerUser the attempt "reads from the config Get" and reports.
+    config_get: Option<u32>,
     probe: Arc<Probe>,
 }
 
@@ -71,6 +73,7 @@ fn job(probe: &Arc<Probe>, host: &str, plan: Vec<Step>) -> TestJob {
         plan,
         shells: 1,
         facts: ShellFacts::default(),
+        config_get: None,
         probe: Arc::clone(probe),
     }
 }
@@ -166,6 +169,9 @@ impl HostJob for TestJob {
     async fn attempt(&self, ctx: AttemptContext) -> AttemptOutcome<u32, String> {
         self.probe.starts.lock().unwrap().push(Instant::now());
         let _in_flight = InFlight::enter(&self.probe);
+        if let Some(max) = self.config_get {
+            ctx.budget.learn(max, BudgetSource::ConfigGet);
+        }
         let index = usize::try_from(ctx.attempt - 1).unwrap();
         let step = self.plan[index.min(self.plan.len() - 1)].clone();
         match step {
@@ -351,6 +357,95 @@ async fn a_quota_fault_teaches_the_budget_and_requeues_instead_of_failing() {
         .count();
     assert_eq!(quota_retries, 3);
     assert_eq!(summary.progress.retried, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_get_raises_the_budget_for_the_hosts_other_jobs() {
+    let probe = Probe::with_limits(&[("h", 30)]);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        default_max_shells: 1,
+        ..config()
+    })
+    .unwrap();
+    let jobs = (0..12)
+        .map(|_| TestJob {
+            config_get: Some(4),
+            ..job(&probe, "h", work(1_000))
+        })
+        .collect();
+    let (summary, events) = run_all(&scheduler, jobs).await;
+    assert_eq!(summary.progress.succeeded, 12);
+    // The first job ran alone (budget 1) and learned 4; the rest ran four at a time.
+    assert_eq!(probe.max_shells("h"), 4);
+    let learned: Vec<BudgetView> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::BudgetLearned { budget } => Some(budget),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(learned.len(), 1);
+    assert_eq!(
+        (learned[0].max_shells, learned[0].source),
+        (4, BudgetSource::ConfigGet)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sweeps_need_no_shell_slot() {
+    let probe = Probe::with_limits(&[]);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        default_max_shells: 1,
+        ..config()
+    })
+    .unwrap();
+    let jobs = (0..10)
+        .map(|_| TestJob {
+            shells: 0,
+            ..job(&probe, "h", work(1_000))
+        })
+        .collect();
+    let t0 = Instant::now();
+    let (summary, events) = run_all(&scheduler, jobs).await;
+    assert_eq!(summary.progress.succeeded, 10);
+    assert_eq!(probe.max_in_flight.load(Ordering::SeqCst), 10);
+    assert_eq!(t0.elapsed(), CONNECT + Duration::from_secs(1));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::WaitingForShellSlot { .. }))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_back_off_interrupts_with_the_last_error() {
+    let probe = Probe::with_limits(&[]);
+    let scheduler = Scheduler::new(config()).unwrap();
+    let flaky = job(
+        &probe,
+        "flaky",
+        vec![Step::Transient(Some(Duration::from_secs(20)))],
+    );
+    let mut run = scheduler.start(vec![flaky], 8);
+    let mut finished = None;
+    while let Some(event) = run.events.recv().await {
+        match event.kind {
+            EventKind::Retrying { .. } => {
+                assert_eq!(scheduler.progress().backing_off, 1);
+                scheduler.stop();
+            }
+            EventKind::Finished(f) => finished = Some(f),
+            _ => {}
+        }
+    }
+    run.done.await.unwrap();
+    let f = finished.unwrap();
+    assert!(matches!(
+        &f.outcome,
+        Outcome::Interrupted { last_error: Some(e) } if e.contains("attempt 1")
+    ));
+    assert_eq!(f.attempts, 1);
+    assert!(f.elapsed < Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -743,6 +838,7 @@ async fn a_hundred_thousand_hosts_run_in_bounded_memory() {
             plan: vec![Step::Work(Duration::from_millis(50))],
             shells: 1,
             facts: ShellFacts::default(),
+            config_get: None,
             probe: Arc::clone(&probe),
         }
     });
