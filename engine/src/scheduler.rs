@@ -136,6 +136,9 @@ pub enum ConfigError {
 ///
 /// `attempt` returns `impl Future + Send`, so an implementation may be written as an
 /// `async fn` (its future must be `Send`); no boxing, no async-trait.
+///
+/// Events only observe; whatever must be durable before the work starts (the journal's
+/// host-started record, the state store's open-shell record) is written by the attempt itself.
 pub trait HostJob: Send + Sync + 'static {
     /// What a successful attempt yields.
     type Output: Send + 'static;
