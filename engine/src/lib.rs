@@ -7,5 +7,8 @@
 //! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
+pub mod cache;
 pub mod http;
+pub mod journal;
 pub mod record;
+pub mod store;
