@@ -186,6 +186,9 @@ pub enum CacheError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The cache is held by another handle (sled's file lock).
+    #[error("the state cache at {0} is in use")]
+    Locked(PathBuf),
     /// Reading journals during a rebuild failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -208,21 +211,33 @@ impl Cache {
     pub fn open_or_rebuild(state_dir: &Path) -> Result<CacheOpen, CacheError> {
         let path = state_dir.join(CACHE_DIR);
         let existed = path.exists();
-        let (moved_to, reason) = if existed {
+        let runs = list_run_dirs(state_dir)?;
+        let (cache, moved_to, reason) = if existed {
             match Cache::open(&path) {
-                Ok(cache) => {
-                    return Ok(CacheOpen {
-                        cache,
-                        rebuilt: None,
-                    });
+                Ok(cache) => match cache.behind(&runs)? {
+                    None => {
+                        return Ok(CacheOpen {
+                            cache,
+                            rebuilt: None,
+                        });
+                    }
+                    // Not damaged as far as sled can tell, but it does not know everything the
+                    // journals hold (an unclean stop, or sled silently dropped data): refill it
+                    // in place.
+                    Some(reason) => {
+                        cache.clear()?;
+                        (cache, None, reason)
+                    }
+                },
+                Err(e @ CacheError::Locked(_)) => return Err(e),
+                Err(e) => {
+                    let moved = move_aside(state_dir, &path)?;
+                    (Cache::open(&path)?, Some(moved), e.to_string())
                 }
-                Err(e) => (Some(move_aside(state_dir, &path)?), e.to_string()),
             }
         } else {
-            (None, "missing".to_owned())
+            (Cache::open(&path)?, None, "missing".to_owned())
         };
-        let cache = Cache::open(&path)?;
-        let runs = list_run_dirs(state_dir)?;
         if !existed && runs.is_empty() {
             // A new state directory: nothing to rebuild, nothing to say.
             return Ok(CacheOpen {
@@ -241,7 +256,26 @@ impl Cache {
 
     /// Opens (or creates) the sled database at `path` inside `catch_unwind`, checks its schema
     /// version and decodes every value once. Any failure is an error; nothing is moved.
+    ///
+    /// sled's own file lock held elsewhere in this process (a run's owner thread still
+    /// closing) is waited for up to two seconds, then reported as [`CacheError::Locked`]: a
+    /// busy cache is not a damaged one and must never be moved aside.
     pub fn open(path: &Path) -> Result<Cache, CacheError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Cache::open_once(path) {
+                Err(CacheError::Sled(e)) if is_lock_error(&e) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(CacheError::Locked(path.to_owned()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Cache, CacheError> {
         guarded(|| {
             let db = sled::Config::new().path(path).open()?;
             let cache = Cache {
@@ -449,6 +483,43 @@ impl Cache {
         Ok(rebuild)
     }
 
+    /// Why the cache is behind the journals, if it is: a run folder it has no index entry
+    /// for, or whose journal length differs from the one indexed (the owner indexes the final
+    /// length when a run closes cleanly, so any difference means an unclean stop or lost data).
+    fn behind(&self, run_dirs: &[PathBuf]) -> Result<Option<String>, CacheError> {
+        for dir in run_dirs {
+            let id = RunId(
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            let on_disk = fs::metadata(dir.join(journal::JOURNAL_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            match self.run(&id)? {
+                None => return Ok(Some(format!("behind the journals (run {id} not indexed)"))),
+                Some(s) if s.journal_bytes != on_disk => {
+                    return Ok(Some(format!(
+                        "behind the journals (run {id} indexed at {} bytes, journal has {on_disk})",
+                        s.journal_bytes
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Empties every tree (before an in-place rebuild); the schema version stays.
+    fn clear(&self) -> Result<(), CacheError> {
+        guarded(|| {
+            self.facts.clear()?;
+            self.shells.clear()?;
+            self.runs.clear()?;
+            Ok(())
+        })
+    }
+
     fn scan_shells(&self, prefix: &[u8]) -> Result<Vec<OpenShell>, CacheError> {
         guarded(|| {
             let mut out = Vec::new();
@@ -484,6 +555,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, CacheError>) -> Result<T, CacheError
             Err(CacheError::Panicked(message))
         }
     }
+}
+
+/// sled reports its file lock held as an I/O error with this text (sled 0.34 `config.rs`).
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// Renames the damaged cache to `cache.broken-<time>` (with `-N` when that exists).
@@ -556,4 +632,262 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, Ca
         tree,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, RunMeta};
+    use crate::record::JobKind;
+    use psfleet_core::taxonomy::Bucket;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("psfleet-{name}-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn facts(max_shells: u32) -> HostFacts {
+        HostFacts {
+            auth_schemes: vec!["Negotiate".into(), "Kerberos".into()],
+            max_shells_per_user: Some(max_shells),
+            quotas: BTreeMap::from([("MaxConcurrentOperationsPerUser".into(), 1500)]),
+            powershell_version: Some("5.1.17763.1".into()),
+            os: Some("Windows Server 2019".into()),
+            last_good: Some(ConnectionSettings {
+                address: Some("127.20.0.1".into()),
+                scheme: "http".into(),
+                port: 5985,
+                authentication: "Negotiate".into(),
+                configuration_name: None,
+            }),
+            last_seen: Some("2026-01-01T00:00:00.000Z".into()),
+        }
+    }
+
+    fn shell(host: &str, id: &str) -> OpenShell {
+        OpenShell {
+            host: host.into(),
+            shell_id: id.into(),
+            run_id: RunId("20260101T000000Z-0001".into()),
+            created: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    /// Writes a run whose journal holds a done host, facts, and two shells of which one is
+    /// closed: what a rebuild must recover.
+    fn journal_with_facts_and_shells(state_dir: &Path, id: &str) -> RunSummary {
+        let meta = RunMeta::new(RunId(id.into()), JobKind::Script, 2);
+        let mut j = Journal::create(state_dir, &meta).unwrap();
+        let mut rec = crate::journal::tests::record(&meta.run_id, "srv1", None);
+        rec.finished = "2026-01-01T00:00:05.000Z".into();
+        let entries = [
+            Entry::ShellOpened {
+                host: "SRV1".into(),
+                shell_id: "S-LEAK".into(),
+                at: "t".into(),
+            },
+            Entry::ShellOpened {
+                host: "srv1".into(),
+                shell_id: "S-DONE".into(),
+                at: "t".into(),
+            },
+            Entry::ShellClosed {
+                host: "srv1".into(),
+                shell_id: "S-DONE".into(),
+                at: "t".into(),
+            },
+            Entry::Facts {
+                host: "srv2".into(),
+                facts: facts(2),
+            },
+            Entry::Done {
+                record: Box::new(rec),
+            },
+            Entry::Done {
+                record: Box::new(crate::journal::tests::record(
+                    &meta.run_id,
+                    "srv2",
+                    Some(Bucket::QuotaExceeded),
+                )),
+            },
+        ];
+        for e in &entries {
+            j.append(e).unwrap();
+        }
+        j.commit().unwrap();
+        Journal::replay(j.dir()).unwrap().summary()
+    }
+
+    #[test]
+    fn facts_shells_and_runs_persist_across_reopen() {
+        let state_dir = temp_dir("cache-reopen");
+        let opened = Cache::open_or_rebuild(&state_dir).unwrap();
+        assert!(opened.rebuilt.is_none(), "a new state dir needs no rebuild");
+        let cache = opened.cache;
+        cache.merge_facts("SRV1", facts(5)).unwrap();
+        let merged = cache
+            .merge_facts(
+                "srv1",
+                HostFacts {
+                    max_shells_per_user: Some(2),
+                    quotas: BTreeMap::from([("MaxShells".into(), 30)]),
+                    ..HostFacts::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(merged.max_shells_per_user, Some(2));
+        assert_eq!(merged.auth_schemes, vec!["Negotiate", "Kerberos"]);
+        assert_eq!(merged.quotas.len(), 2);
+        cache.shell_opened(&shell("a", "S1")).unwrap();
+        cache.shell_opened(&shell("ab", "S2")).unwrap();
+        cache.shell_opened(&shell("a", "S3")).unwrap();
+        assert!(cache.shell_closed("A", "S3").unwrap());
+        assert!(!cache.shell_closed("a", "nope").unwrap());
+        let summary = RunSummary {
+            run_id: RunId("r1".into()),
+            path: state_dir.join("runs/r1"),
+            started: "t".into(),
+            job: JobKind::Sweep,
+            inventory_digest: None,
+            host_count: 1,
+            done: 1,
+            succeeded: 1,
+            failed: 0,
+            skipped: 0,
+            interrupted: 0,
+            buckets: BTreeMap::new(),
+            ended: None,
+            journal_bytes: 10,
+        };
+        cache.put_run(&summary).unwrap();
+        cache.flush().unwrap();
+        drop(cache);
+
+        let opened = Cache::open_or_rebuild(&state_dir).unwrap();
+        assert!(opened.rebuilt.is_none());
+        let cache = opened.cache;
+        assert_eq!(cache.facts("srv1").unwrap(), Some(merged));
+        assert_eq!(cache.open_shells_on("a").unwrap(), vec![shell("a", "S1")]);
+        assert_eq!(cache.open_shells().unwrap().len(), 2);
+        assert_eq!(cache.run(&RunId("r1".into())).unwrap(), Some(summary));
+        drop(cache);
+        fs::remove_dir_all(&state_dir).unwrap();
+    }
+
+    /// Overwrites the files sled wrote (all of them, or only those `pick` selects) with
+    /// deterministic garbage; returns how many.
+    fn garble(cache_dir: &Path, pick: impl Fn(&Path) -> bool) -> usize {
+        let mut files = 0;
+        let mut stack = vec![cache_dir.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if pick(&path) {
+                    let len = fs::metadata(&path).unwrap().len().max(64) as usize;
+                    let garbage: Vec<u8> = (0..len).map(|i| (i * 131 + 7) as u8).collect();
+                    fs::write(&path, garbage).unwrap();
+                    files += 1;
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn a_corrupted_cache_is_moved_aside_and_rebuilt_from_the_journals() {
+        // Garbage over every file, then over the data file alone (its config file intact).
+        for (case, only_db) in [("all files", false), ("db only", true)] {
+            let state_dir = temp_dir("cache-garbage");
+            let summary = journal_with_facts_and_shells(&state_dir, "20260101T000000Z-0001");
+            let cache = Cache::open_or_rebuild(&state_dir).unwrap();
+            // The cache was missing beside a run: rebuilt, nothing moved.
+            let rebuild = cache.rebuilt.clone().unwrap();
+            assert_eq!(rebuild.reason, "missing");
+            assert_eq!(rebuild.moved_to, None);
+            cache.cache.flush().unwrap();
+            drop(cache);
+
+            let files = garble(&state_dir.join(CACHE_DIR), |p| {
+                !only_db || p.file_name().is_some_and(|n| n == "db")
+            });
+            assert!(files >= 1, "{case}: sled wrote {files} files");
+
+            let opened = Cache::open_or_rebuild(&state_dir).unwrap();
+            let rebuild = opened.rebuilt.clone().expect("garbage must be noticed");
+            println!("{case}: garbage over {files} sled file(s): {rebuild}");
+            if only_db {
+                // sled 0.34 opens a garbled data file without an error, as an empty
+                // database: the index check finds it behind the journals.
+                assert!(
+                    rebuild.reason.starts_with("behind the journals"),
+                    "{rebuild}"
+                );
+                assert_eq!(rebuild.moved_to, None);
+            } else {
+                let moved = rebuild.moved_to.clone().unwrap();
+                assert!(moved.is_dir(), "{}", moved.display());
+                assert!(
+                    moved
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("cache.broken-")
+                );
+                assert!(rebuild.to_string().contains("moved it to"), "{rebuild}");
+            }
+            assert_eq!(rebuild.runs, 1);
+            assert_eq!(rebuild.open_shells, 1);
+            assert_eq!(rebuild.hosts_with_facts, 2);
+            let cache = opened.cache;
+            let leaks = cache.open_shells().unwrap();
+            assert_eq!(leaks.len(), 1);
+            assert_eq!(leaks[0].shell_id, "S-LEAK");
+            assert_eq!(cache.facts("srv2").unwrap(), Some(facts(2)));
+            assert_eq!(
+                cache.facts("srv1").unwrap().unwrap().last_seen.as_deref(),
+                Some("2026-01-01T00:00:05.000Z")
+            );
+            assert_eq!(cache.run(&summary.run_id).unwrap(), Some(summary));
+            drop(cache);
+            fs::remove_dir_all(&state_dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_cache_of_another_schema_is_rebuilt_and_reaped_shells_stay_closed() {
+        let state_dir = temp_dir("cache-schema");
+        journal_with_facts_and_shells(&state_dir, "20260101T000000Z-0002");
+        fs::write(
+            state_dir.join(REAPED_FILE),
+            serde_json::to_string(&Entry::ShellClosed {
+                host: "srv1".into(),
+                shell_id: "S-LEAK".into(),
+                at: "t".into(),
+            })
+            .unwrap()
+                + "\n",
+        )
+        .unwrap();
+        {
+            let db = sled::open(state_dir.join(CACHE_DIR)).unwrap();
+            db.insert(SCHEMA_KEY, &7u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let opened = Cache::open_or_rebuild(&state_dir).unwrap();
+        let rebuild = opened.rebuilt.unwrap();
+        assert!(rebuild.reason.contains("schema 7"), "{}", rebuild.reason);
+        assert!(rebuild.moved_to.is_some());
+        assert_eq!(rebuild.open_shells, 0);
+        assert!(opened.cache.open_shells().unwrap().is_empty());
+        drop(opened.cache);
+        fs::remove_dir_all(&state_dir).unwrap();
+    }
 }

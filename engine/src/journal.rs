@@ -974,7 +974,7 @@ fn civil(secs: u64) -> ((i64, u32, u32), (u32, u32, u32)) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn temp_dir(name: &str) -> PathBuf {

@@ -373,8 +373,10 @@ enum Msg {
     ShellOpened(String, String, oneshot::Sender<Ack>),
     ShellClosed(String, String, oneshot::Sender<Ack>),
     Facts(String, Box<HostFacts>, oneshot::Sender<Ack>),
-    Finish(EndReason, oneshot::Sender<Result<RunClosed, StoreError>>),
+    Finish(EndReason, FinishReply),
 }
+
+type FinishReply = oneshot::Sender<Result<RunClosed, StoreError>>;
 
 /// The owner: one thread holding the journal and making every cache write.
 struct Owner {
@@ -390,27 +392,36 @@ struct Owner {
 fn spawn_owner(journal: Journal, cache: Cache, meta: RunMeta, tally: Tally) -> RunWriter {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let run_id = meta.run_id.clone();
-    let mut owner = Owner {
-        journal,
-        cache,
-        cache_error: None,
-        meta,
-        tally,
-        last_index: Instant::now(),
-    };
-    owner.index(None);
+    start_owner(Owner::new(journal, cache, meta, tally), rx);
+    RunWriter { run_id, tx }
+}
+
+fn start_owner(owner: Owner, rx: mpsc::Receiver<Msg>) {
     let spawned = thread::Builder::new()
-        .name(format!("psfleet-store-{run_id}"))
+        .name(format!("psfleet-store-{}", owner.meta.run_id))
         .spawn(move || owner.run(rx));
     if let Err(e) = spawned {
         // Without the thread every request fails with Closed (the receiver was dropped with
         // the closure): the run cannot acknowledge hosts, which is the safe failure.
         tracing::error!("could not start the state store thread: {e}");
     }
-    RunWriter { run_id, tx }
 }
 
 impl Owner {
+    fn new(journal: Journal, cache: Cache, meta: RunMeta, tally: Tally) -> Owner {
+        let mut owner = Owner {
+            journal,
+            cache,
+            cache_error: None,
+            meta,
+            tally,
+            last_index: Instant::now(),
+        };
+        // Index the run at once: a cache that does not know a run folder is rebuilt.
+        owner.index(None);
+        owner
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
@@ -421,7 +432,11 @@ impl Owner {
                     Err(_) => break,
                 }
             }
-            if self.process(&mut batch) {
+            if let Some((reply, result)) = self.process(&mut batch) {
+                // Close the journal and release the cache before answering, so a caller that
+                // reopens the store right after `finish` finds sled's lock free.
+                drop(self);
+                let _ = reply.send(result);
                 return;
             }
         }
@@ -431,8 +446,12 @@ impl Owner {
         self.cache_flush();
     }
 
-    /// Writes one batch with one commit, then answers it. Returns true when the run finished.
-    fn process(&mut self, batch: &mut Vec<Msg>) -> bool {
+    /// Writes one batch with one commit, then answers it. Returns the finish reply and its
+    /// answer when the run finished.
+    fn process(
+        &mut self,
+        batch: &mut Vec<Msg>,
+    ) -> Option<(FinishReply, Result<RunClosed, StoreError>)> {
         let mut finish = None;
         let mut acks = Vec::with_capacity(batch.len());
         let mut after = Vec::with_capacity(batch.len());
@@ -546,13 +565,12 @@ impl Owner {
                 }
                 Some(message) => Err(StoreError::NotDurable(message)),
             };
-            let _ = reply.send(result);
-            return true;
+            return Some((reply, result));
         }
         if self.last_index.elapsed() >= INDEX_REFRESH {
             self.index(None);
         }
-        false
+        None
     }
 
     fn apply(&mut self, effect: Effect) {
@@ -613,4 +631,217 @@ enum Effect {
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_owned();
     move |source| StoreError::Io { op, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::ConnectionSettings;
+    use crate::journal::tests::{record, temp_dir};
+    use crate::journal::{EndReason, new_run_id};
+    use crate::record::{JobKind, Status};
+    use psfleet_core::taxonomy::Bucket;
+
+    #[test]
+    fn queued_messages_are_committed_in_batches_before_any_is_acknowledged() {
+        let state_dir = temp_dir("store-group");
+        let cache = Cache::open_or_rebuild(&state_dir).unwrap().cache;
+        let meta = RunMeta::new(RunId("20260101T000000Z-00aa".into()), JobKind::Script, 1000);
+        let journal = Journal::create(&state_dir, &meta).unwrap();
+        let dir = journal.dir().to_owned();
+        let owner = Owner::new(journal, cache, meta.clone(), Tally::default());
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // Queue 1000 records before the owner runs: it must take them in batches of at most
+        // MAX_BATCH, one fsync each.
+        let mut acks = Vec::new();
+        for i in 0..1000 {
+            let (ack, rx) = oneshot::channel();
+            let rec = record(&meta.run_id, &format!("h{i:04}"), None);
+            tx.try_send(Msg::Done(Box::new(rec), ack)).unwrap();
+            acks.push(rx);
+        }
+        let (reply, finished) = oneshot::channel();
+        tx.try_send(Msg::Finish(EndReason::Completed, reply))
+            .unwrap();
+        start_owner(owner, rx);
+        for ack in acks {
+            assert_eq!(ack.blocking_recv().unwrap(), Ok(()));
+        }
+        let closed = finished.blocking_recv().unwrap().unwrap();
+        // 1000 = 512 + 488, and the finish rides in the second batch with its end line.
+        assert_eq!(
+            closed.stats,
+            JournalStats {
+                lines: 1001,
+                syncs: 2
+            }
+        );
+        assert_eq!(closed.summary.done, 1000);
+        assert_eq!(closed.summary.succeeded, 1000);
+        assert_eq!(
+            closed.summary.ended.map(|e| e.reason),
+            Some(EndReason::Completed)
+        );
+        let state = Journal::replay(&dir).unwrap();
+        assert_eq!(state.done.len(), 1000);
+        assert_eq!(state.summary().journal_bytes, closed.summary.journal_bytes);
+        fs::remove_dir_all(&state_dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_through_the_store_and_reads_back_after_reopen() {
+        let state_dir = temp_dir("store-run");
+        let store = Store::open(&state_dir).unwrap();
+        assert!(store.rebuilt().is_none());
+        assert!(matches!(
+            Store::open(&state_dir),
+            Err(StoreError::Locked(_))
+        ));
+        let run_id = new_run_id();
+        let mut meta = RunMeta::new(run_id.clone(), JobKind::Script, 3).with_script("hostname");
+        meta.inventory_digest = Some("abc".into());
+        let writer = store.begin_run(meta).unwrap();
+
+        // Concurrent hosts, as the scheduler sends them.
+        let mut tasks = Vec::new();
+        for (host, bucket) in [
+            ("srv1", None),
+            ("srv2", Some(Bucket::AccessDenied)),
+            ("srv3", Some(Bucket::AccessDenied)),
+        ] {
+            let w = writer.clone();
+            let rid = run_id.clone();
+            tasks.push(tokio::spawn(async move {
+                w.host_started(host).await.unwrap();
+                w.shell_opened(host, &format!("SHELL-{host}"))
+                    .await
+                    .unwrap();
+                if bucket.is_none() {
+                    w.shell_closed(host, &format!("SHELL-{host}"))
+                        .await
+                        .unwrap();
+                    w.facts(
+                        host,
+                        HostFacts {
+                            max_shells_per_user: Some(2),
+                            last_good: Some(ConnectionSettings {
+                                address: None,
+                                scheme: "http".into(),
+                                port: 5985,
+                                authentication: "Negotiate".into(),
+                                configuration_name: None,
+                            }),
+                            ..HostFacts::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                }
+                w.host_done(record(&rid, host, bucket)).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let closed = writer.finish(EndReason::Completed).await.unwrap();
+        assert_eq!(closed.cache_error, None);
+        let s = &closed.summary;
+        assert_eq!((s.done, s.succeeded, s.failed, s.interrupted), (3, 1, 2, 0));
+        assert_eq!(s.buckets.get("AccessDenied"), Some(&2));
+
+        let runs = store.runs().unwrap();
+        assert_eq!(runs, vec![closed.summary.clone()]);
+        let state = store.load_run(&run_id).unwrap();
+        assert_eq!(state.done.len(), 3);
+        assert_eq!(state.done["srv2"].status, Status::Failed);
+        let leaks: Vec<_> = store
+            .open_shells()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.shell_id)
+            .collect();
+        assert_eq!(leaks, vec!["SHELL-srv2", "SHELL-srv3"]);
+        assert_eq!(
+            store.facts("SRV1").unwrap().unwrap().max_shells_per_user,
+            Some(2)
+        );
+        assert_eq!(
+            store
+                .shells_reaped(&[("srv2".into(), "SHELL-srv2".into())])
+                .unwrap(),
+            1
+        );
+        drop(store);
+
+        // A clean close leaves a cache that matches the journals: no rebuild.
+        let store = Store::open(&state_dir).unwrap();
+        assert!(store.rebuilt().is_none(), "{:?}", store.rebuilt());
+        assert_eq!(store.open_shells().unwrap().len(), 1);
+        assert_eq!(store.runs().unwrap(), runs);
+        assert!(matches!(
+            store.load_run(&RunId("../etc".into())),
+            Err(StoreError::BadRunId(_))
+        ));
+        drop(store);
+        fs::remove_dir_all(&state_dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_resumed_run_skips_done_hosts_and_reports_the_interrupted_ones() {
+        let state_dir = temp_dir("store-resume");
+        let store = Store::open(&state_dir).unwrap();
+        let run_id = RunId("20260101T000000Z-0b0b".into());
+        let mut meta = RunMeta::new(run_id.clone(), JobKind::Script, 3);
+        meta.inventory_digest = Some("inv".into());
+        let writer = store.begin_run(meta).unwrap();
+        writer.host_started("a").await.unwrap();
+        writer.host_started("b").await.unwrap();
+        writer.host_done(record(&run_id, "a", None)).await.unwrap();
+        // The process "dies": the writer goes away without finish.
+        drop(writer);
+        drop(store);
+
+        let store = Store::open(&state_dir).unwrap();
+        let (state, writer) = store.resume_run(&run_id, false).unwrap();
+        let plan = state.resume_plan(["a", "b", "c"], false);
+        assert_eq!(
+            (plan.skip, plan.interrupted, plan.run.clone()),
+            (vec!["a".into()], vec!["b".into()], vec!["c".to_string()])
+        );
+        for host in &plan.run {
+            writer.host_started(host).await.unwrap();
+            writer.host_done(record(&run_id, host, None)).await.unwrap();
+        }
+        let closed = writer.finish(EndReason::Completed).await.unwrap();
+        assert_eq!(
+            (closed.summary.done, closed.summary.interrupted),
+            (2, 1),
+            "{:?}",
+            closed.summary
+        );
+        let state = store.load_run(&run_id).unwrap();
+        assert_eq!(state.resumes, 1);
+        let records = state.records();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[1].host, "b");
+        assert_eq!(records[1].bucket, Some(Bucket::Interrupted));
+
+        // A later run of the same inventory finds this one as its previous run.
+        let later = RunId("20260102T000000Z-0c0c".into());
+        let mut meta = RunMeta::new(later.clone(), JobKind::Script, 3);
+        meta.inventory_digest = Some("inv".into());
+        store
+            .begin_run(meta)
+            .unwrap()
+            .finish(EndReason::Interrupted)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.previous_run(&later).unwrap().map(|r| r.run_id),
+            Some(run_id.clone())
+        );
+        assert_eq!(store.previous_run(&run_id).unwrap(), None);
+        drop(store);
+        fs::remove_dir_all(&state_dir).unwrap();
+    }
 }
