@@ -335,7 +335,7 @@ fn histogram_section(h: &mut String, records: &[HostRecord]) {
          role=\"img\" aria-label=\"hosts per duration range\">"
     );
     for (i, n) in bins.iter().enumerate() {
-        let bh = (*n as f64 / top as f64 * 130.0).max(if *n > 0 { 1.0 } else { 0.0 });
+        let bh = (*n as f64 / top as f64 * 118.0).max(if *n > 0 { 1.0 } else { 0.0 });
         let x = 20 + i * 36;
         let _ = write!(
             h,

@@ -4,9 +4,13 @@
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
+//! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
+//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
 mod conformance;
 mod fuzz_replay;
 mod psrpcore_xcheck;
+mod reports;
+mod state;
 mod transport;
