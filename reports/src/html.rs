@@ -551,6 +551,7 @@ td.num,th.num{text-align:right}
 const SCRIPT: &str = r#"
 (function () {
   'use strict';
+  var t0 = performance.now();
   var data = JSON.parse(document.getElementById('psfleet-data').textContent);
   var col = {};
   data.columns.forEach(function (name, i) { col[name] = i; });
@@ -718,6 +719,7 @@ const SCRIPT: &str = r#"
 
   fromHash();
   document.body.setAttribute('data-ready', String(rows.length));
+  document.body.setAttribute('data-render-ms', String(Math.round(performance.now() - t0)));
 })();
 "#;
 
