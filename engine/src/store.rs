@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::ShellFacts;
 use crate::cache::{Cache, CacheError, HostFacts, REAPED_FILE, Rebuild};
 use crate::journal::{
     self, EndReason, Entry, Journal, JournalError, JournalStats, OpenShell, RUNS_DIR, RunEnd,
@@ -216,6 +217,17 @@ impl Store {
     /// What is known about a host.
     pub fn facts(&self, host: &str) -> Result<Option<HostFacts>, StoreError> {
         Ok(self.cache.facts(host)?)
+    }
+
+    /// What the scheduler's shell budget needs about a host: MaxShellsPerUser learned earlier
+    /// and the shells recorded open there (`HostJob::shell_facts`).
+    pub fn shell_facts(&self, host: &str) -> Result<ShellFacts, StoreError> {
+        let max_shells = self.facts(host)?.and_then(|f| f.max_shells_per_user);
+        let open = self.open_shells_on(host)?.len();
+        Ok(ShellFacts {
+            max_shells,
+            open_shells: u32::try_from(open).unwrap_or(u32::MAX),
+        })
     }
 
     /// Records shells deleted outside any run (`psfleet cleanup`): appended to
@@ -765,6 +777,14 @@ mod tests {
             store.facts("SRV1").unwrap().unwrap().max_shells_per_user,
             Some(2)
         );
+        assert_eq!(
+            store.shell_facts("srv1").unwrap(),
+            ShellFacts {
+                max_shells: Some(2),
+                open_shells: 0
+            }
+        );
+        assert_eq!(store.shell_facts("srv3").unwrap().open_shells, 1);
         assert_eq!(
             store
                 .shells_reaped(&[("srv2".into(), "SHELL-srv2".into())])
