@@ -62,6 +62,31 @@ pub struct HostFacts {
     /// When the host last answered, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// The WinRM service configuration, where the account could read it (sweeps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceConfig>,
+}
+
+/// A host's WinRM service configuration as a sweep reads it (`winrm/config/service` and the
+/// listeners): what the fleet configuration report summarises and flags.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// Service authentication methods by their config name (`Basic`, `Kerberos`, `Negotiate`,
+    /// `Certificate`, `CredSSP`) and whether each is enabled.
+    #[serde(default)]
+    pub auth: BTreeMap<String, bool>,
+    /// `AllowUnencrypted`.
+    #[serde(default)]
+    pub allow_unencrypted: Option<bool>,
+    /// `CbtHardeningLevel` (`None`, `Relaxed`, `Strict`).
+    #[serde(default)]
+    pub cbt_hardening_level: Option<String>,
+    /// Listeners as `transport:port` (`HTTP:5985`, `HTTPS:5986`).
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// `MaxEnvelopeSizekb`.
+    #[serde(default)]
+    pub max_envelope_size_kb: Option<u32>,
 }
 
 impl HostFacts {
@@ -85,6 +110,9 @@ impl HostFacts {
         }
         if newer.last_seen.is_some() {
             self.last_seen = newer.last_seen;
+        }
+        if newer.service.is_some() {
+            self.service = newer.service;
         }
     }
 }
@@ -667,6 +695,13 @@ mod tests {
                 configuration_name: None,
             }),
             last_seen: Some("2026-01-01T00:00:00.000Z".into()),
+            service: Some(ServiceConfig {
+                auth: BTreeMap::from([("Basic".into(), false), ("Kerberos".into(), true)]),
+                allow_unencrypted: Some(false),
+                cbt_hardening_level: Some("Relaxed".into()),
+                listeners: vec!["HTTP:5985".into()],
+                max_envelope_size_kb: Some(500),
+            }),
         }
     }
 
@@ -704,7 +739,7 @@ mod tests {
             },
             Entry::Facts {
                 host: "srv2".into(),
-                facts: facts(2),
+                facts: Box::new(facts(2)),
             },
             Entry::Done {
                 record: Box::new(rec),

@@ -152,7 +152,7 @@ pub enum Entry {
         /// Inventory host name.
         host: String,
         /// What was learned (absent fields were not learned).
-        facts: HostFacts,
+        facts: Box<HostFacts>,
     },
     /// The run was resumed by a later process.
     Resumed {
@@ -581,7 +581,7 @@ impl RunState {
             Entry::ShellClosed { host, shell_id, .. } => self
                 .open_shells
                 .retain(|s| !(s.shell_id == shell_id && s.host == host)),
-            Entry::Facts { host, facts } => self.facts.entry(host).or_default().merge(facts),
+            Entry::Facts { host, facts } => self.facts.entry(host).or_default().merge(*facts),
             Entry::Resumed { .. } => {
                 self.resumes = self.resumes.saturating_add(1);
                 // A resumed run is running again until a new end line.

@@ -512,7 +512,7 @@ impl Owner {
                 Msg::Facts(host, facts, ack) => (
                     Entry::Facts {
                         host: host.clone(),
-                        facts: (*facts).clone(),
+                        facts: facts.clone(),
                     },
                     ack,
                     Effect::Facts(host, facts),

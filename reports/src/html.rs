@@ -19,11 +19,13 @@ use std::io::Write;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use psfleet_core::taxonomy::Bucket;
+use psfleet_engine::cache::HostFacts;
 use psfleet_engine::record::{HostRecord, Status};
 use serde_json::{Value, json};
 
 use crate::csv_report::{bucket_rows, job_name, status_name};
 use crate::diff::{Change, diff};
+use crate::fleet::{Risk, risks};
 use crate::{Report, ReportError, excerpt};
 
 /// The longest output excerpt embedded per host (bytes).
@@ -100,6 +102,7 @@ pub fn render(report: &Report) -> String {
     summary_cards(&mut h, records);
     buckets_section(&mut h, records);
     histogram_section(&mut h, records);
+    fleet_section(&mut h, &report.facts);
     if let Some(previous) = &report.previous {
         changes_section(
             &mut h,
@@ -363,6 +366,93 @@ fn histogram_section(h: &mut String, records: &[HostRecord]) {
     h.push('\n');
 }
 
+/// How many affected hosts each risk row names.
+const RISK_EXAMPLES: usize = 10;
+
+fn fleet_section(h: &mut String, facts: &BTreeMap<String, HostFacts>) {
+    let hosts = crate::fleet::configured(facts);
+    if hosts.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<section id=\"fleet\"><h2>Fleet configuration</h2><p>WinRM service settings read \
+         from {} host(s).</p><table class=\"ref\" id=\"risk-table\"><thead><tr><th>setting</th>\
+         <th>hosts</th><th>what to do</th><th>hosts affected</th></tr></thead><tbody>",
+        hosts.len()
+    );
+    for risk in Risk::ALL {
+        let affected: Vec<&str> = hosts
+            .iter()
+            .filter(|(_, f, _)| risks(f).contains(&risk))
+            .map(|(host, _, _)| *host)
+            .collect();
+        let mut names: Vec<String> = affected
+            .iter()
+            .take(RISK_EXAMPLES)
+            .map(|n| esc(n))
+            .collect();
+        if affected.len() > RISK_EXAMPLES {
+            names.push(format!("… {} more", affected.len() - RISK_EXAMPLES));
+        }
+        let _ = write!(
+            h,
+            "<tr{}><td>{}</td><td class=\"num risk-count\" data-risk=\"{}\">{}</td><td>{}</td>\
+             <td>{}</td></tr>",
+            if affected.is_empty() {
+                ""
+            } else {
+                " class=\"risk\""
+            },
+            risk.name(),
+            risk.name(),
+            affected.len(),
+            esc(risk.advice()),
+            names.join(", ")
+        );
+    }
+    h.push_str("</tbody></table>");
+    // How often each authentication method is enabled, and each listener.
+    let mut auth: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut listeners: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, s) in &hosts {
+        for (method, on) in &s.auth {
+            let e = auth.entry(method.as_str()).or_default();
+            if *on {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        for l in &s.listeners {
+            *listeners.entry(l.as_str()).or_default() += 1;
+        }
+    }
+    h.push_str(
+        "<table class=\"ref\" id=\"auth-table\"><thead><tr><th>authentication</th>\
+         <th>enabled</th><th>disabled</th></tr></thead><tbody>",
+    );
+    for (method, (on, off)) in auth {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{on}</td><td class=\"num\">{off}</td></tr>",
+            esc(method)
+        );
+    }
+    h.push_str(
+        "</tbody></table><table class=\"ref\" id=\"listener-table\"><thead><tr>\
+         <th>listener</th><th>hosts</th></tr></thead><tbody>",
+    );
+    for (listener, n) in listeners {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"num\">{n}</td></tr>",
+            esc(listener)
+        );
+    }
+    h.push_str("</tbody></table></section>\n");
+}
+
 fn changes_section(h: &mut String, previous: &str, rows: &[crate::DiffRow]) {
     let mut counts: BTreeMap<Change, usize> = BTreeMap::new();
     for r in rows {
@@ -545,6 +635,8 @@ td.num,th.num{text-align:right}
 #detail dt{color:var(--muted)}#detail dd{margin:0;word-break:break-word}
 #detail pre{white-space:pre-wrap;word-break:break-word;background:var(--bg);border:1px solid var(--line);padding:8px;max-height:320px;overflow:auto}
 .chg{font-weight:600}
+tr.risk td{background:#fff4e5}tr.risk td:first-child{font-weight:600;color:#b35900}
+#auth-table,#listener-table{width:auto;display:inline-table;margin:12px 24px 0 0}
 "#;
 
 /// The table script. Host data reaches the page only through `textContent` and `dataset`.

@@ -7,15 +7,18 @@
 //! "what changed". Every writer takes any `io::Write`; [`Report::write_files`] writes all four
 //! files into a folder.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use psfleet_engine::cache::HostFacts;
 use psfleet_engine::journal::RunState;
 use psfleet_engine::record::{HostRecord, JobKind, RunId};
 
 pub mod csv_report;
 pub mod diff;
+pub mod fleet;
 pub mod html;
 pub mod jsonl;
 
@@ -60,6 +63,9 @@ pub struct Report {
     pub records: Vec<HostRecord>,
     /// The previous run of the same inventory, for "what changed".
     pub previous: Option<Previous>,
+    /// Facts the run learned per host (a sweep's service configuration feeds the fleet
+    /// configuration summary).
+    pub facts: BTreeMap<String, HostFacts>,
 }
 
 /// The run a report compares against.
@@ -82,6 +88,9 @@ pub struct ReportFiles {
     pub jsonl: PathBuf,
     /// The self-contained HTML report.
     pub html: PathBuf,
+    /// The fleet configuration (`config.csv`), when the run read any host's service
+    /// configuration (sweeps).
+    pub config_csv: Option<PathBuf>,
 }
 
 impl Report {
@@ -95,6 +104,7 @@ impl Report {
             command_line: Vec::new(),
             records,
             previous: None,
+            facts: BTreeMap::new(),
         }
     }
 
@@ -105,6 +115,7 @@ impl Report {
         report.job = Some(state.meta.job);
         report.started = Some(state.meta.started.clone());
         report.command_line = state.meta.command_line.clone();
+        report.facts = state.facts.clone();
         report
     }
 
@@ -118,7 +129,7 @@ impl Report {
     }
 
     /// Writes `hosts.csv`, `buckets.csv`, `hosts.jsonl` and `report.html` into `dir`
-    /// (created if needed).
+    /// (created if needed), and `config.csv` when the run read service configurations.
     pub fn write_files(&self, dir: &Path) -> Result<ReportFiles, ReportError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let files = ReportFiles {
@@ -126,6 +137,8 @@ impl Report {
             buckets_csv: dir.join("buckets.csv"),
             jsonl: dir.join("hosts.jsonl"),
             html: dir.join("report.html"),
+            config_csv: (!fleet::configured(&self.facts).is_empty())
+                .then(|| dir.join("config.csv")),
         };
         write_file(&files.hosts_csv, |w| {
             csv_report::write_hosts(w, &self.records)
@@ -135,6 +148,9 @@ impl Report {
         })?;
         write_file(&files.jsonl, |w| jsonl::write(w, &self.records))?;
         write_file(&files.html, |w| html::write(w, self))?;
+        if let Some(path) = &files.config_csv {
+            write_file(path, |w| fleet::write_csv(w, &self.facts))?;
+        }
         Ok(files)
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use psfleet_core::taxonomy::Bucket;
+use psfleet_engine::cache::{HostFacts, ServiceConfig};
 use psfleet_engine::journal::RunMeta;
 use psfleet_engine::record::{HostRecord, JobKind, RunId, Status};
 use psfleet_engine::store::Store;
@@ -47,6 +48,15 @@ fn reports_of_a_stored_run_have_the_documented_columns_and_read_back() {
                 writer.host_started(&r.host).await.unwrap();
                 writer.host_done(r.clone()).await.unwrap();
             }
+            // A sweep-like fact: one host's service configuration, with risky settings.
+            writer
+                .facts(&records[0].host, service_facts(true))
+                .await
+                .unwrap();
+            writer
+                .facts(&records[1].host, service_facts(false))
+                .await
+                .unwrap();
             // One host in flight when the run "dies": reported Interrupted.
             writer.host_started("zz-inflight").await.unwrap();
             drop(writer);
@@ -107,8 +117,22 @@ fn reports_of_a_stored_run_have_the_documented_columns_and_read_back() {
     .unwrap();
     assert_eq!(back, state.records());
 
+    // config.csv: the two hosts whose service configuration the run read.
+    let config = fs::read_to_string(files.config_csv.as_ref().unwrap()).unwrap();
+    let lines: Vec<&str> = config.lines().collect();
+    assert_eq!(lines.len(), 3, "{config}");
+    assert!(lines[1].starts_with(&format!(
+        "{},Basic Negotiate,true,None,HTTP:5985,2,",
+        records[0].host
+    )));
+    assert!(
+        lines[1].ends_with("basic_enabled allow_unencrypted cbt_none http_only low_shell_quota")
+    );
+    assert!(lines[2].ends_with(",30,500,,"), "{}", lines[2]);
+
     let html = fs::read_to_string(&files.html).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("data-risk=\"basic_enabled\">1</td>"));
     assert!(html.contains(&format!("psfleet run {}", run_id.0)));
     drop(store);
     fs::remove_dir_all(&state_dir).unwrap();
@@ -136,6 +160,9 @@ fn the_html_report_renders_filters_and_stays_inert_in_chromium() {
         run_id: RunId("20251231T000000Z-0000".into()),
         records: previous,
     });
+    report.facts = (0..300)
+        .map(|i| (records[i].host.clone(), service_facts(i % 3 == 0)))
+        .collect();
     let files = report.write_files(&dir).unwrap();
     let size = fs::metadata(&files.html).unwrap().len();
 
@@ -171,6 +198,19 @@ fn the_html_report_renders_filters_and_stays_inert_in_chromium() {
         );
     }
     assert!(dom.contains("data-change=\"newly_failing\">1 newly failing"));
+    // The fleet configuration summary counts the risky hosts.
+    for risk in [
+        "basic_enabled",
+        "allow_unencrypted",
+        "cbt_none",
+        "http_only",
+        "low_shell_quota",
+    ] {
+        assert!(
+            dom.contains(&format!("data-risk=\"{risk}\">100</td>")),
+            "risk {risk} not counted"
+        );
+    }
     // The payload stayed text: nothing ran, no element was created from it.
     let body = dom
         .split("<body")
@@ -226,7 +266,7 @@ fn the_html_report_renders_filters_and_stays_inert_in_chromium() {
         .arg(&chromium)
         .args(chromium_flags(&dir))
         .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1280,1600")
+        .arg("--window-size=1280,2600")
         .arg(format!("file://{}", files.html.display()))
         .status()
         .unwrap();
@@ -241,6 +281,26 @@ fn the_html_report_renders_filters_and_stays_inert_in_chromium() {
         png.len() / 1024
     );
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A service configuration as a sweep records it: risky (Basic, AllowUnencrypted, no CBT,
+/// HTTP only, 2 shells) or hardened.
+fn service_facts(risky: bool) -> HostFacts {
+    HostFacts {
+        max_shells_per_user: Some(if risky { 2 } else { 30 }),
+        service: Some(ServiceConfig {
+            auth: BTreeMap::from([("Basic".into(), risky), ("Negotiate".into(), true)]),
+            allow_unencrypted: Some(risky),
+            cbt_hardening_level: Some(if risky { "None" } else { "Strict" }.into()),
+            listeners: if risky {
+                vec!["HTTP:5985".into()]
+            } else {
+                vec!["HTTP:5985".into(), "HTTPS:5986".into()]
+            },
+            max_envelope_size_kb: Some(500),
+        }),
+        ..HostFacts::default()
+    }
 }
 
 /// A deterministic fleet: most hosts succeed; the rest spread over several buckets.
