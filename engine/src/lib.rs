@@ -13,9 +13,12 @@
 
 pub mod auth;
 pub mod budget;
+pub mod cache;
 pub mod credssp;
 pub mod http;
+pub mod journal;
 pub mod kerberos;
 pub mod record;
 pub mod retry;
 pub mod scheduler;
+pub mod store;

@@ -6,6 +6,8 @@
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
+//! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
+//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
 mod conformance;
@@ -13,4 +15,6 @@ mod credssp;
 mod fuzz_replay;
 mod kerberos;
 mod psrpcore_xcheck;
+mod reports;
+mod state;
 mod transport;
