@@ -107,6 +107,11 @@ impl Credential {
         self.user.inner()
     }
 
+    /// The password, for HTTP Basic (`engine::http` builds that header itself).
+    pub(crate) fn password(&self) -> &str {
+        self.password.as_ref()
+    }
+
     fn identity(&self) -> AuthIdentity {
         AuthIdentity {
             username: self.user.clone(),

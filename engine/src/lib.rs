@@ -1,11 +1,18 @@
 //! psfleet-engine: the async shell around `psfleet-core` (see docs/ARCHITECTURE.md).
 //!
-//! This slice holds the WinRM client transport over plain HTTP:
+//! The WinRM client:
+//! - [`target`]: endpoints, the Windows client's pre-send checks, name resolution;
+//! - [`tls`]: rustls with certificate checks, skips, thumbprint pins and channel bindings;
 //! - [`auth`]: NTLM and Negotiate (SPNEGO) client security contexts over sspi, and the
 //!   message sealer `psfleet_core::encryption` frames bodies with;
-//! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host;
+//! - [`http`]: one authenticated HTTP/1.1 connection to one host, HTTP or HTTPS, Basic or
+//!   SSPI, sealed or not;
+//! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
+//!   driving the core state machines, with typed, classifiable errors;
 //! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
 pub mod http;
 pub mod record;
+pub mod target;
+pub mod tls;

@@ -63,7 +63,8 @@ async fn handshake_and_sealed_round_trips_through_pyspnego() {
         let mut conn = Connection::connect(&endpoint.config(mechanism, user, PASSWORD))
             .await
             .unwrap_or_else(|e| panic!("{mechanism} {user}: {e:?}"));
-        assert_eq!(conn.mechanism(), mechanism);
+        assert_eq!(conn.mechanism(), Some(mechanism));
+        assert!(conn.seals());
         // The first leg drew the 401 challenge, whose only scheme was Negotiate.
         assert_eq!(conn.offered_schemes(), ["Negotiate"]);
         // Every body on one connection: the sequence numbers advance in step with
@@ -111,9 +112,14 @@ async fn wrong_password_or_unknown_user_is_credentials_rejected() {
                 .await
                 .expect_err(&format!("{mechanism} {user} accepted"));
             match error {
-                TransportError::CredentialsRejected { user: u, offered } => {
+                TransportError::CredentialsRejected {
+                    user: u,
+                    offered,
+                    channel_bound,
+                } => {
                     assert_eq!(u, user);
                     assert_eq!(offered, ["Negotiate"]);
+                    assert!(!channel_bound);
                 }
                 other => panic!("{mechanism} {user}: {other:?}"),
             }
