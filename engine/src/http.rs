@@ -520,6 +520,11 @@ impl TransportError {
                 ..
             } => Bucket::InvalidProtocol,
             Self::ConnectionClosed { .. } => Bucket::ServiceError,
+            // The first answer on a fresh connection is not HTTP: a TLS listener's alert.
+            Self::Protocol {
+                phase: Phase::Negotiate,
+                violation: ProtocolViolation::MalformedHttp,
+            } => Bucket::InvalidProtocol,
             Self::RequestTimeout { .. } => Bucket::Timeout,
             Self::MechanismNotOffered { .. } => Bucket::AccessDenied,
             Self::CredentialsRejected { .. } => Bucket::InvalidCredentials,
