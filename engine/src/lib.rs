@@ -9,10 +9,13 @@
 //!   SSPI, sealed or not;
 //! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
 //!   driving the core state machines, with typed, classifiable errors;
+//! - [`error`]: [`error::ClientError`], every way an operation fails, with its bucket;
 //! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
+pub mod error;
 pub mod http;
+pub mod ops;
 pub mod record;
 pub mod target;
 pub mod tls;
