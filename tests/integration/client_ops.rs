@@ -453,3 +453,84 @@ fn counts(fleet: &FleetHandle, class: &str) -> (u64, u64, u64) {
         totals.shells_deleted,
     )
 }
+
+#[tokio::test]
+async fn mixed_profile_hosts_land_in_their_expected_buckets() {
+    // The built-in mixed profile: one host per class at least, each with the bucket a
+    // correct client reports for it in the inventory. The client's own bucket hints must
+    // agree, class by class, before any classifier logic.
+    let profile = Profile::load("mixed").unwrap();
+    let mut options = FleetOptions::new(profile, 60, 3);
+    options.first_address = Ipv4Addr::new(127, 78, 20, 1);
+    let fleet = Fleet::start(options).await.unwrap();
+    let tls = TlsClient::new(&TlsOptions {
+        system_roots: false,
+        ca_pem: Some(fleet.ca_pem().to_owned()),
+        ..TlsOptions::default()
+    })
+    .unwrap();
+    let mut checked = std::collections::BTreeSet::new();
+    for row in fleet.inventory().to_vec() {
+        // Kerberos rows belong to the Kerberos tests (they need a KDC); the JEA row's
+        // expectation is for the default job, which a restricted endpoint allows and
+        // `hostname` is not.
+        if row.authentication == "kerberos" || row.group == "jea" || checked.contains(&row.group) {
+            continue;
+        }
+        checked.insert(row.group.clone());
+        let user = row.user.clone().unwrap_or_else(|| admin(&fleet).0);
+        let password = fleet
+            .accounts()
+            .iter()
+            .find(|a| a.name == user)
+            .map_or_else(|| admin(&fleet).1, |a| a.password.clone());
+        let auth = match row.authentication.as_str() {
+            "basic" => AuthMethod::Basic,
+            "ntlm" => AuthMethod::Sspi(Mechanism::Ntlm),
+            _ => AuthMethod::Sspi(Mechanism::Negotiate),
+        };
+        let mut options = ClientOptions::new(auth, Credential::new(&user, &password).unwrap());
+        options.tls = Some(tls.clone());
+        options.configuration_name = row.configuration_name.clone();
+        options.connect_timeout = Duration::from_secs(2);
+        options.request_timeout = Duration::from_secs(4);
+        // Basic over HTTP is a deliberate inventory choice (AllowUnencrypted on the host).
+        options.policy.allow_unencrypted = row.authentication == "basic";
+        let scheme = if row.scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let bucket = match Endpoint::new(&row.name, scheme)
+            .map_err(ClientError::from)
+            .and_then(|e| HostClient::new(e.with_port(row.port), Arc::new(options)))
+        {
+            Err(error) => error.bucket(),
+            Ok(client) => {
+                let mut client = match row.address {
+                    Some(address) => client.with_address(IpAddr::V4(address)),
+                    None => client,
+                };
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                match client
+                    .run_script(
+                        ScriptSpec::new("hostname"),
+                        RunControl::none().with_deadline(deadline),
+                    )
+                    .await
+                {
+                    Ok(result) => result.bucket(),
+                    Err(error) => error.error.bucket(),
+                }
+            }
+        };
+        let got = bucket.map_or("Succeeded", Bucket::name);
+        assert_eq!(got, row.expected, "class {} ({})", row.group, row.name);
+    }
+    // Every non-Kerberos class of the profile was checked (29 at the time of writing).
+    assert!(checked.len() >= 25, "{checked:?}");
+    println!(
+        "mixed profile: {} classes in their expected buckets",
+        checked.len()
+    );
+}
