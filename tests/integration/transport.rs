@@ -31,7 +31,8 @@ use psfleet_engine::auth::{AuthError, ClientContext, Credential, Mechanism};
 use psfleet_engine::http::{
     AuthMethod, Connection, ConnectionConfig, Encryption, Phase, ProtocolViolation, TransportError,
 };
-use psfleet_engine::target::Scheme;
+use psfleet_engine::ops::{ClientOptions, HostClient};
+use psfleet_engine::target::{self, Scheme, TrustedHosts};
 use psfleet_engine::tls::{Thumbprint, TlsClient, TlsFailure, TlsOptions};
 use sspi::{
     AuthIdentity, BufferType, CredentialUse, DataRepresentation, EncryptionFlags, Negotiate,
@@ -355,6 +356,57 @@ fn mutated_challenges_are_errors_never_panics() {
 }
 
 #[tokio::test]
+async fn pre_send_refusals_never_reach_the_listener() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let credential = Credential::new("CORP\\alice", PASSWORD).unwrap();
+
+    // An IP-address target over HTTP with NTLM and no trusted hosts (wire-facts 1.6).
+    let negotiate = Arc::new(ClientOptions::new(Mechanism::Negotiate, credential.clone()));
+    let ip = target::Endpoint::new("127.0.0.1", Scheme::Http)
+        .unwrap()
+        .with_port(port);
+    let error = HostClient::new(ip.clone(), Arc::clone(&negotiate)).unwrap_err();
+    assert_eq!(error.bucket(), Some(Bucket::InvalidHostIpAddress));
+    // Basic over plain HTTP while this client does not allow unencrypted traffic.
+    let basic = Arc::new(ClientOptions::new(AuthMethod::Basic, credential.clone()));
+    let name = target::Endpoint::new("localhost", Scheme::Http)
+        .unwrap()
+        .with_port(port);
+    let error = HostClient::new(name, basic).unwrap_err();
+    assert_eq!(error.bucket(), Some(Bucket::ClientAuthenticationDisabled));
+    // A host name with invalid characters, at the transport layer too.
+    for bad in ["local_host", "web 01", "h\u{e9}te"] {
+        let config = ConnectionConfig::new(bad, port, Mechanism::Negotiate, credential.clone());
+        let error = Connection::connect(&config).await.unwrap_err();
+        assert!(
+            matches!(error, TransportError::InvalidTarget { .. }),
+            "{bad}: {error:?}"
+        );
+        assert_eq!(error.bucket(), Some(Bucket::HostContainsInvalidCharacters));
+    }
+
+    // Nothing connected: the first connection the listener accepts is this probe's.
+    let probe = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (_, peer) = listener.accept().await.unwrap();
+    assert_eq!(peer, probe.local_addr().unwrap());
+
+    // A trusted-hosts pattern lets the same IP target through (to the listener).
+    let mut trusted = ClientOptions::new(Mechanism::Negotiate, credential);
+    trusted.policy.trusted_hosts = TrustedHosts::parse("127.0.0.*");
+    trusted.request_timeout = Duration::from_millis(500);
+    let mut client = HostClient::new(ip, Arc::new(trusted)).unwrap();
+    let connect = tokio::spawn(async move { client.connect().await });
+    let (_held_open, peer) = listener.accept().await.unwrap();
+    assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // The listener never answers: the first leg times out.
+    let error = connect.await.unwrap().unwrap_err();
+    assert_eq!(error.bucket(), Some(Bucket::Timeout), "{error:?}");
+}
+
+#[tokio::test]
 async fn plaintext_messages_over_http_are_refused_as_encryption_required() {
     let Some(endpoint) = Endpoint::start(
         "plaintext_messages_over_http_are_refused_as_encryption_required",
@@ -384,11 +436,13 @@ async fn ntlm_and_negotiate_over_https_with_channel_binding() {
     // P-256/SHA-256 and P-384/SHA-384 certificates: the endpoint computes the binding
     // hash from the signature algorithm with `cryptography` (RFC 5929 4.1), so the
     // second proves the client picks SHA-384 the same way.
-    for alg in [
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &rcgen::PKCS_ECDSA_P384_SHA384,
+    for (alg, hash_len) in [
+        (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
+        (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
     ] {
-        let (cert, key) = pki.leaf(&["127.0.0.1"], false, alg);
+        // The issuer's key decides the certificate's signature algorithm.
+        let issuer = TestPki::with_key(alg);
+        let (cert, key) = issuer.leaf(&["127.0.0.1"], false, alg);
         let (cert_file, key_file) = dir.write_pair(&cert, &key);
         let Some(endpoint) = Endpoint::start(
             test,
@@ -401,17 +455,12 @@ async fn ntlm_and_negotiate_over_https_with_channel_binding() {
                 let mut config = endpoint.config(mechanism, "CORP\\alice", PASSWORD);
                 config.scheme = Scheme::Https;
                 config.encryption = encryption;
-                config.tls = Some(pki.client(TlsOptions::default()));
+                config.tls = Some(issuer.client(TlsOptions::default()));
                 let mut conn = Connection::connect(&config)
                     .await
                     .unwrap_or_else(|e| panic!("{mechanism} {encryption:?}: {e:?}"));
                 let session = conn.tls_session().unwrap();
                 assert_eq!(&session.channel_bindings[..21], b"tls-server-end-point:");
-                let hash_len = if std::ptr::eq(alg, &rcgen::PKCS_ECDSA_P384_SHA384) {
-                    48
-                } else {
-                    32
-                };
                 assert_eq!(session.channel_bindings.len(), 21 + hash_len);
                 // Auto: TLS protects the messages, no sealing (pypsrp's default).
                 assert_eq!(conn.seals(), encryption == Encryption::Always);
@@ -1065,8 +1114,13 @@ struct TestPki {
 
 impl TestPki {
     fn new() -> Self {
+        Self::with_key(&rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// A CA whose key (and so the signature of every certificate it issues) is `alg`.
+    fn with_key(alg: &'static rcgen::SignatureAlgorithm) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let key = rcgen::KeyPair::generate().unwrap();
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name.push(
