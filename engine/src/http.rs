@@ -51,7 +51,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::auth::{AuthError, ClientContext, Credential, Mechanism};
+use crate::auth::{AuthError, ClientContext, ContextOptions, Credential, Mechanism};
+use crate::kerberos::KerberosOptions;
 use crate::target::{Endpoint, Host, Resolver, Scheme, TargetError};
 use crate::tls::{TlsClient, TlsFailure, TlsOptions, TlsSession, TlsSetupError};
 
@@ -109,7 +110,7 @@ impl AuthMethod {
     /// True when the method is Kerberos alone, so the target must be a name with an SPN
     /// (the TrustedHosts rule does not apply to it, wire-facts 1.6).
     pub fn is_kerberos(&self) -> bool {
-        matches!(self, Self::Sspi(m) if m.http_scheme() == "Kerberos")
+        matches!(self, Self::Sspi(Mechanism::Kerberos))
     }
 
     /// True when the method can seal messages (everything but Basic, wire-facts 3).
@@ -166,6 +167,9 @@ pub struct ConnectionConfig {
     /// The TLS client for HTTPS; `None` builds one with [`TlsOptions::default`] (system
     /// roots, full verification) on each connect.
     pub tls: Option<TlsClient>,
+    /// Where the KDC is and what the service is called (Kerberos, and Negotiate when it
+    /// tries Kerberos first).
+    pub kerberos: KerberosOptions,
     /// Name resolution (overrides and timeout).
     pub resolver: Arc<Resolver>,
     /// Connect to this address instead of resolving `host` (the inventory address).
@@ -190,6 +194,7 @@ impl ConnectionConfig {
             credential,
             encryption: Encryption::Auto,
             tls: None,
+            kerberos: KerberosOptions::default(),
             resolver: Arc::new(Resolver::default()),
             address: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -533,7 +538,10 @@ impl TransportError {
             // refusal of wire-facts 1.1 looks like bad credentials.
             Self::HttpStatus { status: 401, .. } => Bucket::InvalidCredentials,
             Self::HttpStatus { .. } => Bucket::ServiceError,
-            // The context could not even be created: the mechanism is unusable here.
+            // Kerberos and CredSSP failures name their bucket themselves (KDC, realm,
+            // credentials); a context that could not even be created is a mechanism
+            // unusable here.
+            Self::Auth { source, .. } if source.bucket().is_some() => return source.bucket(),
             Self::Auth {
                 phase: Phase::Connect,
                 ..
@@ -646,12 +654,15 @@ impl Connection {
                 conn.basic = Some(value);
             }
             AuthMethod::Sspi(mechanism) => {
-                let bindings = conn.tls.as_ref().map(|t| t.channel_bindings.clone());
-                let context = ClientContext::with_channel_bindings(
+                let options = ContextOptions {
+                    channel_bindings: conn.tls.as_ref().map(|t| t.channel_bindings.clone()),
+                    kerberos: config.kerberos.clone(),
+                };
+                let context = ClientContext::with_options(
                     mechanism,
                     &config.credential,
                     &config.host,
-                    bindings,
+                    &options,
                 )
                 .map_err(|source| TransportError::Auth {
                     phase: Phase::Connect,

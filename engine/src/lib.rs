@@ -3,8 +3,10 @@
 //! The WinRM client:
 //! - [`target`]: endpoints, the Windows client's pre-send checks, name resolution;
 //! - [`tls`]: rustls with certificate checks, skips, thumbprint pins and channel bindings;
-//! - [`auth`]: NTLM and Negotiate (SPNEGO) client security contexts over sspi, and the
-//!   message sealer `psfleet_core::encryption` frames bodies with;
+//! - [`auth`]: NTLM, Negotiate (SPNEGO), Kerberos and CredSSP client security contexts over
+//!   sspi, and the message sealer `psfleet_core::encryption` frames bodies with;
+//! - [`credssp`]: CredSSP (TLS in the Authorization header, delegated credentials);
+//! - [`kerberos`]: realm, KDC and SPN resolution and the KDC network client;
 //! - [`http`]: one authenticated HTTP/1.1 connection to one host, HTTP or HTTPS, Basic or
 //!   SSPI, sealed or not;
 //! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
@@ -13,8 +15,10 @@
 //! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
+pub mod credssp;
 pub mod error;
 pub mod http;
+pub mod kerberos;
 pub mod ops;
 pub mod record;
 pub mod target;

@@ -81,6 +81,8 @@ pub struct ClientOptions {
     pub policy: ClientPolicy,
     /// The TLS client for HTTPS hosts (`None`: system roots, full verification).
     pub tls: Option<TlsClient>,
+    /// KDC, realm and SPN settings (Kerberos, and Negotiate trying Kerberos first).
+    pub kerberos: crate::kerberos::KerberosOptions,
     /// Name resolution overrides and timeout.
     pub resolver: Arc<Resolver>,
     /// TCP connect plus TLS handshake.
@@ -113,6 +115,7 @@ impl ClientOptions {
             encryption: Encryption::Auto,
             policy: ClientPolicy::default(),
             tls: None,
+            kerberos: crate::kerberos::KerberosOptions::default(),
             resolver: Arc::new(Resolver::default()),
             connect_timeout: http::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: http::DEFAULT_REQUEST_TIMEOUT,
@@ -679,6 +682,7 @@ impl HostClient {
         );
         config.encryption = options.encryption;
         config.tls = options.tls.clone();
+        config.kerberos = options.kerberos.clone();
         config.resolver = Arc::clone(&options.resolver);
         config.address = self.address;
         config.connect_timeout = options.connect_timeout;
