@@ -12,14 +12,22 @@
 //! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
 //!   driving the core state machines, with typed, classifiable errors;
 //! - [`error`]: [`error::ClientError`], every way an operation fails, with its bucket;
+//!
+//! Fleet scope:
+//! - [`scheduler`]: fans jobs over hosts within the forks cap, rate limits, shell budgets,
+//!   retries and deadlines ([`budget`] holds the per-host shell budgets, [`retry`] the
+//!   back-off policy); docs/scheduling.md explains the choices;
 //! - [`record`]: the per-host run record the journal, reports and resume share.
 
 pub mod auth;
+pub mod budget;
 pub mod credssp;
 pub mod error;
 pub mod http;
 pub mod kerberos;
 pub mod ops;
 pub mod record;
+pub mod retry;
+pub mod scheduler;
 pub mod target;
 pub mod tls;
