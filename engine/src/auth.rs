@@ -434,7 +434,7 @@ pub enum AuthError {
         reason: String,
     },
     /// Kerberos cannot authenticate to an IP address: there is no SPN for it (Windows
-    /// ERROR_WSMAN_KERBEROS_IPADDRESS, wire-facts 1.5).
+    /// ERROR_WSMAN_KERBEROS_IPADDRESS, wire-facts 1.5; classified InvalidHostIPAddress).
     #[error("Kerberos needs a host name, not the IP address {host}")]
     KerberosIpAddress {
         /// The address.
@@ -447,9 +447,10 @@ impl AuthError {
     /// classified with the HTTP evidence by the transport).
     pub fn bucket(&self) -> Option<Bucket> {
         match self {
-            Self::KerberosNoRealm { .. } | Self::KerberosIpAddress { .. } => {
-                Some(Bucket::ClientAuthenticationDisabled)
-            }
+            Self::KerberosNoRealm { .. } => Some(Bucket::ClientAuthenticationDisabled),
+            // Windows refuses Kerberos to an address with the TrustedHosts message
+            // (ERROR_WSMAN_KERBEROS_IPADDRESS, wire-facts 1.5 and 1.6).
+            Self::KerberosIpAddress { .. } => Some(Bucket::InvalidHostIpAddress),
             Self::KerberosRealmUnknown { .. } | Self::KdcUnreachable { .. } => {
                 Some(Bucket::InvalidDomain)
             }
