@@ -11,3 +11,4 @@ pub mod host;
 pub mod profile;
 pub mod rng;
 pub mod service;
+pub mod tls;
