@@ -119,6 +119,98 @@ pub enum AcceptError {
     /// A sealed block's signature is not 16 bytes.
     #[error("sealed block header is {0} bytes, NTLM signatures are 16")]
     BadSignatureLength(usize),
+    /// CbtHardeningLevel is Strict and the client bound no TLS channel.
+    #[error("channel binding required (CbtHardeningLevel Strict) but the client sent none")]
+    ChannelBindingRequired,
+}
+
+/// CbtHardeningLevel (MS-WSMV 2.2.4.34; http.sys extended protection, wire-facts 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CbtLevel {
+    /// Channel bindings are ignored.
+    None,
+    /// Checked when the client sends them (the Windows default).
+    #[default]
+    Relaxed,
+    /// Required over HTTPS: a client without them is refused.
+    Strict,
+}
+
+impl CbtLevel {
+    /// The level named by a CbtHardeningLevel value (case-insensitive; anything unknown
+    /// is the default, Relaxed).
+    pub fn from_setting(value: &str) -> Self {
+        if value.eq_ignore_ascii_case("none") {
+            Self::None
+        } else if value.eq_ignore_ascii_case("strict") {
+            Self::Strict
+        } else {
+            Self::Relaxed
+        }
+    }
+}
+
+/// What an NTLM AUTHENTICATE message inside a token says about channel bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingClaim {
+    /// The token holds no AUTHENTICATE message (an earlier leg).
+    NoAuthenticate,
+    /// No MsvAvChannelBindings AV pair, or an all-zero one (a client without bindings,
+    /// MS-NLMP 3.1.5.1.2).
+    Absent,
+    /// A non-zero MsvAvChannelBindings hash.
+    Present,
+}
+
+/// Reads the MsvAvChannelBindings AV pair (MS-NLMP 2.2.2.1, AvId 0x000A) from the NTLMv2
+/// response of the AUTHENTICATE message in `token` (raw, or inside SPNEGO's DER, where
+/// it is embedded as is). Every offset is bounds-checked; at most 64 pairs are read.
+pub fn binding_claim(token: &[u8]) -> BindingClaim {
+    const SIGNATURE: &[u8] = b"NTLMSSP\0\x03\0\0\0";
+    let Some(start) = token.windows(SIGNATURE.len()).position(|w| w == SIGNATURE) else {
+        return BindingClaim::NoAuthenticate;
+    };
+    let message = token.get(start..).unwrap_or_default();
+    let u16_at = |at: usize| {
+        message
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u32_at = |at: usize| {
+        message
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    // NtChallengeResponseFields: Len (u16) at 20, BufferOffset (u32) at 24.
+    let (Some(len), Some(offset)) = (u16_at(20), u32_at(24)) else {
+        return BindingClaim::Absent;
+    };
+    let Some(response) = offset
+        .checked_add(len)
+        .and_then(|end| message.get(offset..end))
+    else {
+        return BindingClaim::Absent;
+    };
+    // NTLMv2_RESPONSE: NTProofStr (16), then the NTLMv2_CLIENT_CHALLENGE whose AV pairs
+    // start after 28 bytes of fixed fields. Shorter responses are NTLMv1: no AV pairs.
+    let mut at = 16 + 28;
+    for _ in 0..64 {
+        let Some(header) = response.get(at..at + 4) else {
+            return BindingClaim::Absent;
+        };
+        let id = u16::from_le_bytes([header[0], header[1]]);
+        let value_len = usize::from(u16::from_le_bytes([header[2], header[3]]));
+        let Some(value) = response.get(at + 4..at + 4 + value_len) else {
+            return BindingClaim::Absent;
+        };
+        match id {
+            0x0000 => return BindingClaim::Absent,
+            0x000A if value.iter().any(|&b| b != 0) => return BindingClaim::Present,
+            0x000A => return BindingClaim::Absent,
+            _ => at += 4 + value_len,
+        }
+    }
+    BindingClaim::Absent
 }
 
 /// A server security context for one connection.
@@ -127,6 +219,7 @@ pub struct Acceptor {
     inner: Inner,
     accounts: Vec<Account>,
     channel_bindings: Option<Vec<u8>>,
+    cbt_level: CbtLevel,
     user: Option<String>,
 }
 
@@ -154,12 +247,14 @@ impl Acceptor {
     /// An acceptor for a connection whose first token is `first_token`, knowing the host's
     /// `accounts` (and its NetBIOS `computer_name`, a domain clients may write).
     /// `channel_binding` is the RFC 5929 application data of the TLS connection (HTTPS
-    /// only); a client that sends channel bindings must then match it.
+    /// only). Under `cbt_level` Relaxed a client that sends channel bindings must match
+    /// it; under Strict a client must send them; under None they are ignored.
     pub fn new(
         first_token: &[u8],
         accounts: &[Account],
         computer_name: &str,
         channel_binding: Option<&[u8]>,
+        cbt_level: CbtLevel,
     ) -> Result<Self, AcceptError> {
         let kind =
             AcceptorKind::for_first_token(first_token).ok_or(AcceptError::UnknownMechanism)?;
@@ -205,6 +300,7 @@ impl Acceptor {
             inner,
             accounts: accounts.to_vec(),
             channel_bindings: channel_binding.map(sec_channel_bindings),
+            cbt_level,
             user: None,
         })
     }
@@ -236,10 +332,21 @@ impl Acceptor {
         }
         let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
         if let Some(bindings) = &self.channel_bindings {
-            input.push(SecurityBuffer::new(
-                bindings.clone(),
-                BufferType::ChannelBindings,
-            ));
+            // sspi compares any MsvAvChannelBindings it finds with the bindings it is
+            // given, the all-zero "no bindings" value included; so the bindings go to
+            // sspi only when the client claims some (Relaxed: checked when present).
+            match (binding_claim(token), self.cbt_level) {
+                (BindingClaim::Present, CbtLevel::Relaxed | CbtLevel::Strict) => {
+                    input.push(SecurityBuffer::new(
+                        bindings.clone(),
+                        BufferType::ChannelBindings,
+                    ));
+                }
+                (BindingClaim::Absent, CbtLevel::Strict) => {
+                    return Err(AcceptError::ChannelBindingRequired);
+                }
+                _ => {}
+            }
         }
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
         let sspi_err = |operation| move |source| AcceptError::Sspi { operation, source };
@@ -488,12 +595,13 @@ mod tests {
         user: &str,
         password: &str,
         server_cb: Option<&[u8]>,
+        level: CbtLevel,
     ) -> Result<(ClientContext, Acceptor), String> {
         let credential = Credential::new(user, password).unwrap();
         let mut client = ClientContext::new(mechanism, &credential, "srv1").unwrap();
         let first = client.step(None).unwrap().token.unwrap();
-        let mut server =
-            Acceptor::new(&first, &accounts(), "SRV0001", server_cb).map_err(|e| e.to_string())?;
+        let mut server = Acceptor::new(&first, &accounts(), "SRV0001", server_cb, level)
+            .map_err(|e| e.to_string())?;
         let mut token = first;
         for _ in 0..4 {
             match server.step(&token).map_err(|e| e.to_string())? {
@@ -523,8 +631,9 @@ mod tests {
                 ".\\FleetAdmin",
                 "fleetadmin@fleet.test",
             ] {
-                let (mut client, mut server) = handshake(mechanism, user, "Adm1n-Pass!", None)
-                    .unwrap_or_else(|e| panic!("{mechanism} {user}: {e}"));
+                let (mut client, mut server) =
+                    handshake(mechanism, user, "Adm1n-Pass!", None, CbtLevel::Relaxed)
+                        .unwrap_or_else(|e| panic!("{mechanism} {user}: {e}"));
                 assert_eq!(server.user(), Some("fleetadmin"));
                 for body in [&b"<a/>"[..], &[7u8; 70_000][..]] {
                     let sealed = encryption::encrypt(&mut client, Protocol::Spnego, body).unwrap();
@@ -551,11 +660,90 @@ mod tests {
                 ("FLEET\\intruder", "Adm1n-Pass!"),
             ] {
                 assert!(
-                    handshake(mechanism, user, password, None).is_err(),
+                    handshake(mechanism, user, password, None, CbtLevel::Relaxed).is_err(),
                     "{mechanism} {user} {password} accepted"
                 );
             }
         }
+    }
+
+    #[test]
+    fn clients_without_bindings_follow_the_hardening_level() {
+        let binding = b"tls-server-end-point:0123456789abcdef0123456789abcdef";
+        for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
+            for level in [CbtLevel::None, CbtLevel::Relaxed] {
+                handshake(mechanism, "fleetadmin", "Adm1n-Pass!", Some(binding), level)
+                    .unwrap_or_else(|e| panic!("{mechanism} {level:?}: {e}"));
+            }
+            let error = handshake(
+                mechanism,
+                "fleetadmin",
+                "Adm1n-Pass!",
+                Some(binding),
+                CbtLevel::Strict,
+            )
+            .unwrap_err();
+            assert!(error.contains("channel binding required"), "{error}");
+            // Over HTTP there is no channel to bind: Strict does not apply.
+            handshake(
+                mechanism,
+                "fleetadmin",
+                "Adm1n-Pass!",
+                None,
+                CbtLevel::Strict,
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn binding_claims_are_read_from_av_pairs() {
+        // A hand-made AUTHENTICATE message: NtChallengeResponse at offset 64.
+        let message = |pairs: &[(u16, &[u8])]| {
+            let mut response = vec![0u8; 44];
+            for (id, value) in pairs {
+                response.extend_from_slice(&id.to_le_bytes());
+                response.extend_from_slice(&(value.len() as u16).to_le_bytes());
+                response.extend_from_slice(value);
+            }
+            response.extend_from_slice(&[0, 0, 0, 0]);
+            let mut m = b"NTLMSSP\0\x03\0\0\0".to_vec();
+            m.resize(64, 0);
+            m[20..22].copy_from_slice(&(response.len() as u16).to_le_bytes());
+            m[24..28].copy_from_slice(&64u32.to_le_bytes());
+            m.extend_from_slice(&response);
+            m
+        };
+        let hash = [7u8; 16];
+        assert_eq!(
+            binding_claim(&message(&[(2, b"D\0"), (10, &hash)])),
+            BindingClaim::Present
+        );
+        assert_eq!(
+            binding_claim(&message(&[(10, &[0; 16])])),
+            BindingClaim::Absent
+        );
+        assert_eq!(
+            binding_claim(&message(&[(2, b"D\0")])),
+            BindingClaim::Absent
+        );
+        // Inside SPNEGO's DER the message is found as is.
+        let mut wrapped = vec![0xa1, 0x82, 0x01, 0x00];
+        wrapped.extend_from_slice(&message(&[(10, &hash)]));
+        assert_eq!(binding_claim(&wrapped), BindingClaim::Present);
+        assert_eq!(
+            binding_claim(b"NTLMSSP\0\x01\0\0\0"),
+            BindingClaim::NoAuthenticate
+        );
+        // Lying lengths and offsets are absent claims, never panics.
+        let mut lying = message(&[(10, &hash)]);
+        lying[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(binding_claim(&lying), BindingClaim::Absent);
+        let mut lying = message(&[(10, &hash)]);
+        let at = 64 + 44 + 2;
+        lying[at..at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(binding_claim(&lying), BindingClaim::Absent);
+        assert_eq!(binding_claim(&lying[..70]), BindingClaim::Absent);
     }
 
     #[test]
@@ -591,7 +779,7 @@ mod tests {
         );
         assert_eq!(AcceptorKind::for_first_token(b"garbage"), None);
         assert!(matches!(
-            Acceptor::new(b"garbage", &accounts(), "SRV", None),
+            Acceptor::new(b"garbage", &accounts(), "SRV", None, CbtLevel::Relaxed),
             Err(AcceptError::UnknownMechanism)
         ));
         // Hostile tokens are errors, not panics.
@@ -600,7 +788,9 @@ mod tests {
             b"NTLMSSP\0\x01\0\0\0\xff\xff",
             &[0x60, 0x84, 0xff],
         ] {
-            if let Ok(mut acceptor) = Acceptor::new(token, &accounts(), "SRV", None) {
+            if let Ok(mut acceptor) =
+                Acceptor::new(token, &accounts(), "SRV", None, CbtLevel::Relaxed)
+            {
                 assert!(acceptor.step(token).is_err());
             }
         }

@@ -48,7 +48,7 @@ use psfleet_core::wsman::ClientMessage;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::auth::{AcceptStep, Acceptor, check_basic};
+use crate::auth::{AcceptStep, Acceptor, CbtLevel, check_basic};
 use crate::host::HostSpec;
 use crate::profile::ExtraBehaviour;
 use crate::rng::{Rng, mix};
@@ -564,6 +564,7 @@ impl Conn<'_> {
                     &host.spec.accounts,
                     &host.spec.os.computer_name,
                     self.channel_binding,
+                    CbtLevel::from_setting(&host.spec.auth.cbt_hardening),
                 ) {
                     Ok(acceptor) => Some(acceptor),
                     Err(error) => {

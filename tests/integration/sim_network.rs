@@ -65,6 +65,12 @@ listeners = ["https"]
 auth = ["negotiate", "basic"]
 
 [[class]]
+name = "https_strict"
+count = 1
+listeners = ["https"]
+cbt_hardening = "strict"
+
+[[class]]
 name = "https_wrong_name"
 count = 1
 listeners = ["https"]
@@ -854,7 +860,6 @@ async fn pyspnego_completes_sealed_round_trips() {
     let fleet = fleet(11).await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/spnego_client.py");
     let soap = config_get(&format!("http://{name}:5985/wsman"));
     let soap_file = std::env::temp_dir().join(format!("psfleet-spnego-{}.xml", std::process::id()));
     std::fs::write(&soap_file, &soap).unwrap();
@@ -869,29 +874,19 @@ async fn pyspnego_completes_sealed_round_trips() {
         ),
         ("ntlm", user.clone(), "wrong".to_owned(), false),
     ] {
-        let address = address.to_string();
-        let python = python.clone();
-        let script = script.clone();
-        let soap_file = soap_file.clone();
-        let user2 = user.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new(python)
-                .arg(script)
-                .args(["--host", &address, "--port", "5985", "--protocol", protocol])
-                .args(["--user", &user2, "--body"])
-                .arg(&soap_file)
-                .args(["--count", "3"])
-                // The password travels in the environment, never in argv.
-                .env("SPNEGO_PASSWORD", &password)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let result: serde_json::Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("{e}: stdout {stdout:?} stderr {stderr:?}"));
+        let mut args: Vec<String> = ["--host", &address.to_string(), "--port", "5985"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend([
+            "--protocol".into(),
+            protocol.into(),
+            "--user".into(),
+            user.clone(),
+        ]);
+        args.extend(["--body".into(), soap_file.to_string_lossy().into_owned()]);
+        args.extend(["--count".into(), "3".into()]);
+        let result = spnego_client(&python, args, &password).await;
         if expect_ok {
             assert_eq!(result["authenticated"], true, "{protocol} {user}: {result}");
             let replies = result["replies"].as_array().unwrap();
@@ -915,6 +910,112 @@ async fn pyspnego_completes_sealed_round_trips() {
     assert_eq!(stats.auth_failures, 1);
     std::fs::remove_file(&soap_file).unwrap();
     fleet.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn pyspnego_channel_bindings_over_tls_follow_the_hardening_level() {
+    let Some(python) = python("pyspnego_channel_bindings_over_tls_follow_the_hardening_level")
+    else {
+        return;
+    };
+    let fleet = fleet(12).await;
+    let (user, password) = admin(&fleet);
+    let dir = std::env::temp_dir().join(format!("psfleet-cbt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, fleet.ca_pem()).unwrap();
+    let soap_file = dir.join("get.xml");
+    std::fs::write(&soap_file, config_get("https://sim:5986/wsman")).unwrap();
+    for (class, protocol, cbt, expect_ok) in [
+        ("https_valid", "ntlm", "good", true),
+        ("https_valid", "negotiate", "good", true),
+        ("https_valid", "ntlm", "none", true),
+        ("https_valid", "ntlm", "bad", false),
+        ("https_valid", "negotiate", "bad", false),
+        ("https_strict", "ntlm", "good", true),
+        ("https_strict", "negotiate", "none", false),
+        ("https_strict", "ntlm", "none", false),
+    ] {
+        let (name, address) = host(&fleet, class);
+        let args: Vec<String> = [
+            "--host",
+            &address.to_string(),
+            "--port",
+            "5986",
+            "--protocol",
+            protocol,
+            "--user",
+            &user,
+            "--body",
+            &soap_file.to_string_lossy(),
+            "--tls",
+            "--ca",
+            &ca.to_string_lossy(),
+            "--server-name",
+            &name,
+            "--cbt",
+            cbt,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let result = spnego_client(&python, args, &password).await;
+        assert_eq!(
+            result["authenticated"], expect_ok,
+            "{class} {protocol} cbt={cbt}: {result}"
+        );
+        if expect_ok {
+            // Over TLS the body is plaintext and so is the reply.
+            let reply = &result["replies"][0];
+            assert_eq!(reply["encrypted"], false);
+            let body = BASE64.decode(reply["body"].as_str().unwrap()).unwrap();
+            Response::parse(&body).unwrap();
+        } else {
+            assert_eq!(result["status"], 401);
+        }
+    }
+    assert_eq!(
+        fleet
+            .host_of_class("https_valid")
+            .unwrap()
+            .stats
+            .snapshot()
+            .auth_failures,
+        2
+    );
+    assert_eq!(
+        fleet
+            .host_of_class("https_strict")
+            .unwrap()
+            .stats
+            .snapshot()
+            .auth_failures,
+        2
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    fleet.shutdown().await.unwrap();
+}
+
+/// Runs `tests/python/spnego_client.py` with `args` (the password in its environment,
+/// never in argv) and returns the JSON it prints.
+async fn spnego_client(python: &PathBuf, args: Vec<String>, password: &str) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/spnego_client.py");
+    let python = python.clone();
+    let password = password.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args(args)
+            .env("SPNEGO_PASSWORD", password)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {stdout:?} stderr {stderr:?}"))
 }
 
 /// The venv interpreter from `PSFLEET_PYTHON`, or `None` after printing a skip line

@@ -7,6 +7,12 @@ COUNT times on the same connection, and unseals each reply with `unwrap_winrm`.
 
 Usage: SPNEGO_PASSWORD=<pw> python spnego_client.py --host ADDR --port N
            --protocol ntlm|negotiate --user USER --body FILE [--count N]
+           [--tls --ca CA.PEM --server-name NAME [--cbt none|good|bad]]
+
+With --tls the connection is HTTPS verified against CA.PEM for NAME; the SOAP body is sent
+in plaintext after authentication (no message encryption over TLS), and --cbt binds the
+NTLM exchange to the TLS channel (RFC 5929 tls-server-end-point of the server
+certificate), to a wrong channel, or not at all.
 
 Prints one JSON object: {"authenticated": bool, "status": <last auth status>,
 "replies": [{"status", "encrypted", "body" (base64 of the unsealed reply)}]}.
@@ -18,7 +24,10 @@ import base64
 import http.client
 import json
 import os
+import hashlib
 import re
+import socket
+import ssl
 import struct
 import sys
 
@@ -87,20 +96,41 @@ def main():
     parser.add_argument("--user", required=True)
     parser.add_argument("--body", required=True)
     parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--ca")
+    parser.add_argument("--server-name")
+    parser.add_argument("--cbt", choices=["none", "good", "bad"], default="none")
     args = parser.parse_args()
     password = os.environ["SPNEGO_PASSWORD"]
     with open(args.body, "rb") as f:
         soap = f.read()
 
+    bindings = None
+    if args.tls:
+        tls = ssl.create_default_context(cafile=args.ca)
+        raw = socket.create_connection((args.host, args.port), timeout=20)
+        sock = tls.wrap_socket(raw, server_hostname=args.server_name)
+        connection = http.client.HTTPSConnection(args.host, args.port, context=tls, timeout=20)
+        connection.sock = sock
+        if args.cbt != "none":
+            # ECDSA with SHA-256 certificates: the hash is SHA-256 (RFC 5929 4.1).
+            digest = hashlib.sha256(sock.getpeercert(binary_form=True)).digest()
+            if args.cbt == "bad":
+                digest = bytes(b ^ 0xFF for b in digest)
+            bindings = spnego.channel_bindings.GssChannelBindings(
+                application_data=b"tls-server-end-point:" + digest
+            )
+    else:
+        connection = http.client.HTTPConnection(args.host, args.port, timeout=20)
     context = spnego.client(
         args.user,
         password,
-        hostname=args.host,
+        hostname=args.server_name or args.host,
         service="HTTP",
         protocol=args.protocol,
+        channel_bindings=bindings,
         context_req=spnego.ContextReq.default,
     )
-    connection = http.client.HTTPConnection(args.host, args.port, timeout=20)
     token = context.step()
     status = None
     for _ in range(4):
@@ -129,11 +159,15 @@ def main():
     replies = []
     if authenticated:
         for _ in range(args.count):
+            if args.tls:
+                body, content_type = soap, "application/soap+xml;charset=UTF-8"
+            else:
+                body, content_type = frame(context, soap), CONTENT_TYPE
             connection.request(
                 "POST",
                 "/wsman",
-                body=frame(context, soap),
-                headers={"Content-Type": CONTENT_TYPE, "Connection": "Keep-Alive"},
+                body=body,
+                headers={"Content-Type": content_type, "Connection": "Keep-Alive"},
             )
             response = connection.getresponse()
             body = response.read()
