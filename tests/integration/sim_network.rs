@@ -998,9 +998,13 @@ async fn pyspnego_channel_bindings_over_tls_follow_the_hardening_level() {
 
 /// Runs `tests/python/spnego_client.py` with `args` (the password in its environment,
 /// never in argv) and returns the JSON it prints.
-async fn spnego_client(python: &PathBuf, args: Vec<String>, password: &str) -> serde_json::Value {
+async fn spnego_client(
+    python: &std::path::Path,
+    args: Vec<String>,
+    password: &str,
+) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/spnego_client.py");
-    let python = python.clone();
+    let python = python.to_owned();
     let password = password.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
