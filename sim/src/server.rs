@@ -75,6 +75,10 @@ pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 500 * 1024;
 /// Time allowed for a TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connection may sit between requests (http.sys IdleConnectionTimeout, 120 s
+/// by default) before it is closed.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Most times one request goes back to the service after a `WaitUntil`.
 const MAX_SERVICE_ROUNDS: usize = 100_000;
 
@@ -302,6 +306,7 @@ async fn serve_http<I>(
     };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_CONNECTION_TIMEOUT)
         .title_case_headers(true)
         .keep_alive(true)
         .serve_connection(io, service);
