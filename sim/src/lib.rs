@@ -5,4 +5,5 @@
 //! - [`service`]: the WS-Man service of one host (shells, quotas, WinRS, PSRP), clock-free.
 
 pub mod host;
+pub mod powershell;
 pub mod service;
