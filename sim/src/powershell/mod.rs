@@ -59,6 +59,9 @@ pub struct TimedEvent {
 }
 
 /// One thing a pipeline sends to the client (one PSRP message each).
+// The records are kept unboxed so that callers can match and build them directly; a run
+// holds few events and each becomes a whole PSRP message anyway.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptEvent {
     /// PIPELINE_OUTPUT: an output object.
@@ -78,6 +81,7 @@ pub enum ScriptEvent {
 }
 
 /// How a pipeline ended (the PIPELINE_STATE message, MS-PSRP 2.2.2.21).
+#[allow(clippy::large_enum_variant)] // one per run, see ScriptEvent
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptEnd {
     /// PipelineState Completed (4); also after `exit N`.
