@@ -150,3 +150,6 @@ pub fn run_cmd(
         duration: host.script.extra_duration,
     }
 }
+
+mod lexer;
+mod syntax;
