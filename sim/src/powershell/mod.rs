@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use psfleet_core::psrp::clixml::Value;
+use psfleet_core::psrp::clixml::{Property, Value};
 use psfleet_core::psrp::messages::{
-    ErrorRecord, InformationRecord, InformationalRecord, ProgressRecord,
+    ErrorRecord, InformationRecord, InformationalRecord, ProgressRecord, PsVersionTable,
 };
 
 use crate::host::HostSpec;
@@ -108,15 +108,131 @@ impl ScriptEnd {
 }
 
 /// Runs a script of the PowerShell subset on a host.
+///
+/// A script that does not parse ends `Failed` with a `ParseException` record and no events;
+/// `HostSpec.script.extra_duration` is added to the end; `HostSpec.script.always_fail` turns
+/// a completed run into a failed one (a thrown error, as `throw` makes).
 pub fn run_script(inv: &ScriptInvocation<'_>) -> ScriptRun {
-    let _ = inv;
-    ScriptRun {
-        events: Vec::new(),
-        end: ScriptEnd::Completed {
-            at: inv.host.script.extra_duration,
-        },
-        exit_code: None,
+    run_with_state(inv).0
+}
+
+/// [`run_script`], also returning `$?` after the last statement (powershell.exe's exit code
+/// rule).
+pub(crate) fn run_with_state(inv: &ScriptInvocation<'_>) -> (ScriptRun, bool) {
+    let extra = inv.host.script.extra_duration;
+    let block = match syntax::parse_script(inv.script) {
+        Ok(b) => b,
+        Err(e) => {
+            let run = ScriptRun {
+                events: Vec::new(),
+                end: ScriptEnd::Failed {
+                    at: extra,
+                    error: records::parse_error(inv.script, &e),
+                },
+                exit_code: None,
+            };
+            return (run, false);
+        }
+    };
+    let mut engine = eval::Engine::new(inv.host, inv.user, inv.script);
+    engine.set_var(
+        "input",
+        values::Val::Array(inv.input.iter().cloned().map(values::Val::V).collect()),
+    );
+    let positional = inv.arguments.iter().cloned().map(values::Val::V).collect();
+    let named = inv
+        .named
+        .iter()
+        .map(|(n, v)| (n.clone(), values::Val::V(v.clone())))
+        .collect();
+    let result = engine
+        .bind_params(&block, positional, named)
+        .and_then(|()| engine.exec_all(&block.body));
+    let at = engine.clock + extra;
+    let (mut end, exit_code) = match result {
+        Ok(())
+        | Err(eval::Flow::Abort | eval::Flow::Return | eval::Flow::Break | eval::Flow::Continue) => {
+            (ScriptEnd::Completed { at }, None)
+        }
+        Err(eval::Flow::Exit(code)) => (ScriptEnd::Completed { at }, Some(code)),
+        Err(eval::Flow::Throw(error) | eval::Flow::Limit(error)) => {
+            (ScriptEnd::Failed { at, error: *error }, None)
+        }
+    };
+    if inv.host.script.always_fail && matches!(end, ScriptEnd::Completed { .. }) {
+        end = ScriptEnd::Failed {
+            at,
+            error: always_fail_record(inv.script, &engine.facts.computer),
+        };
     }
+    let last_ok = engine.last_ok && matches!(end, ScriptEnd::Completed { .. });
+    let run = ScriptRun {
+        events: engine.events,
+        end,
+        exit_code,
+    };
+    (run, last_ok)
+}
+
+/// The error a host with `always_fail` ends every script with: a thrown error at the end
+/// of the script.
+fn always_fail_record(script: &str, computer: &str) -> ErrorRecord {
+    let end = script.len();
+    records::thrown(
+        Some(format!(
+            "The script failed on {computer}: this simulated host fails every script."
+        )),
+        None,
+        records::Site {
+            script,
+            start: end,
+            end,
+        },
+    )
+}
+
+/// The host's `$PSVersionTable`, for the APPLICATION_PRIVATE_DATA the server sends when a
+/// runspace pool opens (wire-facts 4.4 step 3).
+pub fn version_table(host: &HostSpec) -> PsVersionTable {
+    objects::version_table(host)
+}
+
+/// The error a runspace pool reports when its builtin modules fail to load
+/// (`HostSpec.powershell.modules_fail`): `RunspaceOpenModuleLoadException`, id
+/// `ErrorLoadingModulesOnRunspaceOpen` (wire-facts 1.13), for RUNSPACEPOOL_STATE Broken.
+pub fn module_load_failure(host: &HostSpec) -> ErrorRecord {
+    let _ = host;
+    let message = "One or more errors occurred processing the module 'Microsoft.PowerShell.Management' specified in the InitialSessionState object used to create this runspace. See the ErrorRecords property for a complete list of errors. The first error was: The 'Get-Service' command was found in the module 'Microsoft.PowerShell.Management', but the module could not be loaded.".to_owned();
+    let mut record = records::error_at(
+        records::ErrorSpec {
+            exception_extra: vec![
+                Property::new("ErrorRecord", message.as_str()),
+                Property::new("WasThrownFromThrowStatement", false),
+            ],
+            fqid: "ErrorLoadingModulesOnRunspaceOpen".to_owned(),
+            category: 1,
+            activity: "",
+            exception_types: &[
+                "System.Management.Automation.Runspaces.RunspaceOpenModuleLoadException",
+                "System.Management.Automation.RuntimeException",
+                "System.SystemException",
+                "System.Exception",
+                "System.Object",
+            ],
+            target_name: String::new(),
+            target_type: "",
+            target_object: Value::Nil,
+            message,
+        },
+        records::Site {
+            script: "",
+            start: 0,
+            end: 0,
+        },
+    );
+    record.invocation = None;
+    record.script_stack_trace = None;
+    record
 }
 
 /// What a WinRS command produced (the Receive streams and the CommandState ExitCode,
@@ -142,14 +258,16 @@ pub fn run_cmd(
     host: &HostSpec,
     user: &str,
 ) -> CmdRun {
-    let _ = (command_line, arguments, stdin, user);
-    CmdRun {
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        exit_code: 0,
-        duration: host.script.extra_duration,
-    }
+    cmd::run_cmd(command_line, arguments, stdin, host, user)
 }
 
+mod cmd;
+mod cmdlets;
+mod eval;
 mod lexer;
+mod objects;
+mod ops;
+mod records;
 mod syntax;
+mod text;
+mod values;
