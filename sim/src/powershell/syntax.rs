@@ -1015,6 +1015,22 @@ impl Parser<'_> {
                 self.postfix(p)
             }
             Tok::Minus
+                if matches!(self.peek_kind(1), Tok::Number(_))
+                    && self
+                        .tokens
+                        .get(self.pos + 1)
+                        .is_some_and(|t| !t.space_before) =>
+            {
+                self.advance();
+                let n = match self.tok() {
+                    Tok::Number(Number::Int(v)) => Expr::Int(-v),
+                    Tok::Number(Number::Double(v)) => Expr::Double(-v),
+                    _ => return self.unexpected(),
+                };
+                self.advance();
+                Ok(n)
+            }
+            Tok::Minus
             | Tok::Plus
             | Tok::Star
             | Tok::Slash
@@ -1040,7 +1056,7 @@ impl Parser<'_> {
     /// A full expression; `op` names the operator it follows (for the error message when it
     /// is missing).
     fn expression(&mut self, op: &str) -> Result<Expr, ParseError> {
-        if self.at_statement_end() || matches!(self.tok(), Tok::Comma) {
+        if self.at_statement_end() {
             return self.err(ParseErrorKind::ExpectedValueExpression(op.to_owned()));
         }
         self.enter()?;
