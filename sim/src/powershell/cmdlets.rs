@@ -541,23 +541,17 @@ fn binding_error(e: &mut Engine<'_>, spec: &Spec, message: String, fqid: &str) -
     e.fail(record)
 }
 
-fn resolve_param(spec: &Spec, name: &str) -> Result<&'static Param, Vec<&'static str>> {
+/// Finds a parameter by name, alias or unambiguous prefix (PowerShell's binder rules);
+/// `Err` carries the candidates when there are none or several.
+fn resolve_param(spec: &'static Spec, name: &str) -> Result<&'static Param, Vec<&'static str>> {
     let all = || spec.params.iter().chain(COMMON.iter());
-    let static_all: Vec<&'static Param> = SPECS
-        .iter()
-        .find(|s| s.name == spec.name)
-        .map(|s| s.params.iter().chain(COMMON.iter()).collect())
-        .unwrap_or_default();
-    let _ = all;
-    if let Some(p) = static_all.iter().find(|p| {
+    if let Some(p) = all().find(|p| {
         p.name.eq_ignore_ascii_case(name) || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
     }) {
         return Ok(p);
     }
     let lower = name.to_ascii_lowercase();
-    let matches: Vec<&'static Param> = static_all
-        .iter()
-        .copied()
+    let matches: Vec<&'static Param> = all()
         .filter(|p| p.name.to_ascii_lowercase().starts_with(&lower))
         .collect();
     match matches.as_slice() {

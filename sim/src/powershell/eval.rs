@@ -929,6 +929,44 @@ impl<'a> Engine<'a> {
                     return super::ops::static_member(self, t, name, Some(argv), 0, 0);
                 }
                 let v = self.eval(target)?;
+                // Hashtables change in place through their variable.
+                if let (Expr::Var(var), Val::Table(mut table)) = (&**target, v.clone()) {
+                    let key = || argv.first().map_or(Value::Nil, Val::to_clixml);
+                    let done = match name.to_ascii_lowercase().as_str() {
+                        "add" => {
+                            let k = key();
+                            if table.get(&k.display_text()).is_some() {
+                                let (start, end) = self.cur;
+                                let text = k.display_text().into_owned();
+                                return Err(self.fail(records::runtime_error(
+                                    format!("Exception calling \"Add\" with \"2\" argument(s): \"Item has already been added. Key in dictionary: '{text}'  Key being added: '{text}'\""),
+                                    "ArgumentException",
+                                    0,
+                                    "",
+                                    self.site(start, end),
+                                )));
+                            }
+                            table.set(k, argv.get(1).cloned().unwrap_or_else(Val::null));
+                            true
+                        }
+                        "remove" => {
+                            let k = key().display_text().into_owned();
+                            table
+                                .entries
+                                .retain(|(x, _)| !x.display_text().eq_ignore_ascii_case(&k));
+                            true
+                        }
+                        "clear" => {
+                            table.entries.clear();
+                            true
+                        }
+                        _ => false,
+                    };
+                    if done {
+                        self.set_var(var, Val::Table(table));
+                        return Ok(Val::Array(Vec::new()));
+                    }
+                }
                 super::ops::method(self, v, name, argv)
             }
             Expr::Index { target, index } => {

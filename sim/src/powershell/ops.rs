@@ -941,7 +941,8 @@ pub(crate) fn method(e: &mut Engine<'_>, v: Val, name: &str, args: Vec<Val>) -> 
                         key.to_clixml(),
                         args.get(1).cloned().unwrap_or_else(Val::null),
                     );
-                    Ok(Val::null())
+                    // A void method: no output.
+                    Ok(Val::Array(Vec::new()))
                 }
                 _ => Err(method_missing(e, &v.type_name(), name)),
             };

@@ -39,6 +39,7 @@ pub(crate) enum ParseErrorKind {
     MissingOpenParenthesis(&'static str),
     MissingEndParenthesisAfterCondition(&'static str),
     MissingInInForeach,
+    MissingCondition(&'static str),
     MissingVariableNameAfterForeach,
     MissingFunctionName,
     MissingEndOfComment,
@@ -73,6 +74,8 @@ impl ParseErrorKind {
             Self::MissingOpenParenthesis(_) => "MissingOpenParenthesisInIfStatement",
             Self::MissingEndParenthesisAfterCondition(_) => "MissingEndParenthesisAfterStatement",
             Self::MissingInInForeach => "MissingInInForeach",
+            Self::MissingCondition("if" | "elseif") => "IfStatementMissingCondition",
+            Self::MissingCondition(_) => "WhileStatementMissingCondition",
             Self::MissingVariableNameAfterForeach => "MissingVariableNameAfterForeach",
             Self::MissingFunctionName => "MissingNameAfterKeyword",
             Self::MissingEndOfComment => "MissingTerminatorMultiLineComment",
@@ -128,6 +131,9 @@ impl ParseErrorKind {
                 format!("Missing closing ')' after expression in '{kw}' statement.")
             }
             Self::MissingInInForeach => "Missing 'in' after variable in foreach loop.".into(),
+            Self::MissingCondition(kw) => {
+                format!("Missing condition in {kw} statement after '{kw} ('.")
+            }
             Self::MissingVariableNameAfterForeach => {
                 "Missing variable name after foreach.".into()
             }
@@ -700,6 +706,9 @@ impl Parser<'_> {
         }
         self.advance();
         self.skip_newlines();
+        if matches!(self.tok(), Tok::RParen | Tok::Eof) {
+            return self.err(ParseErrorKind::MissingCondition(kw));
+        }
         let saved = std::mem::replace(&mut self.no_comma, false);
         let cond = self.pipeline()?;
         self.no_comma = saved;
