@@ -2,11 +2,15 @@
 //!
 //! Modules by area:
 //! - `conformance`: the protocol core against recorded Windows traffic.
+//! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
+//! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
 mod conformance;
+mod credssp;
 mod fuzz_replay;
+mod kerberos;
 mod psrpcore_xcheck;
 mod transport;
