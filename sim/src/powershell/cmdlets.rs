@@ -1118,7 +1118,10 @@ fn run_cmdlet(e: &mut Engine<'_>, spec: &'static Spec, b: Bound, input: Option<V
                 (None, None) => Vec::new(),
             };
             let computer = e.facts.computer.clone();
-            let all: Vec<(String, String, String)> = e.host.data.hotfixes.clone();
+            let mut all: Vec<(String, String, String)> = e.host.data.hotfixes.clone();
+            if let Some(pattern) = b.text("Description") {
+                all.retain(|(_, d, _)| wildcard_match(&pattern, d, false));
+            }
             if ids.is_empty() {
                 for (id, desc, on) in &all {
                     e.emit(Val::V(objects::hotfix(id, desc, on, &computer)));
