@@ -28,6 +28,7 @@ pub mod outputs;
 pub mod profile;
 pub mod rng;
 pub mod server;
+pub mod powershell;
 pub mod service;
 pub mod stats;
 pub mod tls;
