@@ -504,7 +504,9 @@ impl HostService {
                     .map_err(|r| psrp_fault(r, ctx.machine))?;
                 let reply = ResponseBody::CommandResponse(CommandResponse { command_id: pid });
                 Ok(match job {
-                    Some(job) => script_flow(shell_id, pool, job, Then::Reply(Box::new(reply))),
+                    Some(job) => {
+                        script_flow(shell_id, ctx.user, pool, job, Then::Reply(Box::new(reply)))
+                    }
                     None => Flow::Reply(reply),
                 })
             }
@@ -527,6 +529,7 @@ impl HostService {
                     {
                         jobs.push(Job::Cmd {
                             shell: shell_id,
+                            user: ctx.user.to_owned(),
                             job,
                         });
                     }
@@ -540,6 +543,7 @@ impl HostService {
                     {
                         jobs.push(Job::Script {
                             shell: shell_id,
+                            user: ctx.user.to_owned(),
                             rpid: pool.rpid,
                             restricted: pool.restricted,
                             job,
@@ -578,6 +582,7 @@ impl HostService {
                     CmdReceive::Run(job) => Ok(Flow::Run(
                         vec![Job::Cmd {
                             shell: shell_id,
+                            user: ctx.user.to_owned(),
                             job,
                         }],
                         Then::Receive,
@@ -647,6 +652,7 @@ impl HostService {
         match job {
             Job::Script {
                 shell,
+                user,
                 rpid,
                 restricted,
                 job,
@@ -655,17 +661,24 @@ impl HostService {
                 pid: job.pid,
                 plan: script::plan_pipeline(
                     &self.spec,
+                    &user,
                     &job.create,
-                    job.input,
+                    &job.input,
                     restricted,
                     rpid,
                     job.pid,
                 ),
             },
-            Job::Cmd { shell, job } => Done::Cmd {
+            Job::Cmd { shell, user, job } => Done::Cmd {
                 shell,
                 id: job.command_id,
-                result: script::plan_cmd(&self.spec, &job.command, &job.arguments, &job.stdin),
+                result: script::plan_cmd(
+                    &self.spec,
+                    &user,
+                    &job.command,
+                    &job.arguments,
+                    &job.stdin,
+                ),
             },
         }
     }
@@ -831,12 +844,14 @@ type Outcome = Result<Flow, Box<WsmanFault>>;
 enum Job {
     Script {
         shell: Uuid,
+        user: String,
         rpid: Uuid,
         restricted: bool,
         job: ScriptJob,
     },
     Cmd {
         shell: Uuid,
+        user: String,
         job: CmdJob,
     },
 }
@@ -854,10 +869,11 @@ enum Done {
     },
 }
 
-fn script_flow(shell: Uuid, pool: &PsrpShell, job: ScriptJob, then: Then) -> Flow {
+fn script_flow(shell: Uuid, user: &str, pool: &PsrpShell, job: ScriptJob, then: Then) -> Flow {
     Flow::Run(
         vec![Job::Script {
             shell,
+            user: user.to_owned(),
             rpid: pool.rpid,
             restricted: pool.restricted,
             job,

@@ -17,10 +17,11 @@ use crate::host::HostSpec;
 /// What to run.
 pub(crate) struct ScriptInvocation<'a> {
     pub script: &'a str,
-    pub arguments: Vec<Value>,
-    pub named: Vec<(String, Value)>,
-    pub input: Vec<Value>,
+    pub arguments: &'a [Value],
+    pub named: &'a [(String, Value)],
+    pub input: &'a [Value],
     pub host: &'a HostSpec,
+    pub user: &'a str,
 }
 
 /// One record and when the script produced it (from its start).
@@ -65,9 +66,9 @@ pub(crate) struct CmdRun {
 }
 
 /// Runs a script.
-pub(crate) fn run_script(invocation: ScriptInvocation<'_>) -> ScriptRun {
+pub(crate) fn run_script(invocation: &ScriptInvocation<'_>) -> ScriptRun {
     let host = invocation.host;
-    let _ = (&invocation.named, &invocation.input);
+    let _ = (invocation.named, invocation.input, invocation.user);
     let mut at = Duration::ZERO;
     let mut events = Vec::new();
     let mut exit_code = None;
@@ -84,7 +85,7 @@ pub(crate) fn run_script(invocation: ScriptInvocation<'_>) -> ScriptRun {
             .map_or((statement, ""), |(v, r)| (v, r.trim()));
         let text = || unquote(rest);
         let event = match verb.to_ascii_lowercase().as_str() {
-            "write-output" | "echo" => ScriptEvent::Output(argument_value(rest, &invocation)),
+            "write-output" | "echo" => ScriptEvent::Output(argument_value(rest, invocation)),
             "write-error" => ScriptEvent::Error(ErrorRecord {
                 write_error_stream: Some(true),
                 ..ErrorRecord::runtime_exception(text())
@@ -123,7 +124,7 @@ pub(crate) fn run_script(invocation: ScriptInvocation<'_>) -> ScriptRun {
                 ScriptEvent::Output(Value::String(host.os.computer_name.clone()))
             }
             _ if statement.starts_with(['\'', '"', '$']) => {
-                ScriptEvent::Output(argument_value(statement, &invocation))
+                ScriptEvent::Output(argument_value(statement, invocation))
             }
             _ => {
                 failure = Some(ErrorRecord {
@@ -158,8 +159,9 @@ pub(crate) fn run_cmd(
     arguments: &[String],
     stdin: &[u8],
     host: &HostSpec,
+    user: &str,
 ) -> CmdRun {
-    let _ = stdin;
+    let _ = (stdin, user);
     let mut line = command_line.trim().to_owned();
     for arg in arguments {
         line.push(' ');

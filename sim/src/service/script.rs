@@ -36,8 +36,9 @@ pub(super) struct PlannedCmd {
 /// (FullyQualifiedErrorId `ScriptsNotAllowed`, wire-facts 1.1).
 pub(super) fn plan_pipeline(
     host: &HostSpec,
+    user: &str,
     create: &CreatePipeline,
-    input: Vec<Value>,
+    input: &[Value],
     restricted: bool,
     rpid: Uuid,
     pid: Uuid,
@@ -59,12 +60,13 @@ pub(super) fn plan_pipeline(
         };
     }
     let (script, arguments, named) = invocation_parts(&statements);
-    let run = powershell::run_script(ScriptInvocation {
+    let run = powershell::run_script(&ScriptInvocation {
         script: &script,
-        arguments,
-        named,
+        arguments: &arguments,
+        named: &named,
         input,
         host,
+        user,
     });
     let mut messages = Vec::with_capacity(run.events.len() + 1);
     for timed in run.events {
@@ -102,11 +104,12 @@ pub(super) fn plan_pipeline(
 /// Runs a WinRS command line.
 pub(super) fn plan_cmd(
     host: &HostSpec,
+    user: &str,
     command: &str,
     arguments: &[String],
     stdin: &[u8],
 ) -> PlannedCmd {
-    let run = powershell::run_cmd(command, arguments, stdin, host);
+    let run = powershell::run_cmd(command, arguments, stdin, host, user);
     PlannedCmd {
         stdout: run.stdout,
         stderr: run.stderr,
