@@ -59,7 +59,13 @@ pub(super) fn plan_pipeline(
             messages: vec![(Duration::ZERO, state.encode(rpid, pid))],
         };
     }
-    let (script, arguments, named) = invocation_parts(&statements);
+    let (script, arguments, named, as_text) = match invoke_expression(&statements) {
+        Some(script) => (script, Vec::new(), Vec::new(), true),
+        None => {
+            let (script, arguments, named) = invocation_parts(&statements);
+            (script, arguments, named, false)
+        }
+    };
     let run = powershell::run_script(&ScriptInvocation {
         script: &script,
         arguments: &arguments,
@@ -71,6 +77,13 @@ pub(super) fn plan_pipeline(
     let mut messages = Vec::with_capacity(run.events.len() + 1);
     for timed in run.events {
         let message = match timed.event {
+            ScriptEvent::Output(value) if as_text => {
+                for line in out_string_stream(&value) {
+                    let value = Value::String(line);
+                    messages.push((timed.at, PipelineOutput { value }.encode(rpid, pid)));
+                }
+                continue;
+            }
             ScriptEvent::Output(value) => PipelineOutput { value }.encode(rpid, pid),
             ScriptEvent::Error(record) => record.encode(rpid, pid),
             ScriptEvent::Warning(r) => informational(r, InformationalKind::Warning, rpid, pid),
@@ -125,6 +138,39 @@ fn statements(create: &CreatePipeline) -> Vec<Vec<Command>> {
         Some(statements) if !statements.is_empty() => statements.clone(),
         _ => vec![create.pipeline.commands.clone()],
     }
+}
+
+/// pypsrp's `Client.execute_ps` runs `Invoke-Expression -Command <script> | Out-String
+/// -Stream` (after optional `New-Item env:` statements for its environment): the script to
+/// run directly, its output then rendered as text lines. The environment statements are
+/// not applied.
+fn invoke_expression(statements: &[Vec<Command>]) -> Option<String> {
+    let [invoke, out_string] = statements.last()?.as_slice() else {
+        return None;
+    };
+    let is = |c: &Command, name: &str| !c.is_script && c.command.eq_ignore_ascii_case(name);
+    if !is(invoke, "Invoke-Expression") || !is(out_string, "Out-String") {
+        return None;
+    }
+    invoke
+        .arguments
+        .iter()
+        .find(|a| {
+            a.name
+                .as_deref()
+                .is_none_or(|n| n.trim_start_matches('-').eq_ignore_ascii_case("Command"))
+        })
+        .and_then(|a| a.value.as_str())
+        .map(str::to_owned)
+}
+
+/// `Out-String -Stream`: one string per line of an object's text (its ToString here).
+fn out_string_stream(value: &Value) -> Vec<String> {
+    let text = value.display_text();
+    text.split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line).to_owned())
+        .take(100_000)
+        .collect()
 }
 
 /// The script text and arguments to run. The Invoke-Command shape (one script command)
@@ -277,5 +323,27 @@ mod tests {
         assert_eq!(text, "param($a) $a");
         assert_eq!(args, vec![Value::String("x".into())]);
         assert_eq!(named, vec![("b".to_owned(), Value::I32(3))]);
+    }
+
+    #[test]
+    fn pypsrp_execute_ps_shape_runs_the_script_and_renders_text_lines() {
+        let v = ProtocolVersion::V2_3;
+        let statements = vec![
+            vec![
+                Command::cmdlet("New-Item", v).with_parameter("Path", "env:"),
+                Command::cmdlet("Out-Null", v),
+            ],
+            vec![
+                Command::cmdlet("Invoke-Expression", v).with_parameter("Command", "hostname"),
+                Command::cmdlet("Out-String", v).with_parameter("Stream", true),
+            ],
+        ];
+        assert_eq!(invoke_expression(&statements).as_deref(), Some("hostname"));
+        assert_eq!(invoke_expression(&statements[..1]), None);
+        assert_eq!(
+            out_string_stream(&Value::String("a\r\nb".into())),
+            ["a", "b"]
+        );
+        assert_eq!(out_string_stream(&Value::I32(5)), ["5"]);
     }
 }
