@@ -12,7 +12,9 @@ Usage:
       [--max-envelope BYTES] [--operation-timeout S]
 
 The password is read from the environment variable named by --password-env (default
-SIM_PASSWORD) so that it never appears in argv.
+SIM_PASSWORD) so that it never appears in argv. Simulated host names (`srv0001.fleet.test`)
+resolve through `SIM_HOSTS` (`name=address,...`), so that TLS checks the certificate against
+the name as it would against a real host.
 
 Scenarios:
   pypsrp_execute_ps   Client.execute_ps(script) -> output, had_errors, streams
@@ -30,6 +32,7 @@ code or null, "message": text}}; the exit status is 0 whenever the JSON was prin
 import argparse
 import json
 import os
+import socket
 import sys
 import traceback
 
@@ -54,12 +57,26 @@ def main():
     parser.add_argument("--operation-timeout", type=int, default=20)
     args = parser.parse_args()
     args.password = os.environ.get(args.password_env, "")
+    resolve_simulated_names(os.environ.get("SIM_HOSTS", ""))
     try:
         result = SCENARIOS[args.scenario](args)
     except Exception as error:  # every failure is data for the Rust test
         result = {"error": describe(error)}
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
+
+
+def resolve_simulated_names(spec):
+    """Makes getaddrinfo answer the simulated names with their loopback addresses."""
+    names = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+    if not names:
+        return
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *rest, **kwargs):
+        return real(names.get(host, host), *rest, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
 
 
 def describe(error):

@@ -46,9 +46,9 @@ use std::time::Duration;
 use psfleet_core::wsman::{
     Action, ClientMessage, CommandLine, CommandResponse, CommandState, CommandStateInfo,
     CreateResponse, CreateShell, Enumerate, EnumerationBatch, EnumerationItem, FaultCode,
-    FaultSubcode, FaultValue, GetResponse, OperationTimeout, Pull, Receive, ReceiveResponse,
-    Request, RequestBody, Response, ResponseBody, Selector, Send, ShellState, Signal, SignalCode,
-    WsmanFault, resources,
+    FaultSubcode, FaultValue, GetResponse, OperationTimeout, ProviderFault, ProviderFaultContent,
+    Pull, Receive, ReceiveResponse, Request, RequestBody, Response, ResponseBody, Selector, Send,
+    ShellState, Signal, SignalCode, WsmanFault, resources,
 };
 use uuid::Uuid;
 
@@ -569,7 +569,7 @@ impl HostService {
                 // R:test_winrs_fail_poll_process: Receive without a command is code 87.
                 let id = receive
                     .command_id
-                    .ok_or_else(|| invalid_parameter(ctx.machine))?;
+                    .ok_or_else(|| cmd_plugin_invalid_parameter(ctx.machine))?;
                 match cmd
                     .receive(id, &receive.streams, ctx.now, &mut budget)
                     .map_err(|r| cmd_fault(r, ctx.machine))?
@@ -951,6 +951,19 @@ fn invalid_parameter(machine: &str) -> WsmanFault {
             machine,
             "The parameter is incorrect. ",
         )
+    }
+}
+
+/// Code 87 raised by the cmd plugin, as Windows answers a Receive without a command
+/// (R:test_winrs_fail_poll_process).
+fn cmd_plugin_invalid_parameter(machine: &str) -> WsmanFault {
+    WsmanFault {
+        provider_fault: Some(ProviderFault {
+            provider: "Shell cmd plugin".to_owned(),
+            path: "%systemroot%\\system32\\winrscmd.dll".to_owned(),
+            content: ProviderFaultContent::Text("The parameter is incorrect. ".to_owned()),
+        }),
+        ..invalid_parameter(machine)
     }
 }
 

@@ -185,6 +185,32 @@ pub(crate) fn run_cmd(
     for part in line.split('&').map(str::trim).filter(|p| !p.is_empty()) {
         let (verb, rest) = part.split_once(' ').unwrap_or((part, ""));
         match verb.to_ascii_lowercase().as_str() {
+            "powershell" | "powershell.exe" => {
+                let script = encoded_command(rest).unwrap_or_default();
+                let run = run_script(&ScriptInvocation {
+                    script: &script,
+                    arguments: &[],
+                    named: &[],
+                    input: &[],
+                    host,
+                    user,
+                });
+                for event in run.events {
+                    match event.event {
+                        ScriptEvent::Output(v) => {
+                            out.stdout.extend(format!("{}\r\n", v.display_text()).bytes())
+                        }
+                        ScriptEvent::Error(e) => {
+                            out.stderr.extend(format!("{}\r\n", e.message).bytes())
+                        }
+                        _ => {}
+                    }
+                }
+                if let ScriptEnd::Failed { error, .. } = run.end {
+                    out.stderr.extend(format!("{}\r\n", error.message).bytes());
+                    out.exit_code = 1;
+                }
+            }
             "echo" => out.stdout.extend(format!("{rest}\r\n").bytes()),
             "hostname" => out
                 .stdout
@@ -203,6 +229,41 @@ pub(crate) fn run_cmd(
         }
     }
     out
+}
+
+/// The script of `-EncodedCommand <base64 of UTF-16LE>` (pywinrm's `run_ps`).
+fn encoded_command(args: &str) -> Option<String> {
+    let mut words = args.split_whitespace();
+    words.find(|w| w.eq_ignore_ascii_case("-encodedcommand"))?;
+    let bytes = base64_decode(words.next()?)?;
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 fn unquote(text: &str) -> String {
