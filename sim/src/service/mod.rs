@@ -338,8 +338,6 @@ impl HostService {
             output_streams: non_empty(&create.output_streams, &["stdout", "stderr"]),
             environment: create.environment.clone(),
             working_directory: create.working_directory.clone(),
-            lifetime: create.lifetime,
-            name: create.name.clone(),
             kind,
         };
         let info = shell.info(&self.spec, ctx.now, false);

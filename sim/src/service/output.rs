@@ -102,6 +102,8 @@ struct Outgoing {
     sent: usize,
     next_fragment: u64,
     terminal: bool,
+    /// Starts a new Receive response: not sent together with what came before it.
+    own_response: bool,
 }
 
 /// What one drain produced.
@@ -123,6 +125,29 @@ impl Outbox {
         object_ids: &mut u64,
         terminal: bool,
     ) {
+        self.push_message(ready_at, message, object_ids, terminal, false);
+    }
+
+    /// Like [`Outbox::push`], but the message goes out in a later Receive than the
+    /// messages queued before it (Windows sends RUNSPACEPOOL_STATE after the capability
+    /// exchange, R:test_psrp_open_runspace).
+    pub(super) fn push_in_next_response(
+        &mut self,
+        ready_at: Duration,
+        message: &Message,
+        object_ids: &mut u64,
+    ) {
+        self.push_message(ready_at, message, object_ids, false, true);
+    }
+
+    fn push_message(
+        &mut self,
+        ready_at: Duration,
+        message: &Message,
+        object_ids: &mut u64,
+        terminal: bool,
+        own_response: bool,
+    ) {
         let ready_at = self
             .queue
             .back()
@@ -136,6 +161,7 @@ impl Outbox {
             sent: 0,
             next_fragment: 0,
             terminal,
+            own_response,
         });
     }
 
@@ -168,7 +194,7 @@ impl Outbox {
     ) -> Drained {
         let mut out = Drained::default();
         while let Some(front) = self.queue.front_mut() {
-            if front.ready_at > now {
+            if front.ready_at > now || (front.own_response && !out.streams.is_empty()) {
                 break;
             }
             let capacity = budget.stream_capacity();
@@ -304,6 +330,24 @@ mod tests {
         let drained = outbox.drain(Duration::from_secs(2), &mut budget, None);
         assert_eq!(drained.streams.len(), 2);
         assert!(drained.terminal_sent);
+        outbox.push(Duration::ZERO, &message(1), &mut ids, false);
+        outbox.push_in_next_response(Duration::ZERO, &message(2), &mut ids);
+        let mut budget = ReceiveBudget::new(153_600, None);
+        assert_eq!(
+            outbox
+                .drain(Duration::from_secs(3), &mut budget, None)
+                .streams
+                .len(),
+            1
+        );
+        assert_eq!(
+            outbox
+                .drain(Duration::from_secs(3), &mut budget, None)
+                .streams
+                .len(),
+            1
+        );
+        assert!(outbox.next_ready_at().is_none());
         let first = decode_fragments(&drained.streams[0].data).unwrap();
         assert_eq!(
             (first[0].object_id, first[0].start, first[0].end),

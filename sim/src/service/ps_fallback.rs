@@ -197,9 +197,9 @@ pub(crate) fn run_cmd(
                 });
                 for event in run.events {
                     match event.event {
-                        ScriptEvent::Output(v) => {
-                            out.stdout.extend(format!("{}\r\n", v.display_text()).bytes())
-                        }
+                        ScriptEvent::Output(v) => out
+                            .stdout
+                            .extend(format!("{}\r\n", v.display_text()).bytes()),
                         ScriptEvent::Error(e) => {
                             out.stderr.extend(format!("{}\r\n", e.message).bytes())
                         }

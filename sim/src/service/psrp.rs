@@ -150,7 +150,11 @@ impl PsrpShell {
                 error: None,
             }
         };
-        shell.queue_pool(now, &state.encode(rpid));
+        // Windows answers the first Receive with the capability exchange and the next one
+        // with the pool's state (R:test_psrp_open_runspace).
+        shell
+            .pool_out
+            .push_in_next_response(now, &state.encode(rpid), &mut shell.next_object_id);
         Ok(shell)
     }
 

@@ -57,8 +57,6 @@ pub(super) struct Shell {
     pub output_streams: Vec<String>,
     pub environment: Vec<EnvironmentVariable>,
     pub working_directory: Option<String>,
-    pub lifetime: Option<Duration>,
-    pub name: Option<String>,
     pub kind: ShellKind,
 }
 
@@ -247,7 +245,8 @@ impl Shell {
 
     /// The shell as Windows describes it: the CreateResponse fields, plus MemoryUsed and
     /// ChildProcesses for a Get or Enumerate (`detailed`). cmd shells omit the PSRP-only
-    /// fields (R:test_winrs_standard vs R:test_psrp_open_runspace).
+    /// fields (R:test_winrs_standard vs R:test_psrp_open_runspace); Windows does not echo
+    /// a shell's Name or Lifetime (R:test_winrs_extra_opts).
     pub(super) fn info(&self, host: &HostSpec, now: Duration, detailed: bool) -> ShellInfo {
         let owner = if self.is_psrp() && !self.owner.contains('\\') {
             format!("{}\\{}", host.os.computer_name, self.owner)
@@ -257,7 +256,6 @@ impl Shell {
         let psrp = self.is_psrp();
         ShellInfo {
             shell_id: Some(self.id),
-            name: self.name.clone(),
             resource_uri: Some(self.resource_uri.clone()),
             owner: Some(owner),
             // The simulator listens on loopback only, so every client is local.
@@ -265,7 +263,6 @@ impl Shell {
             process_id: psrp.then_some(self.process_id),
             environment: self.environment.clone(),
             working_directory: self.working_directory.clone(),
-            lifetime: self.lifetime,
             idle_timeout: Some(self.idle_timeout),
             input_streams: Some(self.input_streams.clone()),
             output_streams: Some(self.output_streams.clone()),
@@ -281,6 +278,8 @@ impl Shell {
             shell_inactivity: Some(whole_seconds(now.saturating_sub(self.last_activity))),
             memory_used: detailed.then(|| "46MB".to_owned()),
             child_processes: detailed.then_some(0),
+            name: None,
+            lifetime: None,
         }
     }
 }

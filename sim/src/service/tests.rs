@@ -545,17 +545,27 @@ fn open_pool(service: &HostService, wire: &mut Wire, ids: &mut SequentialIds) ->
             streams: vec!["stdout".into()],
         }),
     );
-    let ResponseBody::ReceiveResponse(r) = wire.call(service, ADMIN, &receive).body else {
-        panic!("pool did not answer");
-    };
     let mut defrag = Defragmenter::new();
     let mut types = Vec::new();
-    for s in r.streams {
-        for (_, m) in receive_blob(&mut defrag, &s.data).unwrap() {
-            types.push(m.message_type());
+    for _ in 0..2 {
+        let ResponseBody::ReceiveResponse(r) = wire.call(service, ADMIN, &receive).body else {
+            panic!("pool did not answer");
+        };
+        for s in r.streams {
+            for (_, m) in receive_blob(&mut defrag, &s.data).unwrap() {
+                types.push(m.message_type());
+            }
         }
     }
-    assert_eq!(types.len(), 3, "{types:?}");
+    use psfleet_core::psrp::MessageType as T;
+    assert_eq!(
+        types,
+        [
+            T::SessionCapability,
+            T::ApplicationPrivateData,
+            T::RunspacePoolState
+        ]
+    );
     shell
 }
 
