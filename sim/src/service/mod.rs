@@ -128,13 +128,33 @@ impl HostService {
         &self.spec
     }
 
-    /// The Identify response body (unauthenticated and authenticated Identify share it).
+    /// The Identify response body for an unauthenticated Identify (`WSMANIDENTIFY:
+    /// unauthenticated`): MS-WSMV 3.1.4.1.23 forbids `wsmid:SecurityProfiles` in it
+    /// (wire-facts 2.2). An authenticated Identify goes through [`HostService::handle`] and
+    /// lists the profiles.
     pub fn identify(&self) -> Vec<u8> {
+        psfleet_core::wsman::IdentifyResponse {
+            security_profiles: None,
+            ..self.identify_authenticated()
+        }
+        .to_xml()
+    }
+
+    /// The authenticated Identify reply: the security profiles the host's auth settings
+    /// offer (Basic, and spnego-kerberos for Negotiate or Kerberos, MS-WSMV 3.1.4.1.29.2).
+    fn identify_authenticated(&self) -> psfleet_core::wsman::IdentifyResponse {
+        let auth = &self.spec.auth;
+        let mut profiles = Vec::new();
+        if auth.basic {
+            profiles.push(resources::SECURITY_PROFILE_HTTP_BASIC.to_owned());
+        }
+        if auth.negotiate || auth.kerberos {
+            profiles.push(resources::SECURITY_PROFILE_HTTP_SPNEGO_KERBEROS.to_owned());
+        }
         psfleet_core::wsman::IdentifyResponse::new(
             self.spec.os.identify_product_version.clone(),
-            vec![resources::SECURITY_PROFILE_HTTP_SPNEGO_KERBEROS.to_owned()],
+            profiles,
         )
-        .to_xml()
     }
 
     /// A snapshot of the host's counters (shells that idled past their IdleTimeout are
@@ -158,7 +178,7 @@ impl HostService {
             Ok(ClientMessage::Identify(_)) => {
                 return ServiceReply::Respond {
                     status: 200,
-                    body: self.identify(),
+                    body: self.identify_authenticated().to_xml(),
                 };
             }
             Err(_) => {

@@ -1047,3 +1047,33 @@ fn unparsable_bodies_and_bad_timeouts_get_faults() {
     assert_eq!(service.counters().totals.shells_created, 0);
     let _ = Value::Nil;
 }
+
+#[test]
+fn identify_lists_security_profiles_only_when_authenticated() {
+    let mut spec = host();
+    spec.auth.basic = true;
+    let service = service(spec);
+    let anonymous = psfleet_core::wsman::IdentifyResponse::parse(&service.identify()).unwrap();
+    assert_eq!(anonymous.security_profiles, None);
+    assert_eq!(
+        anonymous.product_version.as_deref(),
+        Some("OS: 10.0.17763 SP: 0.0 Stack: 3.0")
+    );
+    let reply = service.handle(&ServiceRequest {
+        user: ADMIN,
+        body: &psfleet_core::wsman::IdentifyRequest.to_xml(),
+        received_at: Duration::ZERO,
+        now: Duration::ZERO,
+    });
+    let ServiceReply::Respond { status: 200, body } = reply else {
+        panic!("{reply:?}")
+    };
+    let authenticated = psfleet_core::wsman::IdentifyResponse::parse(&body).unwrap();
+    assert_eq!(
+        authenticated.security_profiles,
+        Some(vec![
+            resources::SECURITY_PROFILE_HTTP_BASIC.to_owned(),
+            resources::SECURITY_PROFILE_HTTP_SPNEGO_KERBEROS.to_owned()
+        ])
+    );
+}
