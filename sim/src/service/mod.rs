@@ -189,7 +189,15 @@ impl HostService {
                 return envelope(Uuid::nil(), id, ResponseBody::Fault(fault));
             }
         };
+        let budget = match &parsed.body {
+            RequestBody::Receive(receive) => Some(ReceiveBudget::new(
+                self.max_envelope_of(&parsed),
+                receive.command_id,
+            )),
+            _ => None,
+        };
         let ctx = Ctx {
+            budget,
             user: request.user,
             now: request.now,
             received_at: request.received_at,
@@ -579,7 +587,10 @@ impl HostService {
     }
 
     fn receive(&self, state: &mut HostState, ctx: &Ctx<'_>, receive: &Receive) -> Outcome {
-        let mut budget = ReceiveBudget::new(self.max_envelope(ctx), receive.command_id);
+        let mut budget = ctx
+            .budget
+            .clone()
+            .unwrap_or_else(|| ReceiveBudget::new(self.max_envelope(ctx), receive.command_id));
         let shell = self.shell_mut(state, ctx)?;
         let shell_id = shell.id;
         match &mut shell.kind {
@@ -771,6 +782,13 @@ impl HostService {
             QuotaExceeded::OperationsPerUser(max) => {
                 WsmanFault::max_operations_per_user(ctx.machine, max)
             }
+            QuotaExceeded::System => WsmanFault::new(
+                FaultValue::Sender,
+                FaultSubcode::QuotaLimit,
+                FaultCode::QuotaSystem,
+                ctx.machine,
+                "The WS-Management service cannot process the request. The service is configured to not accept any more shells. Close existing shells or retry later. ",
+            ),
             QuotaExceeded::Users(_) => WsmanFault::new(
                 FaultValue::Sender,
                 FaultSubcode::QuotaLimit,
@@ -784,7 +802,11 @@ impl HostService {
     /// The largest response the client accepts: its `wsman:MaxEnvelopeSize`, else the
     /// host's MaxEnvelopeSizekb.
     fn max_envelope(&self, ctx: &Ctx<'_>) -> usize {
-        ctx.request
+        self.max_envelope_of(ctx.request)
+    }
+
+    fn max_envelope_of(&self, request: &Request) -> usize {
+        request
             .header
             .max_envelope_size
             .map(|n| n as usize)
@@ -807,6 +829,8 @@ impl HostService {
 
 /// The parts of a request every operation needs.
 struct Ctx<'a> {
+    /// A Receive's response budget, measured before the lock is taken.
+    budget: Option<ReceiveBudget>,
     user: &'a str,
     now: Duration,
     received_at: Duration,

@@ -16,6 +16,10 @@ use crate::host::HostSpec;
 /// dropped it without calling back (the client went away).
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 
+/// Shells one host keeps, whatever its quotas say (Server 2016's MaxShellsPerUser is
+/// 2147483647): the simulator's own bound on memory per host.
+pub(super) const MAX_SHELLS_PER_HOST: usize = 4096;
+
 /// Enumeration contexts kept for Pull; older ones are forgotten.
 const MAX_ENUMERATIONS: usize = 64;
 
@@ -125,6 +129,8 @@ pub(super) enum QuotaExceeded {
     ShellsPerUser(u32),
     /// MaxConcurrentOperationsPerUser (service).
     OperationsPerUser(u32),
+    /// The simulator's per-host bound ([`MAX_SHELLS_PER_HOST`]).
+    System,
 }
 
 impl HostState {
@@ -162,6 +168,9 @@ impl HostState {
 
     /// Whether `user` may open one more shell: MaxConcurrentUsers, then MaxShellsPerUser.
     pub(super) fn check_new_shell(&self, host: &HostSpec, user: &str) -> Result<(), QuotaExceeded> {
+        if self.shells.len() >= MAX_SHELLS_PER_HOST {
+            return Err(QuotaExceeded::System);
+        }
         let winrs = host.winrm.winrs.as_ref();
         let mine = self.shells.values().filter(|s| s.owner == user).count();
         if let Some(max) = winrs.and_then(|w| w.max_concurrent_users)
