@@ -1077,3 +1077,125 @@ fn identify_lists_security_profiles_only_when_authenticated() {
         ])
     );
 }
+
+#[test]
+fn winrs_stdin_is_sent_before_the_command_runs() {
+    let service = service(host());
+    let mut wire = Wire::default();
+    let mut ids = SequentialIds::starting_after(0xF000);
+    let (mut run, first) = CommandRun::start(
+        ShellSettings::new(ENDPOINT),
+        CommandSpec {
+            command: "echo".to_owned(),
+            arguments: vec!["with".to_owned(), "input".to_owned()],
+            // Two pieces, the second over MAX_STDIN_CHUNK: three Sends.
+            stdin: vec![b"first line\r\n".to_vec(), vec![b'z'; 70_000]],
+        },
+        &mut ids,
+    );
+    let mut request = *first;
+    let mut stdout = Vec::new();
+    let outcome = loop {
+        let response = wire.call(&service, ADMIN, &request);
+        let step = run.handle(response, &mut ids);
+        while let Some(event) = run.poll_event() {
+            if let WinrsEvent::Stdout(b) = event {
+                stdout.extend(b);
+            }
+        }
+        match step {
+            Step::Send(next) => request = *next,
+            Step::Finished(outcome) => break outcome,
+        }
+    };
+    assert_eq!(outcome, Ok(0));
+    assert_eq!(stdout, b"with input\r\n");
+    let sends = wire.log.iter().filter(|e| e.0 == Action::Send).count();
+    assert_eq!(sends, 3);
+    assert_eq!(service.counters().totals.cmd_executions, 1);
+}
+
+#[test]
+fn psrp_pipeline_with_input_runs_when_its_input_ends() {
+    use psfleet_core::psrp::messages::{CreatePipeline, PipelineInput, ProtocolVersion};
+    let service = service(host());
+    let mut wire = Wire::default();
+    let mut ids = SequentialIds::starting_after(0xF100);
+    let shell = open_pool(&service, &mut wire, &mut ids);
+    let uri = resources::powershell("Microsoft.PowerShell");
+    let pid = ids.next_id();
+    let mut fragmenter = psfleet_core::psrp::Fragmenter::starting_at(3);
+    let mut create = CreatePipeline::script("Write-Output 'ran'", ProtocolVersion::V2_3);
+    create.no_input = false;
+    let frags = |m: &psfleet_core::psrp::Message, f: &mut psfleet_core::psrp::Fragmenter| {
+        psfleet_core::psrp::fragment::encode_fragments(&f.fragment_message(m, 100_000))
+    };
+    let command = Request::new(
+        header(Action::Command, &uri, &mut ids).with_shell_id(&shell),
+        RequestBody::Command(CommandLine::powershell(
+            pid,
+            &frags(&create.encode(shell, pid), &mut fragmenter),
+        )),
+    );
+    wire.call(&service, ADMIN, &command);
+    let send = |data: Vec<u8>, ids: &mut SequentialIds| {
+        Request::new(
+            header(Action::Send, &uri, ids).with_shell_id(&shell),
+            RequestBody::Send(psfleet_core::wsman::Send {
+                streams: vec![psfleet_core::wsman::SendStream {
+                    name: "stdin".into(),
+                    command_id: Some(pid),
+                    end: None,
+                    data,
+                }],
+            }),
+        )
+    };
+    let receive = |ids: &mut SequentialIds| {
+        Request::new(
+            header(Action::Receive, &uri, ids)
+                .with_shell_id(&shell)
+                .with_operation_timeout(Duration::from_secs(2)),
+            RequestBody::Receive(Receive {
+                command_id: Some(pid),
+                streams: vec!["stdout".into()],
+            }),
+        )
+    };
+    let input = PipelineInput {
+        value: Value::String("in".into()),
+    };
+    let r = wire.call(
+        &service,
+        ADMIN,
+        &send(frags(&input.encode(shell, pid), &mut fragmenter), &mut ids),
+    );
+    assert_eq!(r.body, ResponseBody::SendResponse);
+    // Input still open: nothing runs, the Receive times out.
+    let r = wire.call(&service, ADMIN, &receive(&mut ids));
+    assert_eq!(fault_code(&r), Some(2_150_858_793));
+    assert_eq!(service.counters().totals.script_executions, 0);
+    let end = psfleet_core::psrp::messages::end_of_pipeline_input(shell, pid);
+    wire.call(
+        &service,
+        ADMIN,
+        &send(frags(&end, &mut fragmenter), &mut ids),
+    );
+    let ResponseBody::ReceiveResponse(r) = wire.call(&service, ADMIN, &receive(&mut ids)).body
+    else {
+        panic!("no output")
+    };
+    let mut defrag = Defragmenter::new();
+    let outputs: Vec<String> = r
+        .streams
+        .iter()
+        .flat_map(|s| receive_blob(&mut defrag, &s.data).unwrap())
+        .filter_map(|(_, m)| match m {
+            PsrpMessage::PipelineOutput(o) => Some(o.value.display_text().into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs, ["ran"]);
+    assert_eq!(r.command_state.unwrap().state, CommandState::Done);
+    assert_eq!(service.counters().totals.script_executions, 1);
+}
