@@ -1199,3 +1199,57 @@ fn psrp_pipeline_with_input_runs_when_its_input_ends() {
     assert_eq!(r.command_state.unwrap().state, CommandState::Done);
     assert_eq!(service.counters().totals.script_executions, 1);
 }
+
+#[test]
+fn concurrent_clients_never_exceed_the_shell_quota() {
+    let mut spec = host();
+    spec.winrm.winrs.as_mut().unwrap().max_shells_per_user = Some(3);
+    let service = Arc::new(service(spec));
+    let threads: Vec<_> = (0..8u128)
+        .map(|t| {
+            let service = Arc::clone(&service);
+            std::thread::spawn(move || {
+                let (mut ok, mut refused) = (0u64, 0u64);
+                for i in 0..10u128 {
+                    let mut wire = Wire::default();
+                    let mut ids = SequentialIds::starting_after((t << 64) | (i << 32));
+                    let (mut run, first) = ScriptRun::start(
+                        PsrpSettings::new(ENDPOINT),
+                        ScriptSpec::new("Write-Output 'x'\nStart-Sleep -Milliseconds 50"),
+                        &mut ids,
+                    );
+                    let mut request = *first;
+                    let outcome = loop {
+                        let response = wire.call(&service, ADMIN, &request);
+                        match run.handle(response, &mut ids) {
+                            PsrpStep::Send(next) => request = *next,
+                            PsrpStep::Finished(outcome) => break outcome,
+                        }
+                    };
+                    match outcome {
+                        Ok(o) if o.state == PsInvocationState::Completed => ok += 1,
+                        Err(PsrpClientError::Fault { fault, .. })
+                            if fault.code == Some(FaultCode::QuotaMaxShells) =>
+                        {
+                            refused += 1
+                        }
+                        other => panic!("unexpected outcome {other:?}"),
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    let (ok, refused) = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert_eq!(ok + refused, 80);
+    let c = service.counters();
+    assert!(c.totals.max_concurrent_shells <= 3, "{c:?}");
+    assert_eq!(c.totals.shells_open, 0);
+    assert_eq!(c.totals.shells_created, ok);
+    assert_eq!(c.totals.quota_faults, refused);
+    assert_eq!(c.totals.script_executions, ok);
+    println!("concurrent clients: {ok} runs completed, {refused} refused by MaxShellsPerUser=3");
+}
