@@ -1662,6 +1662,7 @@ enum StageKind {
         seen: usize,
         emitted: usize,
         buffer: Vec<Val>,
+        keys: std::collections::HashSet<Vec<u8>>,
     },
     Sort {
         keys: Vec<(Selector, bool)>,
@@ -1895,6 +1896,7 @@ impl<'p> Stage<'p> {
                 seen: 0,
                 emitted: 0,
                 buffer: Vec::new(),
+                keys: std::collections::HashSet::new(),
             },
             "Sort-Object" => StageKind::Sort {
                 keys: selectors(e, b.get("Property")),
@@ -2032,6 +2034,7 @@ impl<'p> Stage<'p> {
                 seen,
                 emitted,
                 buffer,
+                keys,
             } => {
                 let position = *seen;
                 *seen += 1;
@@ -2052,10 +2055,11 @@ impl<'p> Stage<'p> {
                     vec![select_item(e, &p, &x, &item)?]
                 };
                 for v in shaped {
-                    if *unique && buffer.iter().any(|b| b.to_clixml() == v.to_clixml()) {
+                    if *unique && !keys.insert(psfleet_core::psrp::clixml::to_bytes(&v.to_clixml()))
+                    {
                         continue;
                     }
-                    if *unique || last_n.is_some() {
+                    if last_n.is_some() {
                         buffer.push(v.clone());
                     }
                     if last_n.is_none() {

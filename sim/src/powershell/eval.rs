@@ -174,7 +174,13 @@ impl<'a> Engine<'a> {
     }
 
     pub(crate) fn tick(&mut self) -> R<()> {
-        self.steps += 1;
+        self.charge(1)
+    }
+
+    /// Counts `n` units of work (bulk operations count their size: one unit per item and
+    /// per KiB of text) and fails once the budget is spent.
+    pub(crate) fn charge(&mut self, n: usize) -> R<()> {
+        self.steps = self.steps.saturating_add(n as u64);
         if self.steps > MAX_STEPS {
             return Err(self.limit("The script ran longer than this simulated host allows."));
         }
@@ -224,6 +230,8 @@ impl<'a> Engine<'a> {
     /// Sends a value to the current output: the innermost capture, or the pipeline's output
     /// stream.
     pub(crate) fn emit(&mut self, v: Val) {
+        // Copies of large values count against the budget (checked at the next tick).
+        self.steps = self.steps.saturating_add(values::cost(&v) as u64);
         if let Some(top) = self.captures.last_mut() {
             if top.len() < MAX_ITEMS {
                 top.push(v);
@@ -913,6 +921,7 @@ impl<'a> Engine<'a> {
                     return super::ops::static_member(self, t, name, None, 0, 0);
                 }
                 let v = self.eval(target)?;
+                self.charge(values::cost(&v))?;
                 Ok(super::ops::member(&v, name))
             }
             Expr::Method {

@@ -1089,6 +1089,37 @@ mod tests {
             failure(&r).fully_qualified_error_id,
             "SimulatorLimitExceeded"
         );
+        // Deep recursion stops at the call-depth limit without exhausting the stack.
+        let r = run("function f($n) { f ($n + 1) }; f 0");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        let deep = format!("{}1{}", "(".repeat(45), ")".repeat(45));
+        assert_eq!(texts(&run(&deep)), ["1"]);
+        // Bulk operations count their size: a large array compared in a loop runs out.
+        let r = run("$a = 1..400000; while ($true) { $null = $a -contains 0 }");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        // Results are bounded before they are built.
+        let r = run("$s = 'a' * 500000; $s -replace 'a', 'bbbbbbbbbb'");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        let r = run("$s = 'a' * 3000000; ($s, $s) -join ','");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        let r = run("[int[][][][][][][][][][]]1");
+        assert_eq!(errors(&r)[0].fully_qualified_error_id, "TypeNotFound");
+        assert_eq!(
+            texts(&run("3,1,3,2,1 | Select-Object -Unique")),
+            ["3", "1", "2"]
+        );
     }
 
     #[test]
