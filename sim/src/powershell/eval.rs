@@ -37,7 +37,8 @@ pub(crate) const MAX_STRING: usize = 4 << 20;
 pub(crate) const MAX_ITEMS: usize = 1_000_000;
 /// Longest virtual time a script may take (further sleeps are cut short).
 const MAX_ELAPSED: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Deepest call nesting (functions and script blocks).
+/// Deepest nesting of calls (functions, script blocks) and parenthesised or sub-expressions
+/// together: every level costs stack, so one counter bounds them all.
 const MAX_CALL_DEPTH: usize = 100;
 
 /// Why evaluation stopped early.
@@ -885,6 +886,24 @@ impl<'a> Engine<'a> {
 
     pub(crate) fn eval(&mut self, e: &Expr) -> R<Val> {
         self.tick()?;
+        if matches!(
+            e,
+            Expr::Paren(_) | Expr::Sub(_) | Expr::ArraySub(_) | Expr::Expandable(_)
+        ) {
+            if self.call_depth >= MAX_CALL_DEPTH {
+                return Err(self.limit(
+                    "The script nests calls and expressions too deeply for this simulated host.",
+                ));
+            }
+            self.call_depth += 1;
+            let r = self.eval_inner(e);
+            self.call_depth -= 1;
+            return r;
+        }
+        self.eval_inner(e)
+    }
+
+    fn eval_inner(&mut self, e: &Expr) -> R<Val> {
         match e {
             Expr::Str(s) => Ok(Val::str(s.clone())),
             Expr::Int(i) => Ok(Val::int(*i)),

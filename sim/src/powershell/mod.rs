@@ -1097,6 +1097,15 @@ mod tests {
         );
         let deep = format!("{}1{}", "(".repeat(45), ")".repeat(45));
         assert_eq!(texts(&run(&deep)), ["1"]);
+        let nested = format!(
+            "function f($n) {{ {}f ($n + 1){} }}; f 0",
+            "(".repeat(45),
+            ")".repeat(45)
+        );
+        assert_eq!(
+            failure(&run(&nested)).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
         // Bulk operations count their size: a large array compared in a loop runs out.
         let r = run("$a = 1..400000; while ($true) { $null = $a -contains 0 }");
         assert_eq!(
