@@ -43,7 +43,7 @@ pub(crate) fn run_cmd(
     let mut shell = Shell {
         host,
         user,
-        env: super::eval::environment(host, &facts),
+        env: super::eval::environment(&facts),
         facts,
         stdout: Vec::new(),
         stderr: Vec::new(),

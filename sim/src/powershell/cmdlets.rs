@@ -1523,7 +1523,7 @@ enum CalcExpr {
     Name(String),
 }
 
-fn selectors(e: &mut Engine<'_>, v: Option<&Val>) -> Vec<(Selector, bool)> {
+fn selectors(v: Option<&Val>) -> Vec<(Selector, bool)> {
     let Some(v) = v else {
         return Vec::new();
     };
@@ -1565,10 +1565,7 @@ fn selectors(e: &mut Engine<'_>, v: Option<&Val>) -> Vec<(Selector, bool)> {
                 },
                 false,
             ),
-            other => {
-                let _ = &e;
-                (Selector::Name(to_str(&other)), false)
-            }
+            other => (Selector::Name(to_str(&other)), false),
         })
         .collect()
 }
@@ -1876,7 +1873,7 @@ impl<'p> Stage<'p> {
                 }
             }
             "Select-Object" => StageKind::Select {
-                props: selectors(e, b.get("Property")),
+                props: selectors(b.get("Property")),
                 exclude: b
                     .get("ExcludeProperty")
                     .map(|v| v.items().iter().map(to_str).collect())
@@ -1899,7 +1896,7 @@ impl<'p> Stage<'p> {
                 keys: std::collections::HashSet::new(),
             },
             "Sort-Object" => StageKind::Sort {
-                keys: selectors(e, b.get("Property")),
+                keys: selectors(b.get("Property")),
                 descending: b.has("Descending"),
                 unique: b.has("Unique"),
                 case: b.has("CaseSensitive"),

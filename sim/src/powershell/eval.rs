@@ -121,7 +121,7 @@ pub(crate) struct Engine<'a> {
 impl<'a> Engine<'a> {
     pub(crate) fn new(host: &'a HostSpec, user: &str, script: &'a str) -> Self {
         let facts = HostFacts::new(host, user);
-        let env = environment(host, &facts);
+        let env = environment(&facts);
         let mut globals = HashMap::new();
         for (k, v) in [
             ("erroractionpreference", "Continue"),
@@ -1128,7 +1128,7 @@ fn thrown(v: Option<Val>, site: Site<'_>) -> ErrorRecord {
 }
 
 /// The process environment of the simulated host (`$env:`, cmd's `set`).
-pub(crate) fn environment(host: &HostSpec, facts: &HostFacts) -> Vec<(String, String)> {
+pub(crate) fn environment(facts: &HostFacts) -> Vec<(String, String)> {
     let user = &facts.user;
     let computer = &facts.computer;
     let profile = format!("C:\\Users\\{user}");
@@ -1168,7 +1168,6 @@ pub(crate) fn environment(host: &HostSpec, facts: &HostFacts) -> Vec<(String, St
         ("USERPROFILE".into(), profile.clone()),
         ("windir".into(), "C:\\Windows".into()),
     ];
-    let _ = host;
     env.sort_by_key(|(k, _)| k.to_ascii_lowercase());
     env
 }

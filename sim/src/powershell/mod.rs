@@ -201,8 +201,14 @@ pub fn version_table(host: &HostSpec) -> PsVersionTable {
 /// (`HostSpec.powershell.modules_fail`): `RunspaceOpenModuleLoadException`, id
 /// `ErrorLoadingModulesOnRunspaceOpen` (wire-facts 1.13), for RUNSPACEPOOL_STATE Broken.
 pub fn module_load_failure(host: &HostSpec) -> ErrorRecord {
-    let _ = host;
-    let message = "One or more errors occurred processing the module 'Microsoft.PowerShell.Management' specified in the InitialSessionState object used to create this runspace. See the ErrorRecords property for a complete list of errors. The first error was: The 'Get-Service' command was found in the module 'Microsoft.PowerShell.Management', but the module could not be loaded.".to_owned();
+    let module = if host.powershell.version.starts_with('5') {
+        "Microsoft.PowerShell.Management"
+    } else {
+        "CimCmdlets"
+    };
+    let message = format!(
+        "One or more errors occurred processing the module '{module}' specified in the InitialSessionState object used to create this runspace. See the ErrorRecords property for a complete list of errors. The first error was: The module '{module}' could not be loaded."
+    );
     let mut record = records::error_at(
         records::ErrorSpec {
             exception_extra: vec![

@@ -688,13 +688,7 @@ pub(crate) fn member(v: &Val, name: &str) -> Val {
                 }
             }
         },
-        Val::Block(b) => match lower.as_str() {
-            "ast" | "file" | "module" => Val::null(),
-            _ => {
-                let _ = b;
-                Val::null()
-            }
-        },
+        Val::Block(_) => Val::null(),
         Val::V(value) => value_member(value, &lower, name),
     }
 }
