@@ -138,6 +138,11 @@ impl Credential {
         self.user.inner()
     }
 
+    /// The password, for HTTP Basic (`engine::http` builds that header itself).
+    pub(crate) fn password(&self) -> &str {
+        self.password.as_ref()
+    }
+
     /// The parsed user name.
     pub fn username(&self) -> &Username {
         &self.user
