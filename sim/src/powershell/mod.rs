@@ -1283,6 +1283,7 @@ mod tests {
         assert_eq!(r.stdout, b"output 1\noutput 2\n");
         // Sleeps inside powershell make the command take that long.
         let r = cmd("powershell -Command Start-Sleep 5");
-        assert_eq!(r.duration, Duration::from_secs(5));
+        assert_eq!(r.duration, Duration::from_secs(5) + cmd::CMD_START);
+        assert_eq!(cmd("echo hi").duration, cmd::CMD_START);
     }
 }
