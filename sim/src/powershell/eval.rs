@@ -97,8 +97,9 @@ struct Redirection {
 pub(crate) struct Engine<'a> {
     pub host: &'a HostSpec,
     pub facts: HostFacts,
-    /// The top-level script text (every source offset points into it).
-    pub script: &'a str,
+    /// The text of the script being run (every source offset points into it; Invoke-Expression
+    /// swaps in its own text while it runs).
+    pub script: Rc<str>,
     pub clock: Duration,
     pub events: Vec<TimedEvent>,
     scopes: Vec<HashMap<String, Val>>,
@@ -119,7 +120,7 @@ pub(crate) struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    pub(crate) fn new(host: &'a HostSpec, user: &str, script: &'a str) -> Self {
+    pub(crate) fn new(host: &'a HostSpec, user: &str, script: &str) -> Self {
         let facts = HostFacts::new(host, user);
         let env = environment(&facts);
         let mut globals = HashMap::new();
@@ -147,7 +148,7 @@ impl<'a> Engine<'a> {
         Self {
             host,
             facts,
-            script,
+            script: Rc::from(script),
             clock: Duration::ZERO,
             events: Vec::new(),
             scopes: vec![globals],
@@ -166,9 +167,9 @@ impl<'a> Engine<'a> {
 
     // ===== Bookkeeping =====
 
-    pub(crate) fn site(&self, start: usize, end: usize) -> Site<'a> {
+    pub(crate) fn site(&self, start: usize, end: usize) -> Site<'_> {
         Site {
-            script: self.script,
+            script: &self.script,
             start,
             end,
         }
@@ -339,7 +340,7 @@ impl<'a> Engine<'a> {
                 self.site(0, 0),
             )))),
             Action::Continue => {
-                let record = records::informational(kind, message, self.script);
+                let record = records::informational(kind, message, &self.script);
                 self.record(match kind {
                     InformationalKind::Warning => ScriptEvent::Warning(record),
                     InformationalKind::Verbose => ScriptEvent::Verbose(record),
@@ -569,12 +570,11 @@ impl<'a> Engine<'a> {
                 Ok(())
             }
             StmtKind::Throw(value) => {
-                let site = self.site(s.start, s.end);
                 let v = match value {
                     Some(p) => Some(self.pipeline_value(p)?),
                     None => None,
                 };
-                Err(Flow::Throw(Box::new(thrown(v, site))))
+                Err(Flow::Throw(Box::new(thrown(v, self.site(s.start, s.end)))))
             }
             StmtKind::Exit(value) => {
                 let code = match value {

@@ -191,6 +191,14 @@ fn always_fail_record(script: &str, computer: &str) -> ErrorRecord {
     )
 }
 
+/// The console text of output values: what `Out-String` makes of them and what
+/// powershell.exe prints (strings and numbers as they are, the default table views of
+/// services and hot fixes, tables or lists for custom objects; CRLF line endings). For
+/// `Client.execute_ps`-style pipelines that end in `Out-String -Stream`.
+pub fn out_string(values: &[Value]) -> String {
+    text::render(values)
+}
+
 /// The host's `$PSVersionTable`, for the APPLICATION_PRIVATE_DATA the server sends when a
 /// runspace pool opens (wire-facts 4.4 step 3).
 pub fn version_table(host: &HostSpec) -> PsVersionTable {
