@@ -11,10 +11,8 @@ use psfleet_core::psrp::messages::{
 use psfleet_core::psrp::{Message, Value};
 use uuid::Uuid;
 
-// The interpreter. `crate::powershell` replaces the fallback once both branches are merged;
-// the names and shapes are the same.
-use super::ps_fallback::{self as powershell, ScriptEnd, ScriptEvent, ScriptInvocation};
 use crate::host::HostSpec;
+use crate::powershell::{self, ScriptEnd, ScriptEvent, ScriptInvocation};
 
 /// A pipeline's messages to the client, each with when it becomes ready (relative to the
 /// pipeline's start). The last one is the terminal PIPELINE_STATE.
