@@ -572,7 +572,9 @@ fn open_pool(service: &HostService, wire: &mut Wire, ids: &mut SequentialIds) ->
             panic!("pool did not answer");
         };
         for s in r.streams {
-            for (_, m) in receive_blob(&mut defrag, &s.data).unwrap() {
+            for (raw, m) in receive_blob(&mut defrag, &s.data).unwrap() {
+                // Server message data starts with a UTF-8 BOM (wire-facts 4.2).
+                assert!(raw.data.starts_with(b"\xEF\xBB\xBF"), "{m:?}");
                 types.push(m.message_type());
             }
         }
