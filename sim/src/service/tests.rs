@@ -30,7 +30,7 @@ const ADMIN: &str = "vagrant";
 const OTHER_ADMIN: &str = "ops";
 const NON_ADMIN: &str = "reader";
 
-fn host() -> HostSpec {
+pub(super) fn host() -> HostSpec {
     let mut winrm = WinrmConfig::server_2016();
     if let Some(winrs) = winrm.winrs.as_mut() {
         winrs.max_shells_per_user = Some(5);
