@@ -437,7 +437,10 @@ async fn pypsrp_and_pywinrm_get_the_right_values_from_simulated_hosts() {
         "Write-Output 'hello'\nWrite-Warning 'careful'\nWrite-Error 'bad thing'\n$env:COMPUTERNAME";
     let pool_script = "Write-Output 'first'\n$args[0]\n$args[1]";
     let ps_script = "Write-Output 'from run_ps'\n$env:COMPUTERNAME";
-    let (ntlm_ps, negotiate_pool, ntlm_cmd, ntlm_run_ps, https_ps, https_cmd) = tokio::join!(
+    // 110 KB of output through 32 KiB envelopes: several Receives, the first string
+    // spanning three of them (R:test_psrp_small_msg_size).
+    let big_script = "'a' * 70000\n'b' * 40000\n'end'";
+    let (ntlm_ps, negotiate_pool, ntlm_cmd, ntlm_run_ps, https_ps, https_cmd, small_envelope) = tokio::join!(
         t.run(
             "ntlm",
             "pypsrp_execute_ps",
@@ -492,6 +495,19 @@ async fn pypsrp_and_pywinrm_get_the_right_values_from_simulated_hosts() {
             ],
             &admin
         ),
+        t.run(
+            "ntlm",
+            "pypsrp_pool",
+            &[
+                "--auth",
+                "ntlm",
+                "--max-envelope",
+                "32768",
+                "--script",
+                big_script
+            ],
+            &admin
+        ),
     );
     // pypsrp Client.execute_ps over NTLM with message encryption.
     assert_eq!(ntlm_ps["output"], format!("hello\n{computer}"), "{ntlm_ps}");
@@ -537,12 +553,23 @@ async fn pypsrp_and_pywinrm_get_the_right_values_from_simulated_hosts() {
     );
     assert_eq!(https_cmd["status_code"], 0, "{https_cmd}");
     assert_eq!(https_cmd["std_out"], "over tls\r\n");
+    // pypsrp reassembled output the service fragmented across Receives.
+    let big: Vec<String> = small_envelope["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        big,
+        ["a".repeat(70_000), "b".repeat(40_000), "end".to_owned()]
+    );
     // Every client deleted its shells; the service counted every execution.
     let ntlm = t.fleet.host_of_class("ntlm").unwrap().service().counters();
     assert_eq!(ntlm.totals.shells_open, 0, "{ntlm:?}");
-    assert_eq!(ntlm.totals.shells_created, 4);
-    assert_eq!(ntlm.totals.shells_deleted, 4);
-    assert_eq!(ntlm.totals.script_executions, 2);
+    assert_eq!(ntlm.totals.shells_created, 5);
+    assert_eq!(ntlm.totals.shells_deleted, 5);
+    assert_eq!(ntlm.totals.script_executions, 3);
     assert_eq!(ntlm.totals.cmd_executions, 2);
     let https = t
         .fleet
