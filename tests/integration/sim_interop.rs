@@ -28,14 +28,14 @@ use psfleet_core::wsman::{
     Action, Request, RequestBody, Response, ResponseBody, WinrmConfig, resources,
 };
 use psfleet_core::xml::{self, Element, Node};
-use psfleet_sim::fleet::{Fleet, FleetHandle, FleetOptions};
+use psfleet_sim::fleet::{FleetHandle, FleetOptions};
 use psfleet_sim::host::{
     Account, AuthSpec, CertificateKind, Expected, HostData, HostSpec, NetworkSpec, OsInfo,
     PowerShellInfo, ScriptBehaviour,
 };
 use psfleet_sim::profile::Profile;
 use psfleet_sim::service::{HostService, ServiceReply, ServiceRequest};
-use psfleet_tests::{corpus, shared};
+use psfleet_tests::{corpus, fleet, shared};
 use serde_json::Value as Json;
 use uuid::Uuid;
 
@@ -349,13 +349,11 @@ struct Interop {
 }
 
 impl Interop {
-    async fn start(test: &str, block: u8) -> Option<Self> {
+    async fn start(test: &str) -> Option<Self> {
         let python = python(test)?;
         let profile = Profile::parse("interop", "<sim_interop>", PROFILE).unwrap();
         let hosts = profile.classes.len();
-        let mut options = FleetOptions::new(profile, hosts, 7);
-        options.first_address = Ipv4Addr::new(127, 78, block, 1);
-        let fleet = Fleet::start(options).await.unwrap();
+        let fleet = fleet::start(FleetOptions::new(profile, hosts, 7)).await;
         let dir = TempDir::new(test);
         let ca = dir.0.join("ca.pem");
         std::fs::write(&ca, fleet.ca_pem()).unwrap();
@@ -427,7 +425,7 @@ impl Interop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pypsrp_and_pywinrm_get_the_right_values_from_simulated_hosts() {
-    let Some(t) = Interop::start("pypsrp_and_pywinrm_get_the_right_values", 1).await else {
+    let Some(t) = Interop::start("pypsrp_and_pywinrm_get_the_right_values").await else {
         return;
     };
     let admin = t.account(true);
@@ -584,7 +582,7 @@ async fn pypsrp_and_pywinrm_get_the_right_values_from_simulated_hosts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pypsrp_and_pywinrm_raise_the_windows_errors_for_each_failure() {
-    let Some(t) = Interop::start("pypsrp_and_pywinrm_raise_the_windows_errors", 2).await else {
+    let Some(t) = Interop::start("pypsrp_and_pywinrm_raise_the_windows_errors").await else {
         return;
     };
     let admin = t.account(true);
