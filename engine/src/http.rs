@@ -38,7 +38,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap,
-    HeaderName, HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, LOCATION, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -71,9 +71,28 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `read_timeout`. It must exceed the WS-Man `OperationTimeout` of Receive requests.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default cap on one response body. WinRM's `MaxEnvelopeSizekb` defaults to 500 KB and
-/// sealing adds a few hundred bytes, so this leaves a wide margin.
+/// Default ceiling on one response body, whatever the envelope size asked for. WinRM's
+/// `MaxEnvelopeSizekb` defaults to 500 KB and sealing adds a few hundred bytes, so this
+/// leaves a wide margin; [`response_limit_for_envelope`] is the tighter per-request bound.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What [`response_limit_for_envelope`] adds on top of twice the envelope size: the
+/// `multipart/encrypted` framing and signature (a few hundred bytes, MS-WSMV 2.2.9.1),
+/// CredSSP's TLS record overhead, and room to spare.
+pub const RESPONSE_LIMIT_MARGIN: usize = 64 * 1024;
+
+/// The largest response body accepted when requests ask for envelopes of at most
+/// `max_envelope_size` bytes (`wsman:MaxEnvelopeSize`): twice that plus
+/// [`RESPONSE_LIMIT_MARGIN`]. Windows never sends a larger envelope than the client asked
+/// for (it answers with ERROR_WSMAN_MAX_ENVELOPE_SIZE_EXCEEDED instead, wire-facts 1.14), so
+/// the factor of two only absorbs encoding differences; anything bigger is a hostile or
+/// broken server, refused before it can fill memory (issue 8).
+pub fn response_limit_for_envelope(max_envelope_size: u32) -> usize {
+    usize::try_from(max_envelope_size)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(RESPONSE_LIMIT_MARGIN)
+}
 
 /// The header that asks for an unauthenticated Identify reply (MS-WSMV 3.1.4.1.23).
 pub const WSMANIDENTIFY: &str = "wsmanidentify";
@@ -299,6 +318,11 @@ pub enum ProtocolViolation {
     TokenAfterAccept,
     /// More than the allowed number of authentication legs.
     TooManyLegs,
+    /// A 401 carrying a new NTLM challenge after the client sent its AUTHENTICATE
+    /// message: NTLM has three messages, so the server is restarting the exchange, which
+    /// a hostile server could do forever (issue 8). A refused proof carries no token
+    /// (wire-facts 1.4) and stays [`TransportError::CredentialsRejected`].
+    ChallengeAfterProof,
     /// The response was not valid HTTP/1.1.
     MalformedHttp,
 }
@@ -325,6 +349,9 @@ impl fmt::Display for ProtocolViolation {
                 f.write_str("authentication wanted another leg after the server accepted")
             }
             Self::TooManyLegs => write!(f, "more than {MAX_AUTH_LEGS} authentication legs"),
+            Self::ChallengeAfterProof => {
+                f.write_str("a new NTLM challenge after the authentication proof was sent")
+            }
             Self::MalformedHttp => f.write_str("malformed HTTP response"),
         }
     }
@@ -480,6 +507,19 @@ pub enum TransportError {
     /// number, malformed multipart framing).
     #[error("message encryption failed")]
     Encryption(#[source] FramingError<AuthError>),
+    /// A redirection (301, 302, 303, 307, 308). It is not followed by a [`Connection`]:
+    /// the Windows client refuses redirections unless `-AllowRedirection` is given, since
+    /// following one sends the credentials to another server (`ops` follows them only
+    /// when allowed).
+    #[error("HTTP {status} redirection to {location:?} not followed ({phase})")]
+    Redirected {
+        /// The status code.
+        status: u16,
+        /// The `Location` header (at most 512 characters), if any.
+        location: Option<String>,
+        /// What the request was.
+        phase: Phase,
+    },
     /// A response body exceeded the configured limit.
     #[error("response body exceeds {limit} bytes ({phase})")]
     ResponseTooLarge {
@@ -548,6 +588,7 @@ impl TransportError {
             } => Bucket::ClientAuthenticationDisabled,
             Self::Auth { .. }
             | Self::Encryption(_)
+            | Self::Redirected { .. }
             | Self::ResponseTooLarge { .. }
             | Self::Protocol { .. }
             | Self::Http { .. } => Bucket::ProtocolError,
@@ -848,6 +889,12 @@ impl Connection {
                 .map_err(|violation| TransportError::Protocol { phase, violation })?;
             match response.status {
                 StatusCode::UNAUTHORIZED => {
+                    if proof_sent && server_token.as_deref().is_some_and(carries_ntlm_challenge) {
+                        return Err(TransportError::Protocol {
+                            phase,
+                            violation: ProtocolViolation::ChallengeAfterProof,
+                        });
+                    }
                     if !self.offered_scheme(scheme) {
                         return Err(TransportError::MechanismNotOffered {
                             scheme,
@@ -1076,6 +1123,12 @@ impl Connection {
                 .await
                 .map_err(|source| hyper_error(source, phase, scheme))?;
             let (parts, incoming) = response.into_parts();
+            // A declared length over the limit is refused before reading any of it (a
+            // hostile `Content-Length: 1073741824`); an undeclared one (chunked, or read to
+            // the close) is cut off by `Limited` as soon as it passes the limit.
+            if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+                return Err(TransportError::ResponseTooLarge { phase, limit });
+            }
             let body = Limited::new(incoming, limit)
                 .collect()
                 .await
@@ -1109,6 +1162,18 @@ impl Connection {
     }
 
     fn status_error(&self, response: &Response, phase: Phase) -> TransportError {
+        if is_redirection(response.status) {
+            return TransportError::Redirected {
+                status: response.status.as_u16(),
+                location: response.headers.get(LOCATION).map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(512)
+                        .collect()
+                }),
+                phase,
+            };
+        }
         TransportError::HttpStatus {
             status: response.status.as_u16(),
             phase,
@@ -1150,6 +1215,28 @@ pub async fn identify_unauthenticated(
         }
         _ => Err(conn.status_error(&response, Phase::Message)),
     }
+}
+
+/// True for the statuses that redirect a POST elsewhere (RFC 9110 15.4; 300 and 304 do not
+/// name a new target).
+fn is_redirection(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// The `Content-Length` header, when present and a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// True when an authentication token is, or wraps (SPNEGO), an NTLM CHALLENGE message
+/// (MS-NLMP 2.2.1.2: the signature `NTLMSSP\0` and message type 2). A Kerberos error or an
+/// SPNEGO reject token never contains one.
+fn carries_ntlm_challenge(token: &[u8]) -> bool {
+    const CHALLENGE: &[u8; 12] = b"NTLMSSP\0\x02\0\0\0";
+    token.windows(CHALLENGE.len()).any(|w| w == CHALLENGE)
 }
 
 /// The Content-Type header as text (empty when absent or not text).
@@ -1453,6 +1540,48 @@ mod tests {
             negotiate_token(&challenges, "Negotiate"),
             Err(ProtocolViolation::BadTokenEncoding)
         );
+    }
+
+    #[test]
+    fn response_limit_follows_the_envelope_size() {
+        assert_eq!(
+            response_limit_for_envelope(153_600),
+            2 * 153_600 + 64 * 1024
+        );
+        assert_eq!(response_limit_for_envelope(512_000), 1_024_000 + 64 * 1024);
+        assert!(response_limit_for_envelope(u32::MAX) > u32::MAX as usize);
+    }
+
+    #[test]
+    fn ntlm_challenges_are_recognised_raw_or_wrapped() {
+        let challenge = b"NTLMSSP\0\x02\0\0\0rest of it";
+        assert!(carries_ntlm_challenge(challenge));
+        let mut wrapped = vec![0xa1, 0x81, 0x90, 0x30];
+        wrapped.extend_from_slice(challenge);
+        assert!(carries_ntlm_challenge(&wrapped));
+        // NEGOTIATE and AUTHENTICATE messages, and an SPNEGO reject, are not challenges.
+        assert!(!carries_ntlm_challenge(b"NTLMSSP\0\x01\0\0\0"));
+        assert!(!carries_ntlm_challenge(b"NTLMSSP\0\x03\0\0\0"));
+        assert!(!carries_ntlm_challenge(
+            &BASE64.decode("oQcwBaADCgEC").unwrap()
+        ));
+    }
+
+    #[test]
+    fn redirections_are_the_five_statuses() {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(is_redirection(StatusCode::from_u16(status).unwrap()));
+        }
+        for status in [200, 300, 304, 401, 500] {
+            assert!(!is_redirection(StatusCode::from_u16(status).unwrap()));
+        }
+        let error = TransportError::Redirected {
+            status: 302,
+            location: Some("http://elsewhere/wsman".into()),
+            phase: Phase::Message,
+        };
+        assert_eq!(error.bucket(), Some(Bucket::ProtocolError));
+        assert!(!error.is_transient());
     }
 
     #[test]
