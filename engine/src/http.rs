@@ -808,6 +808,8 @@ impl Connection {
             }
             Some(client) => {
                 let name = host.to_string();
+                let stream = FirstBytes::new(stream);
+                let first = Arc::clone(&stream.record);
                 let (stream, session) = timeout_at(deadline, client.connect(&name, stream))
                     .await
                     .map_err(|_| TransportError::ConnectTimeout {
@@ -816,7 +818,12 @@ impl Connection {
                     })?
                     .map_err(|failure| TransportError::Tls {
                         addr: peer,
-                        failure,
+                        failure: plaintext_or_garbage(
+                            failure,
+                            &first
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        ),
                     })?;
                 let (sender, driver) = start_http(TokioIo::new(stream)).await?;
                 (sender, driver, Some(session))
@@ -1223,6 +1230,120 @@ fn is_redirection(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
+/// rustls says "plaintext" for any first byte that is not a TLS record type; only an
+/// answer that starts like `HTTP/` is an HTTP listener on the port (InvalidPort). Anything
+/// else is garbage where a handshake should be: a protocol failure (issue 8).
+fn plaintext_or_garbage(failure: TlsFailure, first: &FirstRecord) -> TlsFailure {
+    match failure {
+        TlsFailure::PlaintextPeer if !first.looks_like_http() => TlsFailure::Handshake(format!(
+            "the server answered the handshake with bytes that are neither TLS nor HTTP ({})",
+            first.hex()
+        )),
+        other => other,
+    }
+}
+
+/// The first bytes a TLS peer sent, recorded by [`FirstBytes`].
+#[derive(Debug, Default)]
+struct FirstRecord {
+    bytes: Vec<u8>,
+}
+
+impl FirstRecord {
+    /// How many bytes are kept: enough for `HTTP/` and a TLS record header.
+    const LEN: usize = 5;
+
+    fn looks_like_http(&self) -> bool {
+        let n = self.bytes.len().min(5);
+        !self.bytes.is_empty() && self.bytes.get(..n) == b"HTTP/".get(..n)
+    }
+
+    fn hex(&self) -> String {
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A TCP stream that keeps a copy of the first bytes read from it, so that a failed TLS
+/// handshake can say what the peer sent instead.
+struct FirstBytes {
+    inner: TcpStream,
+    record: Arc<std::sync::Mutex<FirstRecord>>,
+    /// True once the record is full: later reads skip the lock.
+    full: bool,
+}
+
+impl FirstBytes {
+    fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            record: Arc::default(),
+            full: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstBytes {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.full && matches!(polled, std::task::Poll::Ready(Ok(()))) {
+            let fresh = buf.filled().get(before..).unwrap_or_default();
+            let mut record = self
+                .record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let room = FirstRecord::LEN.saturating_sub(record.bytes.len());
+            record
+                .bytes
+                .extend_from_slice(fresh.get(..room.min(fresh.len())).unwrap_or_default());
+            let full = record.bytes.len() >= FirstRecord::LEN;
+            drop(record);
+            self.full = full;
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstBytes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The `Content-Length` header, when present and a number.
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -1565,6 +1686,27 @@ mod tests {
         assert!(!carries_ntlm_challenge(
             &BASE64.decode("oQcwBaADCgEC").unwrap()
         ));
+    }
+
+    #[test]
+    fn plaintext_peers_must_look_like_http() {
+        let record = |bytes: &[u8]| FirstRecord {
+            bytes: bytes.to_vec(),
+        };
+        for http in [&b"HTTP/"[..], b"HTT", b"H"] {
+            assert_eq!(
+                plaintext_or_garbage(TlsFailure::PlaintextPeer, &record(http)),
+                TlsFailure::PlaintextPeer
+            );
+        }
+        for garbage in [&b"\x00\x01\x02\x03\x04"[..], b"HTTX/", b""] {
+            let failure = plaintext_or_garbage(TlsFailure::PlaintextPeer, &record(garbage));
+            assert!(matches!(failure, TlsFailure::Handshake(_)), "{garbage:?}");
+        }
+        assert_eq!(
+            plaintext_or_garbage(TlsFailure::Closed, &record(b"")),
+            TlsFailure::Closed
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
+//! - `hostile`: hostile servers (huge, endless and trickled replies, redirections, garbage TLS,
+//!   endless challenges, DTDs, deep XML and CLIXML, invalid UTF-8, wrong RelatesTo) against the
+//!   client: bucket, deadline, memory bound, healthy hosts unaffected.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
@@ -19,6 +22,7 @@ mod client_ops;
 mod conformance;
 mod credssp;
 mod fuzz_replay;
+mod hostile;
 mod kerberos;
 mod psrpcore_xcheck;
 mod reports;
