@@ -6,6 +6,8 @@
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
+//! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
+//!   deadlines, stop and resume, sweeps, cleanup.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
@@ -16,6 +18,7 @@
 mod client_ops;
 mod conformance;
 mod credssp;
+mod fleet_run;
 mod fuzz_replay;
 mod kerberos;
 mod psrpcore_xcheck;
