@@ -872,10 +872,15 @@ impl HostClient {
             limit: _,
         } = control;
         let started = Instant::now();
+        let cleanup_timeout = self.options.cleanup_timeout;
         let mut stopped: Option<ClientError> = None;
         let mut cleanup_deadline: Option<Instant> = None;
         let mut request = first;
         loop {
+            // A stop that came while a Create was in flight: the Create's response is awaited
+            // first (it may carry a ShellId the host already made), then the run stops.
+            let mut late: Option<Interrupt> = None;
+            let creates_shell = matches!(request.header.action, Action::Create);
             let operation = operation_name(&request.header.action);
             // Cleanup requests (Signal, Delete) the machine sends itself are not
             // interrupted: they are what a stop would send anyway.
@@ -887,11 +892,28 @@ impl HostClient {
                     Err(_) => Err(Interrupt::CleanupTimedOut),
                 }
             } else if interruptible {
-                tokio::select! {
+                let send = self.send_request(&request, operation);
+                tokio::pin!(send);
+                let raced = tokio::select! {
                     biased;
                     () = cancelled(&mut cancel) => Err(Interrupt::Cancelled),
                     () = deadline_passed(deadline) => Err(Interrupt::Deadline),
-                    result = self.send_request(&request, operation) => result.map_err(Interrupt::Failed),
+                    result = &mut send => Ok(result),
+                };
+                match raced {
+                    Ok(result) => result.map_err(Interrupt::Failed),
+                    // Dropping a Create in flight would leak the shell the host may have
+                    // made: wait (bounded) for its ShellId so the stop can delete it.
+                    Err(interrupt) if creates_shell => {
+                        match tokio::time::timeout(cleanup_timeout, &mut send).await {
+                            Ok(Ok(response)) => {
+                                late = Some(interrupt);
+                                Ok(response)
+                            }
+                            _ => Err(interrupt),
+                        }
+                    }
+                    Err(interrupt) => Err(interrupt),
                 }
             } else {
                 self.send_request(&request, operation)
@@ -899,7 +921,25 @@ impl HostClient {
                     .map_err(Interrupt::Failed)
             };
             let next = match outcome {
-                Ok(response) => runner.handle(response, &mut self.ids),
+                Ok(response) => {
+                    let next = runner.handle(response, &mut self.ids);
+                    match (late.take(), next) {
+                        (Some(interrupt), Next::Send(_)) => {
+                            let error = interruption(interrupt, &mut cancel, started);
+                            let reason = error.to_string();
+                            stopped.get_or_insert(error);
+                            cleanup_deadline
+                                .get_or_insert_with(|| Instant::now() + cleanup_timeout);
+                            runner.abort(reason, &mut self.ids)
+                        }
+                        (Some(interrupt), Next::Done) => {
+                            let error = interruption(interrupt, &mut cancel, started);
+                            stopped.get_or_insert(error);
+                            Next::Done
+                        }
+                        (None, next) => next,
+                    }
+                }
                 Err(Interrupt::CleanupTimedOut) => {
                     // The shell may stay open: the track reports it as leaked.
                     self.conn = None;
@@ -909,17 +949,7 @@ impl HostClient {
                     }));
                 }
                 Err(interrupt) => {
-                    let error = match interrupt {
-                        Interrupt::Cancelled => {
-                            cancel = None;
-                            ClientError::Cancelled
-                        }
-                        Interrupt::Deadline => ClientError::Timeout {
-                            elapsed: started.elapsed(),
-                        },
-                        Interrupt::Failed(error) => error,
-                        Interrupt::CleanupTimedOut => ClientError::Cancelled,
-                    };
+                    let error = interruption(interrupt, &mut cancel, started);
                     // An interrupted send left the connection mid-request (and a sealed
                     // message may have used a sequence number): clean up on a new one.
                     if !matches!(error, ClientError::Protocol { .. }) {
@@ -1307,6 +1337,25 @@ impl Runner for ScriptRunner {
     }
     fn track(&mut self) -> &mut ShellTrack {
         &mut self.track
+    }
+}
+
+/// The error a stop reports; a fired cancellation is disarmed (it fires once).
+fn interruption(
+    interrupt: Interrupt,
+    cancel: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    started: Instant,
+) -> ClientError {
+    match interrupt {
+        Interrupt::Cancelled => {
+            *cancel = None;
+            ClientError::Cancelled
+        }
+        Interrupt::Deadline => ClientError::Timeout {
+            elapsed: started.elapsed(),
+        },
+        Interrupt::Failed(error) => error,
+        Interrupt::CleanupTimedOut => ClientError::Cancelled,
     }
 }
 

@@ -427,6 +427,9 @@ async fn an_aborted_run_leaks_shells_that_the_resume_reaps() {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // Time for the journal to record the shells (a kill between a Create's response
+            // and its journal line leaves a shell only enumeration finds: `cleanup`).
+            tokio::time::sleep(Duration::from_millis(500)).await;
             handle.stop();
             handle.stop();
         })
