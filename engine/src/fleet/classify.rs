@@ -303,3 +303,466 @@ fn seconds(duration: Duration) -> String {
         format!("{:.1} s", duration.as_secs_f64())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::net::SocketAddr;
+
+    use psfleet_core::wsman::WsmanFault;
+
+    use super::*;
+    use crate::fleet::jobs::{CleanupResult, SweepResult};
+    use crate::http::{Phase, ProtocolViolation};
+    use crate::ops::{CmdResult, Durations, ErrorInfo, ScriptResult};
+    use crate::store::StoreError;
+    use crate::tls::TlsFailure;
+
+    fn host() -> HostContext {
+        HostContext {
+            host: "srv1.fleet.test".into(),
+            port: 5986,
+            mechanism: "Negotiate".into(),
+            configuration_name: "JEA.Maintenance".into(),
+            timeout: Some(Duration::from_secs(30)),
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        "127.20.0.1:5985".parse().unwrap()
+    }
+
+    fn failure(error: ClientError) -> Classification {
+        classify(
+            &host(),
+            &Outcome::Failed {
+                error: JobError::Client(error),
+                retries_exhausted: false,
+            },
+        )
+    }
+
+    fn transport(error: TransportError) -> Classification {
+        failure(ClientError::Transport(error))
+    }
+
+    fn fault(fault: WsmanFault) -> ClientError {
+        ClientError::Fault {
+            operation: "Create".into(),
+            fault: Box::new(fault),
+        }
+    }
+
+    fn auth(source: AuthError) -> TransportError {
+        TransportError::Auth {
+            phase: Phase::Connect,
+            source,
+        }
+    }
+
+    fn error_info(message: &str, id: &str) -> ErrorInfo {
+        ErrorInfo {
+            message: message.into(),
+            fully_qualified_error_id: id.into(),
+            category: None,
+            category_message: None,
+            target_name: None,
+            exception_type: None,
+            exception_message: None,
+            position: None,
+            script_stack_trace: None,
+        }
+    }
+
+    fn script(state: &str, error: Option<ErrorInfo>, errors: Vec<ErrorInfo>) -> JobOutput {
+        JobOutput {
+            result: JobResult::Script(Box::new(ScriptResult {
+                output: vec![serde_json::json!("x")],
+                errors,
+                warnings: vec![],
+                verbose: vec![],
+                debug: vec![],
+                information: vec![],
+                progress: vec![],
+                dropped: 0,
+                pipeline_state: state.into(),
+                error_record: error,
+                ps_version: None,
+                computer_name: "SRV1".into(),
+                runspace_id: None,
+                leaked_shell: None,
+                durations: Durations::default(),
+            })),
+            address: None,
+            leaks_reaped: 0,
+        }
+    }
+
+    fn cmd(exit_code: i64) -> JobOutput {
+        JobOutput {
+            result: JobResult::Cmd(Box::new(CmdResult {
+                stdout: b"hi\r\n".to_vec(),
+                stderr: vec![],
+                exit_code,
+                dropped_bytes: 0,
+                leaked_shell: None,
+                durations: Durations::default(),
+            })),
+            address: None,
+            leaks_reaped: 0,
+        }
+    }
+
+    /// (bucket, message, error id) of a failure.
+    fn verdict(c: &Classification) -> (Option<Bucket>, &str, Option<&str>) {
+        assert_eq!(c.status, Status::Failed, "{c:?}");
+        (c.bucket, c.message.as_str(), c.error_id.as_deref())
+    }
+
+    #[test]
+    fn every_bucket_comes_from_its_evidence() {
+        let h = "srv1.fleet.test";
+        let cases: Vec<(Classification, Bucket, String, Option<&str>)> = vec![
+            (
+                failure(fault(WsmanFault::access_denied("SRV1"))),
+                Bucket::AccessDenied,
+                Bucket::AccessDenied.message(h, ""),
+                Some("5"),
+            ),
+            (
+                transport(TransportError::MechanismNotOffered {
+                    scheme: "Basic",
+                    offered: vec!["Negotiate".into()],
+                }),
+                Bucket::AccessDenied,
+                Bucket::AccessDenied.message(h, "Basic"),
+                None,
+            ),
+            (
+                transport(auth(AuthError::KerberosNoRealm {
+                    user: "fleetadmin".into(),
+                })),
+                Bucket::ClientAuthenticationDisabled,
+                Bucket::ClientAuthenticationDisabled.message(h, "Negotiate"),
+                None,
+            ),
+            (
+                failure(ClientError::Target(TargetError::UnencryptedRefused {
+                    host: h.into(),
+                    auth: "Basic".into(),
+                })),
+                Bucket::ClientAuthenticationDisabled,
+                Bucket::ClientAuthenticationDisabled.message(h, "Basic"),
+                None,
+            ),
+            (
+                failure(
+                    crate::target::Host::parse("srv%1")
+                        .map(drop)
+                        .unwrap_err()
+                        .into(),
+                ),
+                Bucket::HostContainsInvalidCharacters,
+                Bucket::HostContainsInvalidCharacters.message(h, ""),
+                None,
+            ),
+            (
+                transport(TransportError::Tls {
+                    addr: addr(),
+                    failure: TlsFailure::Expired,
+                }),
+                Bucket::InvalidCertificate,
+                Bucket::InvalidCertificate.message(h, "the certificate has expired"),
+                None,
+            ),
+            (
+                transport(TransportError::CredentialsRejected {
+                    user: "fleetadmin".into(),
+                    offered: vec!["Negotiate".into()],
+                    channel_bound: false,
+                }),
+                Bucket::InvalidCredentials,
+                Bucket::InvalidCredentials.message(h, ""),
+                None,
+            ),
+            (
+                transport(TransportError::Dns {
+                    host: h.into(),
+                    source: io::Error::new(io::ErrorKind::NotFound, "no such host"),
+                }),
+                Bucket::InvalidDns,
+                Bucket::InvalidDns.message(h, ""),
+                None,
+            ),
+            (
+                transport(auth(AuthError::KerberosRealmUnknown {
+                    realm: "NOKDC.INVALID".into(),
+                })),
+                Bucket::InvalidDomain,
+                Bucket::InvalidDomain.message(h, "NOKDC.INVALID"),
+                None,
+            ),
+            (
+                failure(ClientError::Target(TargetError::InvalidHostIpAddress {
+                    host: "127.20.0.1".into(),
+                })),
+                Bucket::InvalidHostIpAddress,
+                Bucket::InvalidHostIpAddress.message(h, ""),
+                None,
+            ),
+            (
+                transport(TransportError::ConnectTimeout {
+                    addr: addr(),
+                    timeout: Duration::from_secs(2),
+                }),
+                Bucket::InvalidHostName,
+                Bucket::InvalidHostName.message(h, ""),
+                None,
+            ),
+            (
+                transport(TransportError::ConnectionRefused { addr: addr() }),
+                Bucket::InvalidPort,
+                Bucket::InvalidPort.message(h, "5986"),
+                None,
+            ),
+            (
+                transport(TransportError::Protocol {
+                    phase: Phase::Negotiate,
+                    violation: ProtocolViolation::MalformedHttp,
+                }),
+                Bucket::InvalidProtocol,
+                Bucket::InvalidProtocol.message(h, ""),
+                None,
+            ),
+            (
+                failure(fault(WsmanFault::invalid_resource_uri(
+                    "SRV1",
+                    "http://schemas.microsoft.com/powershell/JEA.Maintenance",
+                ))),
+                Bucket::InvalidPsConfiguration,
+                Bucket::InvalidPsConfiguration.message(h, "JEA.Maintenance"),
+                Some("2150858811"),
+            ),
+            (
+                transport(TransportError::PlaintextRefused { status: 500 }),
+                Bucket::EncryptionRequired,
+                Bucket::EncryptionRequired.message(h, ""),
+                None,
+            ),
+            (
+                failure(ClientError::PoolBroken {
+                    state: "Broken".into(),
+                    error: Some(Box::new(error_info(
+                        "The module 'Microsoft.PowerShell.Utility' could not be loaded.",
+                        "Modules_ModuleNotFound",
+                    ))),
+                }),
+                Bucket::ModuleLoadFailure,
+                Bucket::ModuleLoadFailure.message(
+                    h,
+                    "The module 'Microsoft.PowerShell.Utility' could not be loaded.",
+                ),
+                Some("Modules_ModuleNotFound"),
+            ),
+            (
+                transport(TransportError::HttpStatus {
+                    status: 413,
+                    phase: Phase::Message,
+                    offered: vec![],
+                    body_len: 0,
+                }),
+                Bucket::ServiceError,
+                Bucket::ServiceError.message(h, "HTTP 413 (message)"),
+                Some("HTTP 413"),
+            ),
+            (
+                failure(ClientError::Protocol {
+                    operation: "Identify".into(),
+                    detail: "not XML".into(),
+                }),
+                Bucket::ProtocolError,
+                Bucket::ProtocolError.message(h, "Identify: protocol violation: not XML"),
+                None,
+            ),
+            (
+                transport(TransportError::RequestTimeout {
+                    phase: Phase::Message,
+                    timeout: Duration::from_secs(30),
+                }),
+                Bucket::Timeout,
+                Bucket::Timeout.message(h, "no response within 30s (message)"),
+                None,
+            ),
+        ];
+        for (got, bucket, message, id) in &cases {
+            assert_eq!(
+                verdict(got),
+                (Some(*bucket), message.as_str(), *id),
+                "{bucket}"
+            );
+        }
+    }
+
+    #[test]
+    fn scheduler_outcomes_decide_their_own_buckets() {
+        let h = "srv1.fleet.test";
+        let quota = classify(
+            &host(),
+            &Outcome::QuotaExceeded {
+                error: JobError::Client(fault(WsmanFault::max_shells_per_user("SRV1", 5))),
+                max_shells: Some(5),
+            },
+        );
+        assert_eq!(quota.bucket, Some(Bucket::QuotaExceeded));
+        assert_eq!(quota.error_id.as_deref(), Some("2150859173"));
+        assert!(
+            quota
+                .message
+                .contains("maximum number of 5 concurrent shells"),
+            "{}",
+            quota.message
+        );
+        let timed_out = classify(
+            &host(),
+            &Outcome::TimedOut {
+                last_error: Some(JobError::Client(ClientError::Cancelled)),
+            },
+        );
+        assert_eq!(
+            verdict(&timed_out),
+            (
+                Some(Bucket::Timeout),
+                Bucket::Timeout
+                    .message(h, "the per-host timeout of 30 s passed")
+                    .as_str(),
+                None
+            )
+        );
+        let interrupted = classify(&host(), &Outcome::Interrupted { last_error: None });
+        assert_eq!(
+            verdict(&interrupted),
+            (
+                Some(Bucket::Interrupted),
+                Bucket::Interrupted.message(h, "").as_str(),
+                None
+            )
+        );
+        let skipped = classify(&host(), &Outcome::Skipped);
+        assert_eq!((skipped.status, skipped.bucket), (Status::Skipped, None));
+        let store = classify(
+            &host(),
+            &Outcome::Failed {
+                error: JobError::Store(StoreError::Closed),
+                retries_exhausted: false,
+            },
+        );
+        assert_eq!((store.status, store.bucket), (Status::Skipped, None));
+        assert!(
+            store.message.contains("journal failed"),
+            "{}",
+            store.message
+        );
+        let panicked = classify(
+            &host(),
+            &Outcome::Panicked {
+                message: "index out of bounds".into(),
+            },
+        );
+        assert_eq!(panicked.bucket, Some(Bucket::Interrupted));
+        assert!(panicked.message.ends_with("index out of bounds"));
+    }
+
+    #[test]
+    fn results_are_judged_by_pipeline_state_and_exit_code() {
+        let h = "srv1.fleet.test";
+        let ok = classify(
+            &host(),
+            &Outcome::Succeeded(script(
+                "Completed",
+                None,
+                vec![error_info(
+                    "bad thing",
+                    "Microsoft.PowerShell.Commands.WriteErrorException",
+                )],
+            )),
+        );
+        assert_eq!((ok.status, ok.bucket), (Status::Succeeded, None));
+        assert_eq!(
+            ok.message,
+            "Completed: 1 output object(s), 1 non-terminating error(s)"
+        );
+        let thrown = classify(
+            &host(),
+            &Outcome::Succeeded(script("Failed", Some(error_info("boom", "boom")), vec![])),
+        );
+        assert_eq!(
+            verdict(&thrown),
+            (
+                Some(Bucket::ScriptFailed),
+                Bucket::ScriptFailed.message(h, "boom").as_str(),
+                Some("boom")
+            )
+        );
+        let stopped = classify(
+            &host(),
+            &Outcome::Succeeded(script("Stopped", None, vec![])),
+        );
+        assert_eq!(stopped.bucket, Some(Bucket::ScriptFailed));
+        let exit3 = classify(&host(), &Outcome::Succeeded(cmd(3)));
+        assert_eq!(
+            verdict(&exit3),
+            (
+                Some(Bucket::ScriptFailed),
+                Bucket::ScriptFailed
+                    .message(h, "the command exited with code 3")
+                    .as_str(),
+                None
+            )
+        );
+        let exit0 = classify(&host(), &Outcome::Succeeded(cmd(0)));
+        assert_eq!((exit0.status, exit0.bucket), (Status::Succeeded, None));
+        let sweep = classify(
+            &host(),
+            &Outcome::Succeeded(JobOutput {
+                result: JobResult::Sweep(Box::new(SweepResult {
+                    product_version: Some("OS: 10.0.17763 SP: 0.0 Stack: 3.0".into()),
+                    config_error: Some("Get: Access is denied.".into()),
+                    ..SweepResult::default()
+                })),
+                address: None,
+                leaks_reaped: 0,
+            }),
+        );
+        assert_eq!(sweep.status, Status::Succeeded);
+        assert_eq!(
+            sweep.message,
+            "reachable and authenticated (Negotiate); OS: 10.0.17763 SP: 0.0 Stack: 3.0; \
+             configuration not readable by this account"
+        );
+        let cleanup = classify(
+            &host(),
+            &Outcome::Succeeded(JobOutput {
+                result: JobResult::Cleanup(CleanupResult {
+                    found: 3,
+                    deleted: vec!["a".into(), "b".into()],
+                    already_gone: 1,
+                    kept_live: 1,
+                }),
+                address: None,
+                leaks_reaped: 0,
+            }),
+        );
+        assert_eq!(
+            cleanup.message,
+            "2 leaked shell(s) deleted, 1 already gone, 1 in use by this process left alone"
+        );
+    }
+
+    #[test]
+    fn errors_without_a_bucket_get_a_documented_one() {
+        let unusable = transport(TransportError::Unusable);
+        assert_eq!(unusable.bucket, Some(Bucket::ProtocolError));
+        let request = transport(TransportError::InvalidRequest("bad header"));
+        assert_eq!(request.bucket, Some(Bucket::ProtocolError));
+    }
+}
