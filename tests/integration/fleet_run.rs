@@ -630,6 +630,69 @@ async fn cleanup_deletes_recorded_and_enumerated_leaks() {
     assert!(records[0].message.starts_with("1 leaked shell(s) deleted"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_beyond_the_caps_is_counted_not_kept() {
+    let fleet = start("healthy", 1, 71).await;
+    let state = temp_dir("fleet-caps");
+    let store = Store::open(&state).unwrap();
+    let script: String = (0..30).map(|i| format!("'line {i:02}'\n")).collect();
+
+    // The record keeps 10 objects; ops keeps up to 100 records per stream.
+    let mut plan = new_plan(
+        &fleet,
+        RunKind::Script(ScriptSpec::new(&script)),
+        fleet.inventory(),
+    );
+    plan.caps.objects = 10;
+    plan.caps.excerpt_bytes = 32;
+    let (_, records) = run(plan, &store).await;
+    let record = &records[0];
+    assert_eq!(record.output.len(), 10);
+    assert_eq!(record.output[9], json!("line 09"));
+    assert_eq!(record.output_truncated, 20);
+    assert_eq!(record.output_excerpt, "line 00\nline 01\nline 02\nline 03");
+    assert_eq!(record.message, "Completed: 30 output object(s)");
+
+    // Objects and messages both 5: ops itself drops what is past 5, and counts it.
+    let mut plan = new_plan(
+        &fleet,
+        RunKind::Script(ScriptSpec::new(&script)),
+        fleet.inventory(),
+    );
+    plan.caps.objects = 5;
+    plan.caps.messages = 5;
+    let (_, records) = run(plan, &store).await;
+    assert_eq!(records[0].output.len(), 5);
+    assert_eq!(records[0].output_truncated, 25);
+
+    // A byte cap: 3 objects of 9 JSON bytes fit in 30.
+    let mut plan = new_plan(
+        &fleet,
+        RunKind::Script(ScriptSpec::new(&script)),
+        fleet.inventory(),
+    );
+    plan.caps.bytes = 30;
+    let (_, records) = run(plan, &store).await;
+    assert_eq!(records[0].output.len(), 3);
+    assert_eq!(records[0].output_truncated, 27);
+
+    // cmd: stdout lines; the rest counted in bytes.
+    let kind = RunKind::Cmd {
+        command: "echo".into(),
+        arguments: vec!["hello".into()],
+    };
+    let mut plan = new_plan(&fleet, kind, fleet.inventory());
+    plan.caps.bytes = 3;
+    let (summary, records) = run(plan, &store).await;
+    assert_eq!(summary.count(Status::Succeeded), 1);
+    assert_eq!(records[0].job, JobKind::Cmd);
+    assert_eq!(records[0].exit_code, Some(0));
+    // "hello\r\n": ops kept the first 3 bytes and counted the other 4.
+    assert_eq!(records[0].output, [json!("hel")]);
+    assert_eq!(records[0].output_truncated, 4);
+    assert_eq!(records[0].output_excerpt, "hel");
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// MaxShellsPerUser 2, scripts take 300 ms more.

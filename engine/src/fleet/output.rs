@@ -189,6 +189,11 @@ impl Excerpt {
             return;
         }
         if !self.text.is_empty() {
+            // No separator without room for something after it.
+            if self.text.len() + 1 >= self.max {
+                self.max = self.text.len();
+                return;
+            }
             self.text.push('\n');
         }
         let room = self.max.saturating_sub(self.text.len());
@@ -214,5 +219,9 @@ mod tests {
         excerpt.line("67890");
         excerpt.line("more");
         assert_eq!(excerpt.text, "12345\n6789");
+        let mut exact = Excerpt::new(5);
+        exact.line("12345");
+        exact.line("6");
+        assert_eq!(exact.text, "12345");
     }
 }
