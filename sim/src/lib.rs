@@ -1,6 +1,10 @@
 //! psfleet-sim: a simulated Windows fleet. Real WinRM servers on loopback addresses
 //! (127.0.0.0/8 only) whose hosts behave as their profile class says, failures included.
 //!
+//! - [`auth_kerberos`]: the Kerberos (and SPNEGO) acceptor with keys from a keytab;
+//! - [`client_cert`]: client-certificate authentication (mapping certificates to accounts);
+//! - [`credssp`]: the CredSSP acceptor (TLS in the Authorization header, delegated
+//!   credentials);
 //! - [`profile`]: the TOML profile format and the fleet plan (one [`host::HostSpec`] and one
 //!   inventory row per host);
 //! - [`host`]: one host's settings, resolved from a profile class;
@@ -15,6 +19,9 @@
 //! - [`rng`]: the seeded PRNG behind every random choice.
 
 pub mod auth;
+pub mod auth_kerberos;
+pub mod client_cert;
+pub mod credssp;
 pub mod fleet;
 pub mod host;
 pub mod outputs;
