@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth_kerberos::Keytab;
 use crate::host::Account;
 use crate::outputs::{self, OutputError};
 use crate::profile::{
@@ -49,6 +50,9 @@ pub struct FleetOptions {
     pub out_dir: Option<PathBuf>,
     /// The first host's address (default 127.20.0.1).
     pub first_address: Ipv4Addr,
+    /// A keytab with `HTTP/<host name>` keys (from the fleet's KDC, `scripts/kdc`):
+    /// Kerberos and SPNEGO-Kerberos are accepted for the hosts it has keys for.
+    pub keytab: Option<PathBuf>,
 }
 
 impl FleetOptions {
@@ -61,6 +65,7 @@ impl FleetOptions {
             seed,
             out_dir: None,
             first_address: DEFAULT_FIRST_ADDRESS,
+            keytab: None,
         }
     }
 }
@@ -99,6 +104,15 @@ pub enum FleetError {
     /// An output file could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The keytab could not be read.
+    #[error("keytab {path}: {source}")]
+    Keytab {
+        /// The keytab file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: crate::auth_kerberos::KeytabError,
+    },
 }
 
 /// What start-up took.
@@ -226,12 +240,22 @@ impl Fleet {
             return Err(FleetError::TooManyDescriptors { needed, limit });
         }
 
+        let keytab = match &options.keytab {
+            Some(path) => Some(Arc::new(Keytab::read(path).map_err(|source| {
+                FleetError::Keytab {
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
         let ca = Arc::new(SimCa::new()?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             start: Instant::now(),
             ca,
             shutdown: shutdown_rx,
+            keytab,
         });
 
         let mut hosts = Vec::with_capacity(plan.len());

@@ -2,7 +2,7 @@
 //! service do before a request reaches the WS-Man service (wire-facts sections 1, 3, 7).
 //!
 //! Fleets are started in-process (`psfleet_sim::fleet::Fleet::start`), each test on its
-//! own 127.77.x.0/24 block. Requests are written by hand on a `TcpStream` (so every header
+//! own 127.x.y.0/24 block (x from the process id, so concurrent runs do not collide). Requests are written by hand on a `TcpStream` (so every header
 //! the simulator sends is visible), through the engine's `Connection` (NTLM and SPNEGO with
 //! message encryption), with a rustls client for the certificate kinds, and with pyspnego
 //! (`tests/python/spnego_client.py`) as an independent NTLM client.
@@ -118,14 +118,35 @@ allow_unencrypted = true
 name = "slow"
 count = 1
 latency_ms = 300
+
+[[class]]
+name = "credssp"
+count = 1
+auth = ["negotiate", "credssp"]
+
+[[class]]
+name = "kerberos"
+count = 1
+auth = ["negotiate", "kerberos"]
 "#;
 
-async fn fleet(block: u8) -> FleetHandle {
+/// The address of block `block` (a /24) of this test process: the second octet comes from
+/// the process id, so test runs in several worktrees at once do not collide.
+fn block_address(block: u8) -> Ipv4Addr {
+    let second = 100 + (std::process::id() % 100) as u8;
+    Ipv4Addr::new(127, second, block, 1)
+}
+
+fn fleet_options(block: u8) -> FleetOptions {
     let profile = Profile::parse("network", "<test>", PROFILE).unwrap();
     let hosts = profile.classes.len();
     let mut options = FleetOptions::new(profile, hosts, 42);
-    options.first_address = Ipv4Addr::new(127, 77, block, 1);
-    Fleet::start(options).await.unwrap()
+    options.first_address = block_address(block);
+    options
+}
+
+async fn fleet(block: u8) -> FleetHandle {
+    Fleet::start(fleet_options(block)).await.unwrap()
 }
 
 fn host(fleet: &FleetHandle, class: &str) -> (String, Ipv4Addr) {
@@ -266,19 +287,20 @@ where
 {
     let credential = Credential::new(user, password).unwrap();
     let mut context = ClientContext::new(mechanism, &credential, "sim").unwrap();
+    let scheme = mechanism.http_scheme();
     let mut input: Option<Vec<u8>> = None;
-    loop {
+    for _ in 0..10 {
         let step = context.step(input.as_deref()).unwrap();
         let token = step.token.unwrap();
-        let authorization = format!("Negotiate {}", BASE64.encode(token));
+        let authorization = format!("{scheme} {}", BASE64.encode(token));
         let response = conn
             .request("POST", "/wsman", &[("Authorization", &authorization)], b"")
             .await
             .unwrap();
         let server_token = response
             .header("WWW-Authenticate")
-            .and_then(|v| v.strip_prefix("Negotiate "))
-            .map(|t| BASE64.decode(t).unwrap());
+            .and_then(|v| v.strip_prefix(scheme))
+            .map(|t| BASE64.decode(t.trim()).unwrap());
         if response.status == 200 {
             if !context.is_complete() {
                 context.step(server_token.as_deref()).unwrap();
@@ -289,6 +311,7 @@ where
         assert_eq!(response.status, 401, "{response:?}");
         input = Some(server_token.expect("a 401 continuing the exchange carries a token"));
     }
+    panic!("{mechanism}: too many legs");
 }
 
 fn config_get(to: &str) -> Vec<u8> {
@@ -764,7 +787,7 @@ async fn mixed_fleet_writes_inventory_with_every_bucket() {
     let _ = std::fs::remove_dir_all(&dir);
     let profile = Profile::load("mixed").unwrap();
     let mut options = FleetOptions::new(profile, 200, 1234);
-    options.first_address = Ipv4Addr::new(127, 77, 10, 1);
+    options.first_address = block_address(100);
     options.out_dir = Some(dir.clone());
     let fleet = Fleet::start(options).await.unwrap();
     println!("mixed 200: {}", fleet.startup());
@@ -833,14 +856,15 @@ async fn mixed_fleet_writes_inventory_with_every_bucket() {
 async fn two_thousand_hosts_start_and_print_time_and_rss() {
     let profile = Profile::load("bench").unwrap();
     let mut options = FleetOptions::new(profile, 2_000, 9);
-    options.first_address = Ipv4Addr::new(127, 78, 0, 1);
+    options.first_address = block_address(200);
     let fleet = Fleet::start(options).await.unwrap();
     // Printed, not asserted (CONTRIBUTING: performance is measured, never timed in tests).
     println!("bench 2000: {}", fleet.startup());
     assert_eq!(fleet.addresses().len(), 2_000);
     assert_eq!(fleet.startup().listeners, 2_000);
     let last = *fleet.addresses().last().unwrap();
-    assert_eq!(last, Ipv4Addr::new(127, 78, 7, 208));
+    let first = block_address(200).octets();
+    assert_eq!(last, Ipv4Addr::new(127, first[1], 207, 208));
     let mut conn = connect(last, 5985).await;
     assert_eq!(
         conn.request("POST", "/wsman", &[], b"")
@@ -994,6 +1018,247 @@ async fn pyspnego_channel_bindings_over_tls_follow_the_hardening_level() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
     fleet.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn engine_authenticates_with_credssp_and_seals_tls_records() {
+    let fleet = fleet(13).await;
+    let (name, address) = host(&fleet, "credssp");
+    let (user, password) = admin(&fleet);
+    let mut offered = connect(address, 5985).await;
+    let response = offered.request("POST", "/wsman", &[], b"").await.unwrap();
+    assert_eq!(response.all("WWW-Authenticate"), ["Negotiate", "CredSSP"]);
+    // The engine's CredSSP context over a raw connection (six legs: TLS handshake,
+    // SPNEGO-NTLM inside it, pubKeyAuth, the delegated credentials).
+    for user in [user.clone(), format!("FLEET\\{user}")] {
+        let mut conn = connect(address, 5985).await;
+        let (mut context, accepted) =
+            raw_handshake(&mut conn, Mechanism::CredSsp, &user, &password).await;
+        assert!(accepted.body.is_empty());
+        // 40 KB of SOAP crosses as three 16 KiB TLS blocks (multipart/x-multi-encrypted).
+        let big = config_get(&format!("http://{name}:5985/wsman{}", "x".repeat(40_000)));
+        for body in [config_get(&format!("http://{name}:5985/wsman")), big] {
+            let sealed = encryption::encrypt(&mut context, Protocol::CredSsp, &body).unwrap();
+            let response = conn
+                .request(
+                    "POST",
+                    "/wsman",
+                    &[("Content-Type", &sealed.content_type)],
+                    &sealed.body,
+                )
+                .await
+                .unwrap();
+            let content_type = response.header("Content-Type").unwrap().to_owned();
+            assert!(
+                content_type.contains("application/HTTP-CredSSP-session-encrypted"),
+                "{content_type}"
+            );
+            let plain = encryption::decrypt(&mut context, &content_type, &response.body).unwrap();
+            Response::parse(&plain).unwrap();
+        }
+    }
+    // A wrong password: the final leg is a 401 with the bare list.
+    let mut conn = connect(address, 5985).await;
+    let credential = Credential::new(&user, "wrong").unwrap();
+    let mut context = ClientContext::new(Mechanism::CredSsp, &credential, "sim").unwrap();
+    let mut input: Option<Vec<u8>> = None;
+    let refused = loop {
+        let step = context.step(input.as_deref()).unwrap();
+        let authorization = format!("CredSSP {}", BASE64.encode(step.token.unwrap()));
+        let response = conn
+            .request("POST", "/wsman", &[("Authorization", &authorization)], b"")
+            .await
+            .unwrap();
+        assert_eq!(response.status, 401);
+        match response
+            .header("WWW-Authenticate")
+            .and_then(|v| v.strip_prefix("CredSSP "))
+        {
+            Some(token) => input = Some(BASE64.decode(token).unwrap()),
+            None => break response,
+        }
+    };
+    assert_eq!(refused.all("WWW-Authenticate"), ["Negotiate", "CredSSP"]);
+    let stats = fleet.host_of_class("credssp").unwrap().stats.snapshot();
+    assert_eq!(stats.authentications, 2);
+    assert_eq!(stats.service_replies, 4);
+    assert_eq!(stats.auth_failures, 1);
+    fleet.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn engine_over_https_binds_the_channel_for_strict_hosts() {
+    let fleet = fleet(14).await;
+    let (user, password) = admin(&fleet);
+    for class in ["https_valid", "https_strict"] {
+        let (name, address) = host(&fleet, class);
+        for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
+            let credential = Credential::new(&user, password.clone()).unwrap();
+            let mut config = ConnectionConfig::new(&name, 5986, mechanism, credential);
+            config.scheme = psfleet_engine::target::Scheme::Https;
+            config.address = Some(address.into());
+            config.tls = Some(
+                psfleet_engine::tls::TlsClient::new(&psfleet_engine::tls::TlsOptions {
+                    system_roots: false,
+                    ca_pem: Some(fleet.ca_pem().to_owned()),
+                    ..Default::default()
+                })
+                .unwrap(),
+            );
+            let mut connection = Connection::connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("{class} {mechanism}: {e}"));
+            let reply = connection
+                .send(&config_get(&format!("https://{name}:5986/wsman")))
+                .await
+                .unwrap();
+            Response::parse(&reply.body).unwrap();
+        }
+    }
+    assert_eq!(
+        fleet
+            .host_of_class("https_strict")
+            .unwrap()
+            .stats
+            .snapshot()
+            .authentications,
+        2
+    );
+    fleet.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn kerberos_with_the_fleet_keytab() {
+    let test = "kerberos_with_the_fleet_keytab";
+    let mut options = fleet_options(15);
+    let accounts = psfleet_sim::profile::default_accounts(options.seed);
+    let plan = options
+        .profile
+        .plan(&psfleet_sim::profile::PlanOptions {
+            hosts: options.hosts,
+            seed: options.seed,
+            first_address: options.first_address,
+            latency: None,
+            accounts: &accounts,
+        })
+        .unwrap();
+    let names: Vec<String> = plan.iter().map(|h| h.spec.name.clone()).collect();
+    let Some(kdc) = Kdc::start(test, &names) else {
+        return;
+    };
+    options.keytab = Some(kdc.keytab.clone());
+    let fleet = Fleet::start(options).await.unwrap();
+    let (name, address) = host(&fleet, "kerberos");
+    let mut offered = connect(address, 5985).await;
+    let response = offered.request("POST", "/wsman", &[], b"").await.unwrap();
+    assert_eq!(response.all("WWW-Authenticate"), ["Negotiate", "Kerberos"]);
+    for mechanism in [Mechanism::Kerberos, Mechanism::Negotiate] {
+        for user in ["fleetadmin@FLEET.TEST", "FLEET\\fleetadmin"] {
+            let credential = Credential::new(user, kdc.password.clone()).unwrap();
+            let mut config = ConnectionConfig::new(&name, 5985, mechanism, credential);
+            config.address = Some(address.into());
+            config.kerberos = psfleet_engine::kerberos::KerberosOptions {
+                krb5_config: Some(kdc.krb5_conf.clone()),
+                kdc_timeout: Some(Duration::from_secs(5)),
+                ..Default::default()
+            };
+            let mut connection = Connection::connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("{mechanism} {user}: {e}"));
+            for _ in 0..2 {
+                let reply = connection
+                    .send(&config_get(&format!("http://{name}:5985/wsman")))
+                    .await
+                    .unwrap();
+                Response::parse(&reply.body).unwrap();
+            }
+        }
+    }
+    let stats = fleet.host_of_class("kerberos").unwrap().stats.snapshot();
+    assert_eq!(stats.authentications, 4);
+    assert_eq!(stats.service_replies, 8);
+    // A host with a key but without the Kerberos scheme refuses Kerberos tokens.
+    let (plain, plain_address) = host(&fleet, "plain");
+    let credential = Credential::new("fleetadmin@FLEET.TEST", kdc.password.clone()).unwrap();
+    let mut config = ConnectionConfig::new(&plain, 5985, Mechanism::Kerberos, credential);
+    config.address = Some(plain_address.into());
+    config.kerberos.krb5_config = Some(kdc.krb5_conf.clone());
+    assert!(Connection::connect(&config).await.is_err());
+    fleet.shutdown().await.unwrap();
+}
+
+/// A private realm (FLEET.TEST) from `scripts/kdc` with `HTTP/<name>` services, stopped on
+/// drop; `None` (after a printed line) when the MIT KDC is not installed, except under
+/// `CI=true`.
+struct Kdc {
+    dir: PathBuf,
+    krb5_conf: PathBuf,
+    keytab: PathBuf,
+    password: String,
+}
+
+impl Kdc {
+    fn start(test: &str, names: &[String]) -> Option<Self> {
+        let installed = Command::new("sh")
+            .args(["-c", "command -v krb5kdc || test -x /usr/sbin/krb5kdc"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !ci,
+                "{test}: krb5kdc is not installed; under CI=true this fails the run"
+            );
+            println!(
+                "{test}: skipped, no MIT KDC (apt-get install krb5-kdc krb5-admin-server krb5-user)"
+            );
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("psfleet-sim-kdc-{}", std::process::id()));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .args(names)
+            .env_remove("PSFLEET_KDC_PASSWORD")
+            .env_remove("PSFLEET_KDC_PORT")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{test}: scripts/kdc start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let env: std::collections::HashMap<String, String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let password = std::fs::read_to_string(&env["PSFLEET_KDC_PASSWORD_FILE"])
+            .unwrap()
+            .trim()
+            .to_owned();
+        Some(Self {
+            krb5_conf: PathBuf::from(&env["KRB5_CONFIG"]),
+            keytab: PathBuf::from(&env["PSFLEET_KDC_KEYTAB"]),
+            dir,
+            password,
+        })
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
+        let _ = Command::new("bash")
+            .arg(&script)
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Runs `tests/python/spnego_client.py` with `args` (the password in its environment,
