@@ -26,7 +26,7 @@ use crate::profile::{
 use crate::rng::mix;
 use crate::server::{HostRuntime, Shared, run_listener};
 use crate::stats::HostStatsSnapshot;
-use crate::tls::{SimCa, TlsError};
+use crate::tls::{ClientCertificate, SimCa, TlsError};
 
 /// Descriptors kept free for everything that is not a listener (clients in the same
 /// process, files, the runtime).
@@ -189,6 +189,7 @@ pub struct FleetHandle {
     hosts: Vec<Arc<HostRuntime>>,
     rows: Vec<InventoryRow>,
     accounts: Vec<Account>,
+    client_certificates: Vec<(String, ClientCertificate)>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -296,8 +297,13 @@ impl Fleet {
             hosts.push(host);
         }
 
+        let client_certificates = accounts
+            .iter()
+            .map(|a| Ok((a.name.clone(), shared.ca.client_certificate(&a.name)?)))
+            .collect::<Result<Vec<_>, TlsError>>()?;
         if let Some(dir) = &options.out_dir {
             outputs::write_startup_files(dir, &rows, shared.ca.pem(), &accounts)?;
+            outputs::write_client_certificates(dir, &client_certificates)?;
         }
         let startup = StartupReport {
             hosts: hosts.len(),
@@ -310,6 +316,7 @@ impl Fleet {
             hosts,
             rows,
             accounts,
+            client_certificates,
             shared,
             shutdown,
             tasks,
@@ -360,6 +367,11 @@ impl FleetHandle {
         self.shared.ca.pem()
     }
 
+    /// The simulator CA (to issue further client certificates, for example).
+    pub fn ca(&self) -> &SimCa {
+        &self.shared.ca
+    }
+
     /// The simulator CA certificate (DER).
     pub fn ca_der(&self) -> &rustls_pki_types::CertificateDer<'static> {
         self.shared.ca.der()
@@ -368,6 +380,15 @@ impl FleetHandle {
     /// The fleet's accounts (names, passwords, admin flags).
     pub fn accounts(&self) -> &[Account] {
         &self.accounts
+    }
+
+    /// The client certificate of `account` (issued by the CA, UPN `account@fleet.test`),
+    /// for hosts that accept certificate authentication.
+    pub fn client_certificate(&self, account: &str) -> Option<&ClientCertificate> {
+        self.client_certificates
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(account))
+            .map(|(_, c)| c)
     }
 
     /// A snapshot of the counters.

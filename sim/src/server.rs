@@ -45,13 +45,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use psfleet_core::encryption;
 use psfleet_core::wsman::ClientMessage;
+use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::auth::{AcceptStep, Acceptor, AcceptorContext, CbtLevel, HttpScheme, check_basic};
 use crate::auth_kerberos::Keytab;
+use crate::client_cert::{self, CERTIFICATE_AUTH_HEADER, CertificateMapping};
 use crate::credssp::CredSspTls;
 use crate::host::HostSpec;
+use crate::profile::DOMAIN;
 use crate::profile::ExtraBehaviour;
 use crate::rng::{Rng, mix};
 use crate::service::{HostService, ServiceReply, ServiceRequest};
@@ -151,6 +154,7 @@ impl HostRuntime {
                     &self.spec.name,
                     self.spec.address,
                     self.spec.network.certificate,
+                    self.spec.auth.certificate,
                 )
                 .map_err(|e| e.to_string())
             })
@@ -265,11 +269,19 @@ pub async fn serve_connection(
             return;
         }
     };
+    let peer_certificates = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| chain.to_vec());
     serve_http(
         TokioIo::new(stream),
         host,
         shared,
-        Some(host_tls.channel_binding),
+        Some(TlsPeer {
+            channel_binding: Arc::from(host_tls.channel_binding),
+            certificates: peer_certificates.map(Arc::from),
+        }),
     )
     .await;
 }
@@ -287,18 +299,22 @@ impl ConnectionAuth {
     }
 }
 
-/// Runs HTTP/1.1 with keep-alive on one connection (plain or TLS).
-async fn serve_http<I>(
-    io: I,
-    host: Arc<HostRuntime>,
-    shared: Arc<Shared>,
-    channel_binding: Option<Vec<u8>>,
-) where
+/// What a TLS connection carries into authentication.
+#[derive(Debug, Clone)]
+struct TlsPeer {
+    /// The RFC 5929 `tls-server-end-point` application data of the host certificate.
+    channel_binding: Arc<[u8]>,
+    /// The client's certificate chain, when it presented one.
+    certificates: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+/// Runs HTTP/1.1 with keep-alive on one connection (plain, or TLS with `tls`).
+async fn serve_http<I>(io: I, host: Arc<HostRuntime>, shared: Arc<Shared>, tls: Option<TlsPeer>)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let auth = Arc::new(Mutex::new(ConnectionAuth::default()));
-    let binding: Option<Arc<[u8]>> = channel_binding.map(Arc::from);
-    let https = binding.is_some();
+    let https = tls.is_some();
     let service = {
         let host = Arc::clone(&host);
         let shared = Arc::clone(&shared);
@@ -306,13 +322,14 @@ async fn serve_http<I>(
             let host = Arc::clone(&host);
             let shared = Arc::clone(&shared);
             let auth = Arc::clone(&auth);
-            let binding = binding.clone();
+            let tls = tls.clone();
             async move {
                 let conn = Conn {
                     host: &host,
                     shared: &shared,
                     auth: &auth,
-                    channel_binding: binding.as_deref(),
+                    channel_binding: tls.as_ref().map(|t| &*t.channel_binding),
+                    peer_certificates: tls.as_ref().and_then(|t| t.certificates.as_deref()),
                     https,
                 };
                 Ok::<_, Infallible>(conn.respond(request).await)
@@ -366,6 +383,7 @@ struct Conn<'a> {
     shared: &'a Shared,
     auth: &'a Mutex<ConnectionAuth>,
     channel_binding: Option<&'a [u8]>,
+    peer_certificates: Option<&'a [CertificateDer<'static>]>,
     https: bool,
 }
 
@@ -576,6 +594,36 @@ impl Conn<'_> {
                 return Err(self.refuse());
             };
             return self.accept_token(scheme, &token);
+        }
+        if authorization.trim() == CERTIFICATE_AUTH_HEADER && auth_spec.certificate {
+            // Certificate authentication (WS-Man https/mutual): the TLS client
+            // certificate's UPN names the account through the host's mappings.
+            let mappings: Vec<CertificateMapping> = host
+                .spec
+                .accounts
+                .iter()
+                .map(|a| CertificateMapping {
+                    subject: format!("{}@{DOMAIN}", a.name),
+                    account: a.name.clone(),
+                })
+                .collect();
+            return match client_cert::authenticate(
+                Some(authorization),
+                self.peer_certificates,
+                &mappings,
+            ) {
+                Ok(account) => {
+                    host.stats.bump(Counter::Authentication);
+                    Ok(Authenticated {
+                        user: account.to_owned(),
+                        final_token: None,
+                    })
+                }
+                Err(error) => {
+                    tracing::debug!(%error, host = %host.spec.name, "certificate refused");
+                    Err(self.refuse())
+                }
+            };
         }
         if scheme.eq_ignore_ascii_case("Basic") && auth_spec.basic {
             return match check_basic(data, &host.spec.accounts) {

@@ -128,6 +128,12 @@ auth = ["negotiate", "credssp"]
 name = "kerberos"
 count = 1
 auth = ["negotiate", "kerberos"]
+
+[[class]]
+name = "https_cert"
+count = 1
+listeners = ["https"]
+auth = ["negotiate", "certificate"]
 "#;
 
 /// The address of block `block` (a /24) of this test process: the second octet comes from
@@ -644,15 +650,35 @@ async fn tls_connect(
     fleet: &FleetHandle,
     class: &str,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+    tls_connect_as(fleet, class, None).await
+}
+
+/// A TLS connection to a host's 5986 verifying the fleet CA, presenting `client` (a
+/// certificate and its key, PEM) when given.
+async fn tls_connect_as(
+    fleet: &FleetHandle,
+    class: &str,
+    client: Option<&psfleet_sim::tls::ClientCertificate>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+    use rustls_pki_types::pem::PemObject as _;
     let (name, address) = host(fleet, class);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(fleet.ca_der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(client) => {
+            let key =
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
+            builder
+                .with_client_auth_cert(vec![client.certificate.clone()], key)
+                .unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = TcpStream::connect((address, 5986)).await.unwrap();
     let server_name = rustls_pki_types::ServerName::try_from(name).unwrap();
@@ -703,6 +729,74 @@ async fn tls_certificates_verify_only_for_the_valid_kind() {
         let text = format!("{error:?}");
         assert!(text.contains(expected), "{class}: {text}");
     }
+    fleet.shutdown().await.unwrap();
+}
+
+/// A config Get asking for certificate authentication (the https/mutual profile).
+async fn cert_request(
+    conn: &mut RawConnection<tokio_rustls::client::TlsStream<TcpStream>>,
+) -> RawResponse {
+    conn.request(
+        "POST",
+        "/wsman",
+        &[
+            (
+                "Authorization",
+                "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual",
+            ),
+            ("Content-Type", "application/soap+xml;charset=UTF-8"),
+        ],
+        &config_get("https://sim:5986/wsman"),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn client_certificates_log_on_as_their_mapped_account() {
+    let fleet = fleet(16).await;
+    // The fleet's certificate for fleetadmin: served.
+    let admin = fleet.client_certificate("fleetadmin").unwrap().clone();
+    assert_eq!(admin.upn, "fleetadmin@fleet.test");
+    let mut conn = RawConnection::new(
+        tls_connect_as(&fleet, "https_cert", Some(&admin))
+            .await
+            .unwrap(),
+    );
+    let response = cert_request(&mut conn).await;
+    assert!(matches!(response.status, 200 | 500), "{response:?}");
+    Response::parse(&response.body).unwrap();
+    // No certificate: the request asks for certificate authentication in vain.
+    let mut conn = RawConnection::new(tls_connect_as(&fleet, "https_cert", None).await.unwrap());
+    let response = cert_request(&mut conn).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.all("WWW-Authenticate"), ["Negotiate"]);
+    // A certificate from the fleet CA for a subject no mapping names: 401.
+    let stranger = fleet.ca().client_certificate("stranger").unwrap();
+    let mut conn = RawConnection::new(
+        tls_connect_as(&fleet, "https_cert", Some(&stranger))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(cert_request(&mut conn).await.status, 401);
+    // A certificate from another CA: the TLS handshake is refused.
+    let other = psfleet_sim::tls::SimCa::new()
+        .unwrap()
+        .client_certificate("fleetadmin")
+        .unwrap();
+    let refused = match tls_connect_as(&fleet, "https_cert", Some(&other)).await {
+        Err(_) => true,
+        // TLS 1.3 clients learn of the refusal on their first read.
+        Ok(stream) => {
+            let mut conn = RawConnection::new(stream);
+            conn.request("POST", "/wsman", &[], b"").await.is_err()
+        }
+    };
+    assert!(refused);
+    let stats = fleet.host_of_class("https_cert").unwrap().stats.snapshot();
+    assert_eq!(stats.authentications, 1);
+    assert_eq!(stats.auth_failures, 2);
+    assert_eq!(stats.tls_failures, 1);
     fleet.shutdown().await.unwrap();
 }
 
