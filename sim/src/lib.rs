@@ -25,6 +25,7 @@ pub mod credssp;
 pub mod fleet;
 pub mod host;
 pub mod outputs;
+pub mod powershell;
 pub mod profile;
 pub mod rng;
 pub mod server;

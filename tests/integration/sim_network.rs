@@ -1,8 +1,8 @@
 //! The simulator's network layer over real loopback sockets: what http.sys and the WinRM
 //! service do before a request reaches the WS-Man service (wire-facts sections 1, 3, 7).
 //!
-//! Fleets are started in-process (`psfleet_sim::fleet::Fleet::start`), each test on its
-//! own 127.x.y.0/24 block (x from the process id, so concurrent runs do not collide). Requests are written by hand on a `TcpStream` (so every header
+//! Fleets are started in-process (`psfleet_sim::fleet::Fleet::start`), each on a fresh block of
+//! loopback addresses (`psfleet_tests::fleet::start`). Requests are written by hand on a `TcpStream` (so every header
 //! the simulator sends is visible), through the engine's `Connection` (NTLM and SPNEGO with
 //! message encryption), with a rustls client for the certificate kinds, and with pyspnego
 //! (`tests/python/spnego_client.py`) as an independent NTLM client.
@@ -27,7 +27,7 @@ use psfleet_core::wsman::{
 };
 use psfleet_engine::auth::{ClientContext, Credential, Mechanism};
 use psfleet_engine::http::{Connection, ConnectionConfig, TransportError};
-use psfleet_sim::fleet::{Fleet, FleetHandle, FleetOptions};
+use psfleet_sim::fleet::{FleetHandle, FleetOptions};
 use psfleet_sim::profile::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -136,23 +136,14 @@ listeners = ["https"]
 auth = ["negotiate", "certificate"]
 "#;
 
-/// The address of block `block` (a /24) of this test process: the second octet comes from
-/// the process id, so test runs in several worktrees at once do not collide.
-fn block_address(block: u8) -> Ipv4Addr {
-    let second = 100 + (std::process::id() % 100) as u8;
-    Ipv4Addr::new(127, second, block, 1)
-}
-
-fn fleet_options(block: u8) -> FleetOptions {
+fn fleet_options() -> FleetOptions {
     let profile = Profile::parse("network", "<test>", PROFILE).unwrap();
     let hosts = profile.classes.len();
-    let mut options = FleetOptions::new(profile, hosts, 42);
-    options.first_address = block_address(block);
-    options
+    FleetOptions::new(profile, hosts, 42)
 }
 
-async fn fleet(block: u8) -> FleetHandle {
-    Fleet::start(fleet_options(block)).await.unwrap()
+async fn fleet() -> FleetHandle {
+    psfleet_tests::fleet::start(fleet_options()).await
 }
 
 fn host(fleet: &FleetHandle, class: &str) -> (String, Ipv4Addr) {
@@ -332,7 +323,7 @@ fn config_get(to: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn http_sys_answers_server_header_401_per_scheme_404_405() {
-    let fleet = fleet(1).await;
+    let fleet = fleet().await;
     let (_, plain) = host(&fleet, "plain");
     let (_, all) = host(&fleet, "all_schemes");
 
@@ -387,7 +378,7 @@ async fn http_sys_answers_server_header_401_per_scheme_404_405() {
 
 #[tokio::test]
 async fn unauthenticated_identify_is_answered_without_credentials() {
-    let fleet = fleet(2).await;
+    let fleet = fleet().await;
     let (_, address) = host(&fleet, "plain");
     let mut conn = connect(address, 5985).await;
     let response = conn
@@ -426,7 +417,7 @@ async fn unauthenticated_identify_is_answered_without_credentials() {
 
 #[tokio::test]
 async fn engine_authenticates_with_ntlm_and_spnego_and_seals_messages() {
-    let fleet = fleet(3).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
@@ -460,7 +451,7 @@ async fn engine_authenticates_with_ntlm_and_spnego_and_seals_messages() {
 
 #[tokio::test]
 async fn wrong_password_or_unknown_user_is_401() {
-    let fleet = fleet(4).await;
+    let fleet = fleet().await;
     let (_, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
@@ -487,7 +478,7 @@ async fn wrong_password_or_unknown_user_is_401() {
 
 #[tokio::test]
 async fn plaintext_after_authentication_is_an_empty_500() {
-    let fleet = fleet(5).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     let mut conn = connect(address, 5985).await;
@@ -547,7 +538,7 @@ async fn plaintext_after_authentication_is_an_empty_500() {
 
 #[tokio::test]
 async fn envelopes_over_max_envelope_size_get_413() {
-    let fleet = fleet(6).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "tiny_envelope");
     let (user, password) = admin(&fleet);
     let credential = Credential::new(&user, password.clone()).unwrap();
@@ -587,7 +578,7 @@ async fn envelopes_over_max_envelope_size_get_413() {
 
 #[tokio::test]
 async fn refused_blackholed_unreachable_and_tls_only_ports() {
-    let fleet = fleet(7).await;
+    let fleet = fleet().await;
     // No listener: the port refuses.
     let (_, closed) = host(&fleet, "closed");
     let error = TcpStream::connect((closed, 5985)).await.unwrap_err();
@@ -687,7 +678,7 @@ async fn tls_connect_as(
 
 #[tokio::test]
 async fn tls_certificates_verify_only_for_the_valid_kind() {
-    let fleet = fleet(8).await;
+    let fleet = fleet().await;
     let stream = tls_connect(&fleet, "https_valid").await.unwrap();
     // Over TLS: Basic authenticates one request and plaintext is allowed.
     let mut conn = RawConnection::new(stream);
@@ -754,7 +745,7 @@ async fn cert_request(
 
 #[tokio::test]
 async fn client_certificates_log_on_as_their_mapped_account() {
-    let fleet = fleet(16).await;
+    let fleet = fleet().await;
     // The fleet's certificate for fleetadmin: served.
     let admin = fleet.client_certificate("fleetadmin").unwrap().clone();
     assert_eq!(admin.upn, "fleetadmin@fleet.test");
@@ -802,7 +793,7 @@ async fn client_certificates_log_on_as_their_mapped_account() {
 
 #[tokio::test]
 async fn flaky_hosts_cut_responses_or_answer_empty_500s() {
-    let fleet = fleet(9).await;
+    let fleet = fleet().await;
     let (user, password) = admin(&fleet);
     let basic = format!("Basic {}", BASE64.encode(format!("{user}:{password}")));
     let soap = config_get("http://sim:5985/wsman");
@@ -881,9 +872,8 @@ async fn mixed_fleet_writes_inventory_with_every_bucket() {
     let _ = std::fs::remove_dir_all(&dir);
     let profile = Profile::load("mixed").unwrap();
     let mut options = FleetOptions::new(profile, 200, 1234);
-    options.first_address = block_address(100);
     options.out_dir = Some(dir.clone());
-    let fleet = Fleet::start(options).await.unwrap();
+    let fleet = psfleet_tests::fleet::start(options).await;
     println!("mixed 200: {}", fleet.startup());
 
     let csv = std::fs::read_to_string(dir.join("inventory.csv")).unwrap();
@@ -949,16 +939,19 @@ async fn mixed_fleet_writes_inventory_with_every_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_hosts_start_and_print_time_and_rss() {
     let profile = Profile::load("bench").unwrap();
-    let mut options = FleetOptions::new(profile, 2_000, 9);
-    options.first_address = block_address(200);
-    let fleet = Fleet::start(options).await.unwrap();
+    let options = FleetOptions::new(profile, 2_000, 9);
+    let fleet = psfleet_tests::fleet::start(options).await;
     // Printed, not asserted (CONTRIBUTING: performance is measured, never timed in tests).
     println!("bench 2000: {}", fleet.startup());
     assert_eq!(fleet.addresses().len(), 2_000);
     assert_eq!(fleet.startup().listeners, 2_000);
     let last = *fleet.addresses().last().unwrap();
-    let first = block_address(200).octets();
-    assert_eq!(last, Ipv4Addr::new(127, first[1], 207, 208));
+    let first = fleet.addresses()[0];
+    assert_eq!(
+        u32::from(last) - u32::from(first),
+        1_999,
+        "consecutive addresses"
+    );
     let mut conn = connect(last, 5985).await;
     assert_eq!(
         conn.request("POST", "/wsman", &[], b"")
@@ -975,7 +968,7 @@ async fn pyspnego_completes_sealed_round_trips() {
     let Some(python) = python("pyspnego_completes_sealed_round_trips") else {
         return;
     };
-    let fleet = fleet(11).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     let soap = config_get(&format!("http://{name}:5985/wsman"));
@@ -1036,7 +1029,7 @@ async fn pyspnego_channel_bindings_over_tls_follow_the_hardening_level() {
     else {
         return;
     };
-    let fleet = fleet(12).await;
+    let fleet = fleet().await;
     let (user, password) = admin(&fleet);
     let dir = std::env::temp_dir().join(format!("psfleet-cbt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1116,7 +1109,7 @@ async fn pyspnego_channel_bindings_over_tls_follow_the_hardening_level() {
 
 #[tokio::test]
 async fn engine_authenticates_with_credssp_and_seals_tls_records() {
-    let fleet = fleet(13).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "credssp");
     let (user, password) = admin(&fleet);
     let mut offered = connect(address, 5985).await;
@@ -1182,7 +1175,7 @@ async fn engine_authenticates_with_credssp_and_seals_tls_records() {
 
 #[tokio::test]
 async fn engine_over_https_binds_the_channel_for_strict_hosts() {
-    let fleet = fleet(14).await;
+    let fleet = fleet().await;
     let (user, password) = admin(&fleet);
     for class in ["https_valid", "https_strict"] {
         let (name, address) = host(&fleet, class);
@@ -1224,7 +1217,7 @@ async fn engine_over_https_binds_the_channel_for_strict_hosts() {
 #[tokio::test]
 async fn kerberos_with_the_fleet_keytab() {
     let test = "kerberos_with_the_fleet_keytab";
-    let mut options = fleet_options(15);
+    let mut options = fleet_options();
     let accounts = psfleet_sim::profile::default_accounts(options.seed);
     let plan = options
         .profile
@@ -1241,7 +1234,7 @@ async fn kerberos_with_the_fleet_keytab() {
         return;
     };
     options.keytab = Some(kdc.keytab.clone());
-    let fleet = Fleet::start(options).await.unwrap();
+    let fleet = psfleet_tests::fleet::start(options).await;
     let (name, address) = host(&fleet, "kerberos");
     let mut offered = connect(address, 5985).await;
     let response = offered.request("POST", "/wsman", &[], b"").await.unwrap();
