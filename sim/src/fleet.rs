@@ -25,6 +25,7 @@ use crate::profile::{
 };
 use crate::rng::mix;
 use crate::server::{HostRuntime, Shared, run_listener};
+use crate::service::{FleetCounters, HostCounters};
 use crate::stats::HostStatsSnapshot;
 use crate::tls::{ClientCertificate, SimCa, TlsError};
 
@@ -161,7 +162,10 @@ pub struct FleetStats {
     pub host_count: usize,
     /// Network-layer totals over all hosts.
     pub totals: HostStatsSnapshot,
-    /// Hosts with any activity, by name.
+    /// WS-Man service totals (shells open, created, deleted, expired, script and cmd
+    /// executions, quota faults, highest concurrency) over the hosts whose service ran.
+    pub service_totals: FleetCounters,
+    /// Hosts with any activity, in host order.
     pub hosts: Vec<HostStatsEntry>,
 }
 
@@ -176,6 +180,8 @@ pub struct HostStatsEntry {
     pub class: String,
     /// Network-layer counters.
     pub network: HostStatsSnapshot,
+    /// The WS-Man service's counters (per user too), when a request reached it.
+    pub service: Option<HostCounters>,
 }
 
 /// Entry point: `Fleet::start`.
@@ -484,25 +490,32 @@ fn snapshot(
 ) -> FleetStats {
     let mut totals = HostStatsSnapshot::default();
     let mut entries = Vec::new();
+    let now = start.elapsed();
     for host in hosts {
         let network = host.stats.snapshot();
         totals.add(&network);
-        if !network.is_zero() {
+        // Shells idle past their IdleTimeout are dropped first, as the next request
+        // would find them gone.
+        let service = host.started_service().map(|s| s.counters_at(now));
+        if !network.is_zero() || service.is_some() {
             entries.push(HostStatsEntry {
                 name: host.spec.name.clone(),
                 address: host.spec.address,
                 class: host.spec.class.clone(),
                 network,
+                service,
             });
         }
     }
+    let service_totals = FleetCounters::sum(entries.iter().filter_map(|e| e.service.as_ref()));
     FleetStats {
         profile: profile.to_owned(),
         seed,
-        uptime_seconds: start.elapsed().as_secs_f64(),
+        uptime_seconds: now.as_secs_f64(),
         final_snapshot,
         host_count: hosts.len(),
         totals,
+        service_totals,
         hosts: entries,
     }
 }

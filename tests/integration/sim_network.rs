@@ -450,6 +450,69 @@ async fn engine_authenticates_with_ntlm_and_spnego_and_seals_messages() {
 }
 
 #[tokio::test]
+async fn service_counters_reach_the_fleet_stats() {
+    let fleet = fleet().await;
+    let (name, address) = host(&fleet, "plain");
+    let (user, password) = admin(&fleet);
+    let credential = Credential::new(&user, password).unwrap();
+    let mut config = ConnectionConfig::new(&name, 5985, Mechanism::Negotiate, credential);
+    config.address = Some(address.into());
+    let mut connection = Connection::connect(&config).await.unwrap();
+    let to = format!("http://{name}:5985/wsman");
+    let create = Request::new(
+        RequestHeader::new(
+            Action::Create,
+            &to,
+            resources::CMD_SHELL,
+            uuid::Uuid::from_u128(1),
+        ),
+        RequestBody::Create(psfleet_core::wsman::CreateShell::cmd()),
+    );
+    let reply = connection.send(&create.to_xml()).await.unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let created = Response::parse(&reply.body).unwrap();
+    let psfleet_core::wsman::ResponseBody::CreateResponse(created) = created.body else {
+        panic!("{created:?}");
+    };
+    let shell = created.shell_id().unwrap();
+    let stats = fleet.stats();
+    assert_eq!(stats.service_totals.shells_created, 1);
+    assert_eq!(stats.service_totals.shells_open, 1);
+    let entry = stats.hosts.iter().find(|h| h.name == name).unwrap();
+    let service = entry.service.as_ref().unwrap();
+    assert_eq!(service.users["fleetadmin"].shells_open, 1);
+    assert_eq!(entry.network.service_replies, 1);
+
+    let delete = Request::new(
+        RequestHeader::new(
+            Action::Delete,
+            &to,
+            resources::CMD_SHELL,
+            uuid::Uuid::from_u128(2),
+        )
+        .with_shell_id(&shell),
+        RequestBody::Delete,
+    );
+    let reply = connection.send(&delete.to_xml()).await.unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let stats = fleet.shutdown().await.unwrap();
+    assert!(stats.final_snapshot);
+    assert_eq!(stats.service_totals.shells_deleted, 1);
+    assert_eq!(stats.service_totals.shells_open, 0);
+    assert_eq!(stats.service_totals.max_concurrent_shells_per_user, 1);
+}
+
+#[tokio::test]
 async fn wrong_password_or_unknown_user_is_401() {
     let fleet = fleet().await;
     let (_, address) = host(&fleet, "plain");
