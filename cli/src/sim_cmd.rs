@@ -96,11 +96,13 @@ pub async fn serve(
     let stats = fleet.shutdown().await?;
     let _ = writeln!(
         out,
-        "psfleet sim: stopped after {:.1} s: {} requests, {} authentications, {} authentication failures; {}",
+        "psfleet sim: stopped after {:.1} s: {} requests, {} authentications, {} authentication failures, {} shells created, {} left open; {}",
         stats.uptime_seconds,
         stats.totals.requests,
         stats.totals.authentications,
         stats.totals.auth_failures,
+        stats.service_totals.shells_created,
+        stats.service_totals.shells_open,
         args.out.join(outputs::STATS).display()
     );
     Ok(stats)
