@@ -9,10 +9,10 @@
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
-//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
 //!   and pywinrm.
 //! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
+//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
 mod client_ops;
