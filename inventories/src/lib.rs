@@ -163,3 +163,70 @@ fn read_error(file: &Arc<str>, error: &std::io::Error) -> InventoryError {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_checked_for_size_and_encoding() {
+        let mut inv = Inventory::new(Limits {
+            max_bytes: 10,
+            ..Default::default()
+        });
+        let err = inv
+            .load_bytes("big.txt", b"srv1\nsrv2\nsrv3\n", None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "big.txt: the inventory is larger than 10 bytes; split it into several files (-i a -i b)"
+        );
+        let mut inv = Inventory::default();
+        let err = inv
+            .load_bytes("latin1.txt", b"srv1\nsrv2\ncaf\xe9\n", None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "latin1.txt:3: the line is not valid UTF-8; save the inventory as UTF-8"
+        );
+        inv.load_bytes("bom.csv", "\u{feff}name,port\nsrv1,5986\n".as_bytes(), None)
+            .unwrap();
+        assert_eq!(
+            inv.host("srv1").unwrap().vars()["psfleet_port"].value,
+            "5986"
+        );
+    }
+
+    #[test]
+    fn files_pick_their_format_by_extension_then_content() {
+        let dir = std::env::temp_dir().join(format!("psfleet-inv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A .txt file holding INI text is read as text, as its extension says.
+        let txt = dir.join("hosts.txt");
+        std::fs::write(&txt, "[web]\n").unwrap();
+        let err = load(&[txt.to_str().unwrap()], None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:1: host range in '[web]': a host range is [begin:end] or [begin:end:step]",
+                txt.display()
+            )
+        );
+        let bare = dir.join("hosts");
+        std::fs::write(&bare, "[web]\nw1\n").unwrap();
+        let inv = load(&[bare.to_str().unwrap()], None).unwrap();
+        assert_eq!(inv.group_hosts("web").unwrap(), ["w1"]);
+        let inv = load(&[txt.to_str().unwrap()], Some(Format::Ini)).unwrap();
+        assert!(inv.group("web").is_some());
+        let missing = dir.join("missing.ini");
+        let err = load(&[missing.to_str().unwrap()], None).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{}: cannot read the inventory: ",
+                missing.display()
+            )),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

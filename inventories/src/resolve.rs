@@ -867,3 +867,299 @@ fn validate_overrides(overrides: &Overrides) -> Result<(), InventoryError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory(files: &[(&str, &str)]) -> Inventory {
+        let mut inventory = Inventory::default();
+        for (name, text) in files {
+            inventory.load_str(name, text, None).unwrap();
+        }
+        inventory
+    }
+
+    fn one(inventory: &Inventory, host: &str, overrides: &Overrides) -> Host {
+        let overrides = Overrides {
+            limit: Some(Pattern::parse(host).unwrap()),
+            ..overrides.clone()
+        };
+        let mut hosts = resolve(inventory, &overrides, &Defaults::default()).unwrap();
+        assert_eq!(hosts.len(), 1);
+        hosts.remove(0)
+    }
+
+    fn error(inventory: &Inventory, overrides: &Overrides) -> String {
+        resolve(inventory, overrides, &Defaults::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    const LAYERED: &str = "\
+[all:vars]
+ansible_port=5985
+owner=all
+[windows:children]
+web
+[windows:vars]
+ansible_psrp_auth=kerberos
+owner=windows
+tier=windows
+[web]
+w1 owner=host ansible_user='FLEET\\w1'
+w2
+[web:vars]
+owner=web
+ansible_psrp_configuration_name=JEA_Web
+";
+
+    #[test]
+    fn command_line_beats_host_beats_nearest_group_beats_defaults() {
+        let inv = inventory(&[("layers.ini", LAYERED)]);
+        let w1 = one(&inv, "w1", &Overrides::default());
+        assert_eq!(w1.vars["owner"], "host");
+        assert_eq!(w1.vars["tier"], "windows");
+        assert_eq!(w1.user.as_deref(), Some("FLEET\\w1"));
+        assert_eq!(w1.authentication, Authentication::Kerberos);
+        assert_eq!(w1.configuration_name, "JEA_Web");
+        assert_eq!((w1.scheme, w1.port), (Scheme::Http, 5985));
+        assert_eq!(w1.groups, ["web", "windows", "all"]);
+        assert_eq!(w1.path, "/wsman");
+        assert_eq!(w1.source.to_string(), "layers.ini:11");
+        let w2 = one(&inv, "w2", &Overrides::default());
+        assert_eq!(w2.vars["owner"], "web");
+        assert_eq!(w2.user, None);
+
+        let cli = Overrides {
+            user: Some("admin".into()),
+            authentication: Some(Authentication::Ntlm),
+            port: Some(15985),
+            vars: BTreeMap::from([("owner".to_string(), "cli".to_string())]),
+            ..Default::default()
+        };
+        let w1 = one(&inv, "w1", &cli);
+        assert_eq!(w1.user.as_deref(), Some("admin"));
+        assert_eq!(w1.authentication, Authentication::Ntlm);
+        assert_eq!(w1.vars["owner"], "cli");
+        assert_eq!((w1.scheme, w1.port), (Scheme::Http, 15985));
+    }
+
+    #[test]
+    fn a_host_value_beats_a_more_specific_group_name() {
+        // Ansible would take the group's ansible_psrp_port; psfleet keeps host over group.
+        let inv = inventory(&[(
+            "p.ini",
+            "[g]\nh ansible_port=1234\n[g:vars]\nansible_psrp_port=4321\n",
+        )]);
+        assert_eq!(one(&inv, "h", &Overrides::default()).port, 1234);
+        // Within one level the most specific name wins.
+        let inv = inventory(&[(
+            "p.ini",
+            "h ansible_port=1 ansible_winrm_port=2 ansible_psrp_port=3 psfleet_port=4\n",
+        )]);
+        assert_eq!(one(&inv, "h", &Overrides::default()).port, 4);
+        let inv = inventory(&[(
+            "p.ini",
+            "h ansible_port=1 ansible_winrm_port=2 ansible_psrp_port=3\n",
+        )]);
+        assert_eq!(one(&inv, "h", &Overrides::default()).port, 3);
+    }
+
+    #[test]
+    fn ansible_connection_hides_the_other_plugins_names() {
+        let text = "h ansible_connection=winrm ansible_psrp_port=3 ansible_winrm_port=2 ansible_port=1\n\
+                    p ansible_connection=psrp ansible_psrp_auth=ntlm ansible_winrm_transport=credssp\n";
+        let inv = inventory(&[("c.ini", text)]);
+        assert_eq!(one(&inv, "h", &Overrides::default()).port, 2);
+        assert_eq!(
+            one(&inv, "p", &Overrides::default()).authentication,
+            Authentication::Ntlm
+        );
+        let inv = inventory(&[(
+            "c.ini",
+            "w ansible_connection=winrm ansible_winrm_transport=credssp ansible_psrp_auth=ntlm\n",
+        )]);
+        assert_eq!(
+            one(&inv, "w", &Overrides::default()).authentication,
+            Authentication::CredSsp
+        );
+    }
+
+    #[test]
+    fn equal_depth_groups_tie_on_priority_then_name() {
+        let text = "[alpha]\nh\n[beta]\nh\n[alpha:vars]\nx=alpha\n[beta:vars]\nx=beta\n";
+        let inv = inventory(&[("t.ini", text)]);
+        let h = one(&inv, "h", &Overrides::default());
+        assert_eq!(h.vars["x"], "beta");
+        assert_eq!(h.groups, ["beta", "alpha", "all"]);
+        let prioritized = format!("{text}ansible_group_priority=10\n").replace(
+            "[beta:vars]\nx=beta\nansible_group_priority=10\n",
+            "[beta:vars]\nx=beta\n[alpha:vars]\nansible_group_priority=10\n",
+        );
+        let inv = inventory(&[("t.ini", &prioritized)]);
+        let h = one(&inv, "h", &Overrides::default());
+        assert_eq!(h.vars["x"], "alpha");
+        assert_eq!(h.groups, ["alpha", "beta", "all"]);
+        // A child group beats its parent whatever the names.
+        let inv = inventory(&[(
+            "t.ini",
+            "[zz:children]\naa\n[aa]\nh\n[zz:vars]\nx=zz\n[aa:vars]\nx=aa\n",
+        )]);
+        assert_eq!(one(&inv, "h", &Overrides::default()).vars["x"], "aa");
+    }
+
+    #[test]
+    fn scheme_and_port_imply_each_other() {
+        let inv = inventory(&[(
+            "s.ini",
+            "a\nb ansible_port=5986\nc ansible_winrm_scheme=https\nd ansible_port=8080\ne psfleet_scheme=http psfleet_port=5986\n",
+        )]);
+        let sp = |h: &str| {
+            let host = one(&inv, h, &Overrides::default());
+            (host.scheme, host.port)
+        };
+        assert_eq!(sp("a"), (Scheme::Http, 5985));
+        assert_eq!(sp("b"), (Scheme::Https, 5986));
+        assert_eq!(sp("c"), (Scheme::Https, 5986));
+        assert_eq!(sp("d"), (Scheme::Http, 8080));
+        assert_eq!(sp("e"), (Scheme::Http, 5986));
+        let https = Overrides {
+            scheme: Some(Scheme::Https),
+            ..Default::default()
+        };
+        assert_eq!(one(&inv, "a", &https).port, 5986);
+        assert_eq!(one(&inv, "a", &https).url(), "https://a:5986/wsman");
+    }
+
+    #[test]
+    fn addresses_paths_references_and_urls() {
+        let inv = inventory(&[(
+            "dir/x.ini",
+            "h1 ansible_host=10.0.0.7 ansible_winrm_path=wsman-alt ansible_password=file:pw.txt ansible_winrm_server_cert_validation=ignore\n\
+             h2 ansible_host=[fe80::2] ansible_psrp_password=env:WIN_PW ansible_psrp_ca_cert=ca.pem\n\
+             h3 ansible_host=srv3.corp.test ansible_password=kerberos-cache ansible_winrm_transport=kerberos\n\
+             fe80::9\n",
+        )]);
+        let h1 = one(&inv, "h1", &Overrides::default());
+        assert_eq!(h1.address, Some(Address::Ip("10.0.0.7".parse().unwrap())));
+        assert_eq!(h1.path, "/wsman-alt");
+        assert_eq!(
+            h1.password,
+            Some(SecretRef::File(PathBuf::from("dir/pw.txt")))
+        );
+        assert_eq!(h1.cert_validation, CertValidation::Ignore);
+        assert_eq!(h1.url(), "http://10.0.0.7:5985/wsman-alt");
+        let h2 = one(&inv, "h2", &Overrides::default());
+        assert_eq!(h2.url(), "http://[fe80::2]:5985/wsman");
+        assert_eq!(h2.password, Some(SecretRef::Env("WIN_PW".into())));
+        assert_eq!(h2.ca_trust_path, Some(PathBuf::from("dir/ca.pem")));
+        let h3 = one(&inv, "h3", &Overrides::default());
+        assert_eq!(h3.target(), "srv3.corp.test");
+        assert_eq!(h3.password, Some(SecretRef::KerberosCache));
+        assert_eq!(h3.authentication, Authentication::Kerberos);
+        let v6 = one(&inv, "fe80::9", &Overrides::default());
+        assert_eq!(v6.url(), "http://[fe80::9]:5985/wsman");
+    }
+
+    #[test]
+    fn duplicates_across_files_are_one_host() {
+        let inv = inventory(&[
+            ("a.ini", "[web]\nSRV1 owner=a tier=1\n"),
+            ("b.csv", "name,group,owner\nsrv1,db,b\n"),
+        ]);
+        let hosts = resolve(&inv, &Overrides::default(), &Defaults::default()).unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].name, "SRV1");
+        assert_eq!(hosts[0].groups, ["web", "db", "all"]);
+        assert_eq!(hosts[0].vars["owner"], "b");
+        assert_eq!(hosts[0].vars["tier"], "1");
+    }
+
+    #[test]
+    fn invalid_settings_name_host_variable_and_place() {
+        let cases = [
+            (
+                "h ansible_port=abc\n",
+                "x.ini:1: host 'h': ansible_port='abc' is not valid: a port number from 1 to 65535",
+            ),
+            (
+                "h\n[all:vars]\nansible_winrm_scheme=ftp\n",
+                "x.ini:3: host 'h': ansible_winrm_scheme='ftp' is not valid: use http or https",
+            ),
+            (
+                "h ansible_psrp_auth=digest\n",
+                "x.ini:1: host 'h': ansible_psrp_auth='digest' is not valid: use basic, ntlm, negotiate, kerberos, credssp or certificate",
+            ),
+            (
+                "h ansible_psrp_cert_validation=maybe\n",
+                "x.ini:1: host 'h': ansible_psrp_cert_validation='maybe' is not valid: use validate or ignore",
+            ),
+            (
+                "h ansible_connection=ssh\n",
+                "x.ini:1: host 'h' has ansible_connection=ssh; psfleet speaks WinRM only (winrm or psrp). Leave it out of the run with --limit '!h' or set ansible_connection=psrp",
+            ),
+            (
+                "h ansible_host='{{ inventory_hostname }}.corp'\n",
+                "x.ini:1: host 'h': ansible_host is a Jinja template ('{{ inventory_hostname }}.corp'); psfleet does not evaluate templates, write the value itself",
+            ),
+            (
+                "h ansible_winrm_transport=certificate\n",
+                "x.ini:1: host 'h': certificate authentication needs HTTPS, but the scheme is http; set the scheme to https (port 5986) or choose another authentication",
+            ),
+            (
+                "h ansible_host='a b'\n",
+                "x.ini:1: host 'h': ansible_host='a b' is not valid: an IP address or a DNS name, without spaces or '/' (give the port in ansible_port)",
+            ),
+            (
+                "h ansible_psrp_configuration_name='JEA Ops'\n",
+                "x.ini:1: host 'h': ansible_psrp_configuration_name='JEA Ops' is not valid: a session configuration name like Microsoft.PowerShell (no spaces or / ? # < > & quotes)",
+            ),
+            (
+                "h ansible_winrm_path='/ws man'\n",
+                "x.ini:1: host 'h': ansible_winrm_path='/ws man' is not valid: a URL path like /wsman, without spaces, '?' or '#'",
+            ),
+        ];
+        for (text, expected) in cases {
+            let inv = inventory(&[("x.ini", text)]);
+            assert_eq!(error(&inv, &Overrides::default()), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn selection_errors() {
+        let inv = inventory(&[("x.ini", "[web]\nw1\n")]);
+        let limit = |p: &str| Overrides {
+            limit: Some(Pattern::parse(p).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            error(&inv, &limit("db")),
+            "--limit 'db' matches no host of the inventory (1 hosts); psfleet inventory --list shows the names and groups"
+        );
+        assert_eq!(
+            error(&Inventory::default(), &Overrides::default()),
+            "the inventory has no hosts"
+        );
+        let bad = Overrides {
+            path: Some("/a b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            error(&inv, &bad),
+            "host '(all)': --path='/a b' is not valid: a URL path like /wsman, without spaces, '?' or '#'"
+        );
+    }
+
+    #[test]
+    fn authentication_names_and_lists() {
+        let parse = |s: &str| s.parse::<Authentication>();
+        assert_eq!(parse("NTLM"), Ok(Authentication::Ntlm));
+        assert_eq!(parse("plaintext"), Ok(Authentication::Basic));
+        assert_eq!(parse("ssl"), Ok(Authentication::Basic));
+        assert_eq!(parse("kerberos,ntlm"), Ok(Authentication::Kerberos));
+        assert_eq!(parse("['credssp', 'ntlm']"), Ok(Authentication::CredSsp));
+        assert_eq!(parse(r#"["negotiate"]"#), Ok(Authentication::Negotiate));
+        assert_eq!(parse("[]"), Err(()));
+    }
+}
