@@ -9,7 +9,7 @@
 //! Host names compare ignoring ASCII case (DNS names do, RFC 4343), so `SRV1` and `srv1` are
 //! one host spelt as first seen; group and variable names are case-sensitive as in Ansible.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::error::{ErrorKind, InventoryError, Location, Warning};
 use crate::hostpattern;
@@ -458,41 +458,53 @@ impl Inventory {
 
     /// Hosts of a group and its descendants, in Ansible's order, without duplicates.
     pub(crate) fn group_host_indices(&self, group: usize) -> Vec<usize> {
-        if group == ALL {
+        self.hosts_of_groups(&[group])
+    }
+
+    /// Hosts of several groups and their descendants: each group's in Ansible's order (its
+    /// own hosts, then its children's, breadth first), one after the other, each host once.
+    /// One walk for all of them: a group already walked has nothing new to add.
+    pub(crate) fn hosts_of_groups(&self, groups: &[usize]) -> Vec<usize> {
+        if groups.contains(&ALL) {
             return (0..self.hosts.len()).collect();
         }
         let mut seen_hosts = vec![false; self.hosts.len()];
         let mut seen_groups = vec![false; self.groups.len()];
         let mut result = Vec::new();
-        let mut queue = VecDeque::from([group]);
-        if let Some(seen) = seen_groups.get_mut(group) {
-            *seen = true;
-        }
-        while let Some(g) = queue.pop_front() {
-            let Some(entry) = self.groups.get(g) else {
-                continue;
-            };
-            let implicit: Vec<usize> = if g == UNGROUPED {
-                (0..self.hosts.len())
-                    .filter(|&h| self.hosts.get(h).is_some_and(|e| e.groups.is_empty()))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            for &h in entry.hosts.iter().chain(&implicit) {
-                if let Some(seen) = seen_hosts.get_mut(h)
-                    && !*seen
-                {
-                    *seen = true;
-                    result.push(h);
-                }
+        for &start in groups {
+            let mut queue = VecDeque::new();
+            if let Some(seen) = seen_groups.get_mut(start)
+                && !*seen
+            {
+                *seen = true;
+                queue.push_back(start);
             }
-            for &child in &entry.children {
-                if let Some(seen) = seen_groups.get_mut(child)
-                    && !*seen
-                {
-                    *seen = true;
-                    queue.push_back(child);
+            while let Some(g) = queue.pop_front() {
+                let Some(entry) = self.groups.get(g) else {
+                    continue;
+                };
+                let implicit: Vec<usize> = if g == UNGROUPED {
+                    (0..self.hosts.len())
+                        .filter(|&h| self.hosts.get(h).is_some_and(|e| e.groups.is_empty()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                for &h in entry.hosts.iter().chain(&implicit) {
+                    if let Some(seen) = seen_hosts.get_mut(h)
+                        && !*seen
+                    {
+                        *seen = true;
+                        result.push(h);
+                    }
+                }
+                for &child in &entry.children {
+                    if let Some(seen) = seen_groups.get_mut(child)
+                        && !*seen
+                    {
+                        *seen = true;
+                        queue.push_back(child);
+                    }
                 }
             }
         }
@@ -539,24 +551,21 @@ impl Inventory {
         let Some(entry) = self.hosts.get(host) else {
             return Vec::new();
         };
-        let mut member = vec![false; self.groups.len()];
+        // Only the host's own ancestry is walked: cost follows its groups, not the inventory's.
+        let mut member: HashSet<usize> = HashSet::new();
         let mut queue: VecDeque<usize> = entry.groups.iter().copied().collect();
         if entry.groups.is_empty() {
             queue.push_back(UNGROUPED);
         }
         queue.push_back(ALL);
         while let Some(g) = queue.pop_front() {
-            match member.get_mut(g) {
-                Some(seen) if !*seen => *seen = true,
-                _ => continue,
-            }
-            if let Some(group) = self.groups.get(g) {
+            if member.insert(g)
+                && let Some(group) = self.groups.get(g)
+            {
                 queue.extend(group.parents.iter().copied());
             }
         }
-        let mut groups: Vec<usize> = (0..self.groups.len())
-            .filter(|&g| member.get(g) == Some(&true))
-            .collect();
+        let mut groups: Vec<usize> = member.into_iter().collect();
         groups.sort_by(|&a, &b| {
             let key = |g: usize| {
                 let group = self.groups.get(g);

@@ -242,23 +242,19 @@ impl Term {
     /// Ansible's `_enumerate_matches`: hosts of the groups the term matches, then (when no
     /// group matched, or for globs and regexes) the hosts it matches by name.
     fn candidates(&self, inventory: &Inventory) -> Vec<usize> {
-        let mut result = Vec::new();
-        let mut seen = HashSet::new();
-        let mut any_group = false;
-        for (index, group) in inventory.group_entries().iter().enumerate() {
-            let hit = match &self.matcher {
+        let matched_groups: Vec<usize> = inventory
+            .group_entries()
+            .iter()
+            .enumerate()
+            .filter(|(_, group)| match &self.matcher {
                 Matcher::Exact(name) => group.name() == name,
                 Matcher::Regex { groups, .. } => groups.is_match(group.name()),
-            };
-            if hit {
-                any_group = true;
-                for host in inventory.group_host_indices(index) {
-                    if seen.insert(host) {
-                        result.push(host);
-                    }
-                }
-            }
-        }
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let any_group = !matched_groups.is_empty();
+        let mut result = inventory.hosts_of_groups(&matched_groups);
+        let mut seen: HashSet<usize> = result.iter().copied().collect();
         let search_hosts = !any_group
             || matches!(self.matcher, Matcher::Regex { is_regex: true, .. })
             || self.text.contains(['.', '?', '*', '[']);
