@@ -18,8 +18,14 @@ const TARGETS: &[(&str, Target)] = &[
     ("encryption", psfleet_core::fuzzing::encryption),
     ("inventory_csv", psfleet_inventories::fuzzing::inventory_csv),
     ("inventory_ini", psfleet_inventories::fuzzing::inventory_ini),
-    ("inventory_text", psfleet_inventories::fuzzing::inventory_text),
-    ("inventory_yaml", psfleet_inventories::fuzzing::inventory_yaml),
+    (
+        "inventory_text",
+        psfleet_inventories::fuzzing::inventory_text,
+    ),
+    (
+        "inventory_yaml",
+        psfleet_inventories::fuzzing::inventory_yaml,
+    ),
     ("psrp_fragments", psfleet_core::fuzzing::psrp_fragments),
     ("psrp_message", psfleet_core::fuzzing::psrp_message),
     ("wsman_request", psfleet_core::fuzzing::wsman_request),
