@@ -1,14 +1,27 @@
 //! psfleet's one integration-test binary (one link step for every integration test).
 //!
 //! Modules by area:
+//! - `client_ops`: the engine's operations (cmd, PowerShell, cancel, auth, typed errors) against
+//!   simulated hosts.
 //! - `conformance`: the protocol core against recorded Windows traffic.
+//! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
+//! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `inventories`: the example inventories, PyYAML's reading of the YAML one, malformed inputs.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
+//! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
+//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
+//! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
+mod client_ops;
 mod conformance;
+mod credssp;
 mod fuzz_replay;
 mod inventories;
+mod kerberos;
 mod psrpcore_xcheck;
+mod reports;
+mod sim_network;
+mod state;
 mod transport;
