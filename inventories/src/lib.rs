@@ -198,6 +198,34 @@ mod tests {
     }
 
     #[test]
+    fn readers_like_stdin_are_detected_by_content() {
+        let mut inv = Inventory::default();
+        inv.load_reader(
+            STDIN_NAME,
+            std::io::Cursor::new("all:\n  hosts:\n    y1:\n"),
+            None,
+        )
+        .unwrap();
+        inv.load_reader(
+            STDIN_NAME,
+            std::io::Cursor::new("hostname,port\nc1,5986\n"),
+            None,
+        )
+        .unwrap();
+        inv.load_reader(STDIN_NAME, std::io::Cursor::new("t1\nt2:5986\n"), None)
+            .unwrap();
+        let names: Vec<&str> = inv.hosts().map(HostEntry::name).collect();
+        assert_eq!(names, ["y1", "c1", "t1", "t2"]);
+        let err = inv
+            .load_reader(STDIN_NAME, std::io::Cursor::new("[web]\nw1 x\n"), None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<stdin>:2: expected key=value host variable after the host name, got 'x'"
+        );
+    }
+
+    #[test]
     fn files_pick_their_format_by_extension_then_content() {
         let dir = std::env::temp_dir().join(format!("psfleet-inv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
