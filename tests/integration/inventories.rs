@@ -513,3 +513,69 @@ fn python(test: &str) -> Option<PathBuf> {
     println!("{test}: skipped, PSFLEET_PYTHON is unset (run scripts/test to set up the venv)");
     None
 }
+
+/// `psfleet sim` writes `inventory.csv` and `inventory.yml` for its fleets; both must read
+/// back into the hosts the simulator planned (every row of the `mixed` profile: every failure
+/// bucket's class, odd names, JEA configurations, https, kerberos users).
+#[test]
+fn simulator_inventories_read_back_into_the_planned_hosts() {
+    use psfleet_sim::profile::{PlanOptions, Profile, default_accounts};
+
+    let accounts = default_accounts(7);
+    let planned = Profile::load("mixed")
+        .unwrap()
+        .plan(&PlanOptions {
+            hosts: 300,
+            seed: 7,
+            first_address: "127.20.0.1".parse().unwrap(),
+            latency: None,
+            accounts: &accounts,
+        })
+        .unwrap();
+    let rows: Vec<_> = planned.into_iter().map(|p| p.row).collect();
+    let csv = psfleet_sim::outputs::inventory_csv(&rows);
+    let yaml = psfleet_sim::outputs::inventory_yaml(&rows);
+
+    for (name, bytes, expected_var) in [
+        ("inventory.csv", &csv, "expected"),
+        ("inventory.yml", &yaml, "psfleet_expected"),
+    ] {
+        let mut inventory = Inventory::default();
+        inventory
+            .load_bytes(name, bytes, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hosts = resolve(&inventory, &Overrides::default(), &Defaults::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hosts.len(), rows.len(), "{name}");
+        // The YAML lists hosts class by class, the CSV in plan order: compare by name.
+        let by_name: BTreeMap<&str, &Host> = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+        for row in &rows {
+            let what = format!("{name}: {}", row.name);
+            let host = by_name
+                .get(row.name.as_str())
+                .unwrap_or_else(|| panic!("{what} missing"));
+            assert_eq!(
+                host.address,
+                row.address.map(|a| Address::Ip(a.into())),
+                "{what}"
+            );
+            assert_eq!(
+                (host.scheme.as_str(), host.port),
+                (row.scheme, row.port),
+                "{what}"
+            );
+            assert_eq!(host.authentication.as_str(), row.authentication, "{what}");
+            assert_eq!(host.configuration_name, row.configuration_name, "{what}");
+            assert_eq!(host.user, row.user, "{what}");
+            assert_eq!(host.groups, [row.group.as_str(), "all"], "{what}");
+            assert_eq!(host.vars[expected_var], row.expected, "{what}");
+        }
+    }
+    let classes: BTreeSet<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+    let _ = writeln!(
+        std::io::stdout(),
+        "inventories: simulator CSV and YAML inventories read back: {} hosts, {} classes",
+        rows.len(),
+        classes.len()
+    );
+}
