@@ -525,7 +525,7 @@ pub enum ErrorKind {
     },
     /// Nothing selected.
     #[error(
-        "--limit '{pattern}' matches no host of the inventory ({hosts} hosts); psfleet inventory --list shows the names and groups"
+        "--limit '{pattern}' matches no host of the inventory ({hosts} hosts); group names match exactly, host names ignoring case"
     )]
     NoHostsMatched {
         /// The pattern.

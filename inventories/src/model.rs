@@ -44,7 +44,7 @@ impl Default for Limits {
     }
 }
 
-/// A variable's value and where it was set (for error messages and `psfleet inventory`).
+/// A variable's value and where it was set (for error messages and listings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Var {
     /// The value as text (YAML lists and mappings as JSON).

@@ -284,7 +284,7 @@ impl Default for Defaults {
     }
 }
 
-/// Every variable name psfleet reads (its own, then Ansible's), for `psfleet inventory` and
+/// Every variable name psfleet reads (its own, then Ansible's), for listings and
 /// the CSV reader.
 pub const KNOWN_VARIABLES: &[&str] = &[
     "psfleet_address",
@@ -1135,7 +1135,7 @@ ansible_psrp_configuration_name=JEA_Web
         };
         assert_eq!(
             error(&inv, &limit("db")),
-            "--limit 'db' matches no host of the inventory (1 hosts); psfleet inventory --list shows the names and groups"
+            "--limit 'db' matches no host of the inventory (1 hosts); group names match exactly, host names ignoring case"
         );
         assert_eq!(
             error(&Inventory::default(), &Overrides::default()),
