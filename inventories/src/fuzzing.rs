@@ -81,3 +81,14 @@ fn run(data: &[u8], format: Format) {
         }
     }
 }
+
+/// INI host-line splitting (Python's `shlex.split(line, comments=True)`), exposed for the
+/// cross-check against Python in `tests/integration/inventories.rs`.
+pub fn ini_split(line: &str) -> Option<Vec<String>> {
+    crate::formats::ini::shell_split(line).ok()
+}
+
+/// INI value reading (Ansible's `_parse_value`), exposed for the same cross-check.
+pub fn ini_value(raw: &str, vars_section: bool) -> String {
+    crate::formats::ini::python_value(raw, vars_section)
+}

@@ -579,3 +579,143 @@ fn simulator_inventories_read_back_into_the_planned_hosts() {
         classes.len()
     );
 }
+
+/// Python's `shlex.split(comments=True)` and Ansible's `_parse_value` (`ast.literal_eval`,
+/// falling back to the text) on the same inputs as psfleet's INI reader.
+const PYTHON_INI: &str = r#"
+import ast, json, shlex, sys, warnings
+cases = json.load(sys.stdin)
+out = {"split": [], "values": []}
+for line in cases["lines"]:
+    try:
+        out["split"].append(shlex.split(line, comments=True))
+    except ValueError:
+        out["split"].append(None)
+for raw in cases["values"]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = raw
+    if value is None:
+        out["values"].append("")
+    elif isinstance(value, (str, bool, int)):
+        out["values"].append(str(value))
+    else:
+        out["values"].append(None)  # floats, lists, dicts: psfleet keeps the text
+print(json.dumps(out))
+"#;
+
+#[test]
+fn ini_splitting_and_values_agree_with_python() {
+    let Some(python) = python("ini_splitting_and_values_agree_with_python") else {
+        return;
+    };
+    let lines = [
+        "srv1",
+        "srv1 a=1 b=2",
+        "srv1 owner='Team A' note=\"x y\"",
+        "srv1 x=1#comment",
+        "srv1 x=1 # comment",
+        "srv1 #all comment",
+        "srv1 p=\"a\\\"b\" q='c\\d'",
+        "srv1 p=\"back\\\\slash\" q=\"keep\\n\"",
+        "srv1 r=a\\ b s=\\#x",
+        "srv1 empty='' other=\"\"",
+        "srv1 mix=a'b c'd\"e f\"",
+        "srv1\tt=1\t\tu=2",
+        "srv1 user=FLEET\\ops",
+        "srv1 user='FLEET\\ops'",
+        "srv1 bad='unclosed",
+        "srv1 bad=\"unclosed",
+        "srv1 trailing\\",
+        "srv1 ünï=cödé",
+        "srv1 x==y",
+        "  srv1   spaced=  ",
+    ];
+    let values = [
+        "5986",
+        "'5986'",
+        "\"quoted\"",
+        "'03#pa33w0rd'",
+        "0x1656",
+        "0o17",
+        "0b101",
+        "1_000",
+        "-5",
+        "+7",
+        "0755",
+        "00",
+        "True",
+        "False",
+        "None",
+        "true",
+        "ntlm",
+        "10.0.0.1",
+        "FLEET\\ops",
+        "'a\\'b'",
+        "'tab\\there'",
+        "'x' 'y'",
+        "http_port # c",
+        "8080 # note",
+        "'a # b' # c",
+        "abc # note",
+        "[1, 2]",
+        "'",
+        "\"",
+        "",
+    ];
+    let input = serde_json::json!({ "lines": lines, "values": values });
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(PYTHON_INI)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    for (line, expected) in lines.iter().zip(theirs["split"].as_array().unwrap()) {
+        let expected: Option<Vec<String>> = serde_json::from_value(expected.clone()).unwrap();
+        assert_eq!(
+            psfleet_inventories::fuzzing::ini_split(line),
+            expected,
+            "shlex.split({line:?})"
+        );
+    }
+    let mut compared = 0;
+    for (raw, expected) in values.iter().zip(theirs["values"].as_array().unwrap()) {
+        // The :vars reading keeps comments after plain text, as literal_eval's fallback does.
+        let ours = psfleet_inventories::fuzzing::ini_value(raw, true);
+        match expected.as_str() {
+            Some(expected) => {
+                assert_eq!(ours, expected, "_parse_value({raw:?})");
+                compared += 1;
+            }
+            None => assert_eq!(
+                ours,
+                raw.split(" #").next().unwrap_or(raw).trim(),
+                "{raw:?}"
+            ),
+        }
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "inventories: INI splitting agrees with shlex on {} lines, values with literal_eval on {compared}",
+        lines.len()
+    );
+}

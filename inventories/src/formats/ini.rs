@@ -361,33 +361,40 @@ fn strip_python_comment(raw: &str) -> &str {
     raw
 }
 
-/// A single- or double-quoted Python string literal (common escapes decoded).
+/// One or more single- or double-quoted Python string literals separated by spaces (Python
+/// joins adjacent literals), common escapes decoded.
 fn python_string(body: &str) -> Option<String> {
-    let quote = body.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let inner = body.strip_prefix(quote)?.strip_suffix(quote)?;
-    if body.len() < 2 {
-        return None;
-    }
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                '0' => out.push('\0'),
-                other @ ('\\' | '\'' | '"') => out.push(other),
-                other => {
-                    out.push('\\');
-                    out.push(other);
-                }
-            },
-            c if c == quote => return None, // two literals or a stray quote: not one string
-            c => out.push(c),
+    let mut out = String::new();
+    let mut chars = body.chars().peekable();
+    let mut literals = 0;
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(quote) = chars.next() else {
+            break;
+        };
+        if quote != '\'' && quote != '"' {
+            return None;
+        }
+        literals += 1;
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    '0' => out.push('\0'),
+                    other @ ('\\' | '\'' | '"') => out.push(other),
+                    other => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                },
+                c if c == quote => break,
+                c => out.push(c),
+            }
         }
     }
-    Some(out)
+    (literals > 0).then_some(out)
 }
 
 /// A Python integer literal in decimal (`0x1F`, `0o17`, `0b1`, `1_000`, `-5`).
@@ -558,7 +565,8 @@ mod tests {
         assert_eq!(python_value("True # c", true), "True");
         assert_eq!(python_value("abc # c", true), "abc # c");
         assert_eq!(python_value("[1, 2] # c", true), "[1, 2]");
-        assert_eq!(python_value("'a' 'b'", false), "'a' 'b'");
+        assert_eq!(python_value("'a' 'b'", false), "ab");
+        assert_eq!(python_value("'a' b", false), "'a' b");
         assert_eq!(python_value("ntlm", false), "ntlm");
         assert_eq!(python_value("'", false), "'");
     }
