@@ -92,3 +92,9 @@ pub fn ini_split(line: &str) -> Option<Vec<String>> {
 pub fn ini_value(raw: &str, vars_section: bool) -> String {
     crate::formats::ini::python_value(raw, vars_section)
 }
+
+/// Whether a `--limit` glob matches a group name (Python's `fnmatch.fnmatchcase`), exposed
+/// for the cross-check against Python; `None` when the glob does not compile.
+pub fn glob_matches(glob: &str, name: &str) -> Option<bool> {
+    crate::pattern::glob_matches_group(glob, name)
+}

@@ -340,6 +340,13 @@ fn subscript_text(subscript: Subscript) -> String {
     }
 }
 
+/// Whether a glob matches a group name (case-sensitive), for the Python cross-check.
+pub(crate) fn glob_matches_group(glob: &str, name: &str) -> Option<bool> {
+    compile(&translate_glob(glob), false, glob)
+        .ok()
+        .map(|regex| regex.is_match(name))
+}
+
 /// Python's `fnmatch.translate` as a Rust regex (anchored at both ends).
 fn translate_glob(glob: &str) -> String {
     let chars: Vec<char> = glob.chars().collect();

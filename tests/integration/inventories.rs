@@ -719,3 +719,92 @@ fn ini_splitting_and_values_agree_with_python() {
         lines.len()
     );
 }
+
+#[test]
+fn limit_globs_agree_with_python_fnmatch() {
+    let Some(python) = python("limit_globs_agree_with_python_fnmatch") else {
+        return;
+    };
+    let globs = [
+        "srv*",
+        "srv00?",
+        "web-??",
+        "db[12]*",
+        "x[!a-c]y",
+        "*.corp.test",
+        "[",
+        "a[]b]c",
+        "a[!]]c",
+        "a[b",
+        "**",
+        "*[0-9]",
+        "w*b*",
+        "a.b",
+        "a+b",
+        "(x)",
+        "[a-]z",
+        "[-a]z",
+        "a\\b",
+        "ü*",
+        "[!x]",
+        "?",
+    ];
+    let names = [
+        "srv001",
+        "srv0010",
+        "web-01",
+        "db1x",
+        "db3",
+        "xdy",
+        "xby",
+        "dc1.corp.test",
+        "corp.test",
+        "[",
+        "abc",
+        "a]c",
+        "a[b",
+        "",
+        "w1b2",
+        "a.b",
+        "axb",
+        "a+b",
+        "(x)",
+        "-z",
+        "az",
+        "a\\b",
+        "übung",
+        "x",
+        "y",
+        "9",
+    ];
+    let script = "import fnmatch, json, sys\nc = json.load(sys.stdin)\nprint(json.dumps([[fnmatch.fnmatchcase(n, g) for n in c['names']] for g in c['globs']]))";
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::json!({ "globs": globs, "names": names });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let theirs: Vec<Vec<bool>> = serde_json::from_slice(&output.stdout).unwrap();
+    let mut compared = 0;
+    for (glob, row) in globs.iter().zip(&theirs) {
+        for (name, expected) in names.iter().zip(row) {
+            let ours = psfleet_inventories::fuzzing::glob_matches(glob, name);
+            assert_eq!(ours, Some(*expected), "fnmatchcase({name:?}, {glob:?})");
+            compared += 1;
+        }
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "inventories: --limit globs agree with fnmatch on {compared} pairs"
+    );
+}
