@@ -1,7 +1,9 @@
 //! Inventories: every example under `inventories/examples/` loads into the hosts, groups and
-//! connection settings it documents; the YAML reading agrees with an independent reading by
-//! PyYAML (from the test venv, `$PSFLEET_PYTHON`) walked with Ansible's yaml-plugin rules;
-//! malformed inventories in every format fail with `file:line` errors.
+//! connection settings it documents; the simulator's own CSV and YAML inventories read back
+//! into the hosts it planned; independent Python readings agree (PyYAML walked with Ansible's
+//! yaml-plugin rules for the YAML example, `shlex` and `ast.literal_eval` for INI host lines and
+//! values, `fnmatch` for `--limit` globs; from the test venv, `$PSFLEET_PYTHON`); malformed
+//! inventories in every format fail with `file:line` errors.
 
 // Test code: failing loudly on a wrong value is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]

@@ -7,7 +7,8 @@
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
-//! - `inventories`: the example inventories, PyYAML's reading of the YAML one, malformed inputs.
+//! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
+//!   literal_eval, fnmatch), malformed inputs with file:line errors.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
 //! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
