@@ -12,6 +12,8 @@
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
 //! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
+//! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
+//!   and pywinrm.
 //! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
@@ -23,6 +25,7 @@ mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
 mod reports;
+mod sim_interop;
 mod sim_network;
 mod state;
 mod transport;

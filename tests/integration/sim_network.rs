@@ -1,8 +1,8 @@
 //! The simulator's network layer over real loopback sockets: what http.sys and the WinRM
 //! service do before a request reaches the WS-Man service (wire-facts sections 1, 3, 7).
 //!
-//! Fleets are started in-process (`psfleet_sim::fleet::Fleet::start`), each test on its
-//! own 127.77.x.0/24 block. Requests are written by hand on a `TcpStream` (so every header
+//! Fleets are started in-process (`psfleet_sim::fleet::Fleet::start`), each on a fresh block of
+//! loopback addresses (`psfleet_tests::fleet::start`). Requests are written by hand on a `TcpStream` (so every header
 //! the simulator sends is visible), through the engine's `Connection` (NTLM and SPNEGO with
 //! message encryption), with a rustls client for the certificate kinds, and with pyspnego
 //! (`tests/python/spnego_client.py`) as an independent NTLM client.
@@ -27,7 +27,7 @@ use psfleet_core::wsman::{
 };
 use psfleet_engine::auth::{ClientContext, Credential, Mechanism};
 use psfleet_engine::http::{Connection, ConnectionConfig, TransportError};
-use psfleet_sim::fleet::{Fleet, FleetHandle, FleetOptions};
+use psfleet_sim::fleet::{FleetHandle, FleetOptions};
 use psfleet_sim::profile::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -120,12 +120,11 @@ count = 1
 latency_ms = 300
 "#;
 
-async fn fleet(block: u8) -> FleetHandle {
+async fn fleet() -> FleetHandle {
     let profile = Profile::parse("network", "<test>", PROFILE).unwrap();
     let hosts = profile.classes.len();
-    let mut options = FleetOptions::new(profile, hosts, 42);
-    options.first_address = Ipv4Addr::new(127, 77, block, 1);
-    Fleet::start(options).await.unwrap()
+    let options = FleetOptions::new(profile, hosts, 42);
+    psfleet_tests::fleet::start(options).await
 }
 
 fn host(fleet: &FleetHandle, class: &str) -> (String, Ipv4Addr) {
@@ -303,7 +302,7 @@ fn config_get(to: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn http_sys_answers_server_header_401_per_scheme_404_405() {
-    let fleet = fleet(1).await;
+    let fleet = fleet().await;
     let (_, plain) = host(&fleet, "plain");
     let (_, all) = host(&fleet, "all_schemes");
 
@@ -358,7 +357,7 @@ async fn http_sys_answers_server_header_401_per_scheme_404_405() {
 
 #[tokio::test]
 async fn unauthenticated_identify_is_answered_without_credentials() {
-    let fleet = fleet(2).await;
+    let fleet = fleet().await;
     let (_, address) = host(&fleet, "plain");
     let mut conn = connect(address, 5985).await;
     let response = conn
@@ -397,7 +396,7 @@ async fn unauthenticated_identify_is_answered_without_credentials() {
 
 #[tokio::test]
 async fn engine_authenticates_with_ntlm_and_spnego_and_seals_messages() {
-    let fleet = fleet(3).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
@@ -431,7 +430,7 @@ async fn engine_authenticates_with_ntlm_and_spnego_and_seals_messages() {
 
 #[tokio::test]
 async fn wrong_password_or_unknown_user_is_401() {
-    let fleet = fleet(4).await;
+    let fleet = fleet().await;
     let (_, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     for mechanism in [Mechanism::Ntlm, Mechanism::Negotiate] {
@@ -458,7 +457,7 @@ async fn wrong_password_or_unknown_user_is_401() {
 
 #[tokio::test]
 async fn plaintext_after_authentication_is_an_empty_500() {
-    let fleet = fleet(5).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     let mut conn = connect(address, 5985).await;
@@ -518,7 +517,7 @@ async fn plaintext_after_authentication_is_an_empty_500() {
 
 #[tokio::test]
 async fn envelopes_over_max_envelope_size_get_413() {
-    let fleet = fleet(6).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "tiny_envelope");
     let (user, password) = admin(&fleet);
     let credential = Credential::new(&user, password.clone()).unwrap();
@@ -558,7 +557,7 @@ async fn envelopes_over_max_envelope_size_get_413() {
 
 #[tokio::test]
 async fn refused_blackholed_unreachable_and_tls_only_ports() {
-    let fleet = fleet(7).await;
+    let fleet = fleet().await;
     // No listener: the port refuses.
     let (_, closed) = host(&fleet, "closed");
     let error = TcpStream::connect((closed, 5985)).await.unwrap_err();
@@ -638,7 +637,7 @@ async fn tls_connect(
 
 #[tokio::test]
 async fn tls_certificates_verify_only_for_the_valid_kind() {
-    let fleet = fleet(8).await;
+    let fleet = fleet().await;
     let stream = tls_connect(&fleet, "https_valid").await.unwrap();
     // Over TLS: Basic authenticates one request and plaintext is allowed.
     let mut conn = RawConnection::new(stream);
@@ -685,7 +684,7 @@ async fn tls_certificates_verify_only_for_the_valid_kind() {
 
 #[tokio::test]
 async fn flaky_hosts_cut_responses_or_answer_empty_500s() {
-    let fleet = fleet(9).await;
+    let fleet = fleet().await;
     let (user, password) = admin(&fleet);
     let basic = format!("Basic {}", BASE64.encode(format!("{user}:{password}")));
     let soap = config_get("http://sim:5985/wsman");
@@ -764,9 +763,8 @@ async fn mixed_fleet_writes_inventory_with_every_bucket() {
     let _ = std::fs::remove_dir_all(&dir);
     let profile = Profile::load("mixed").unwrap();
     let mut options = FleetOptions::new(profile, 200, 1234);
-    options.first_address = Ipv4Addr::new(127, 77, 10, 1);
     options.out_dir = Some(dir.clone());
-    let fleet = Fleet::start(options).await.unwrap();
+    let fleet = psfleet_tests::fleet::start(options).await;
     println!("mixed 200: {}", fleet.startup());
 
     let csv = std::fs::read_to_string(dir.join("inventory.csv")).unwrap();
@@ -832,15 +830,19 @@ async fn mixed_fleet_writes_inventory_with_every_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_hosts_start_and_print_time_and_rss() {
     let profile = Profile::load("bench").unwrap();
-    let mut options = FleetOptions::new(profile, 2_000, 9);
-    options.first_address = Ipv4Addr::new(127, 78, 0, 1);
-    let fleet = Fleet::start(options).await.unwrap();
+    let options = FleetOptions::new(profile, 2_000, 9);
+    let fleet = psfleet_tests::fleet::start(options).await;
     // Printed, not asserted (CONTRIBUTING: performance is measured, never timed in tests).
     println!("bench 2000: {}", fleet.startup());
     assert_eq!(fleet.addresses().len(), 2_000);
     assert_eq!(fleet.startup().listeners, 2_000);
     let last = *fleet.addresses().last().unwrap();
-    assert_eq!(last, Ipv4Addr::new(127, 78, 7, 208));
+    let first = fleet.addresses()[0];
+    assert_eq!(
+        u32::from(last) - u32::from(first),
+        1_999,
+        "consecutive addresses"
+    );
     let mut conn = connect(last, 5985).await;
     assert_eq!(
         conn.request("POST", "/wsman", &[], b"")
@@ -857,7 +859,7 @@ async fn pyspnego_completes_sealed_round_trips() {
     let Some(python) = python("pyspnego_completes_sealed_round_trips") else {
         return;
     };
-    let fleet = fleet(11).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let (user, password) = admin(&fleet);
     let soap = config_get(&format!("http://{name}:5985/wsman"));
@@ -918,7 +920,7 @@ async fn pyspnego_channel_bindings_over_tls_follow_the_hardening_level() {
     else {
         return;
     };
-    let fleet = fleet(12).await;
+    let fleet = fleet().await;
     let (user, password) = admin(&fleet);
     let dir = std::env::temp_dir().join(format!("psfleet-cbt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
