@@ -35,10 +35,12 @@ use tokio::sync::mpsc;
 
 use crate::state::temp_dir;
 
-/// The script of the healthy run: its two arguments, the computer name, a warning.
-const ARGS_SCRIPT: &str = "$args[0]
-$args[1]
-$env:COMPUTERNAME
+/// The script of the healthy run: two arguments bound to `param()`, values computed from them
+/// and the host, a warning.
+const ARGS_SCRIPT: &str = "param([int]$N, [string]$Word)
+$N * 2
+\"$Word-$env:COMPUTERNAME\"
+$Word.ToUpper()
 Write-Warning 'careful'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +49,7 @@ async fn a_script_with_arguments_succeeds_on_50_healthy_hosts() {
     let state = temp_dir("fleet-healthy");
     let store = Store::open(&state).unwrap();
     let spec = ScriptSpec::new(ARGS_SCRIPT)
-        .with_argument(42)
+        .with_argument(21)
         .with_argument("hello");
     let mut plan = new_plan(&fleet, RunKind::Script(spec), fleet.inventory());
     plan.scheduler.forks = 16;
@@ -69,11 +71,18 @@ async fn a_script_with_arguments_succeeds_on_50_healthy_hosts() {
         let computer = computers[record.host.as_str()];
         assert_eq!(
             record.output,
-            [json!(42), json!("hello"), json!(computer)],
+            [
+                json!(42),
+                json!(format!("hello-{computer}")),
+                json!("HELLO")
+            ],
             "{}",
             record.host
         );
-        assert_eq!(record.output_excerpt, format!("42\nhello\n{computer}"));
+        assert_eq!(
+            record.output_excerpt,
+            format!("42\nhello-{computer}\nHELLO")
+        );
         assert_eq!(record.warnings, ["careful"]);
         assert_eq!(record.output_truncated, 0);
         assert_eq!(record.attempts, 1);
