@@ -18,7 +18,7 @@ use std::time::Duration;
 use psfleet_core::psrp::client::ScriptSpec;
 use psfleet_core::taxonomy::Bucket;
 use psfleet_engine::auth::{Credential, Mechanism};
-use psfleet_engine::fleet::{RunEvent, RunKind, RunPlan, RunSummary, Target, execute};
+use psfleet_engine::fleet::{FleetError, RunEvent, RunKind, RunPlan, RunSummary, Target, execute};
 use psfleet_engine::http::AuthMethod;
 use psfleet_engine::journal::{EndReason, JOURNAL_FILE, RUNS_DIR, RunMeta};
 use psfleet_engine::kerberos::KerberosOptions;
@@ -364,6 +364,30 @@ async fn a_stopped_run_resumes_without_running_a_done_host_again() {
     }
     let executions_after_stop = executions(&fleet);
     assert_eq!(open_shells(&fleet), 0, "stopped hosts' shells are deleted");
+
+    // A resume as another kind of job is refused before the run is touched; so is a plan
+    // that names a host twice.
+    let mut wrong = new_plan(&fleet, RunKind::Sweep, fleet.inventory());
+    wrong.resume = Some(first.run_id.clone());
+    let (tx, _rx) = mpsc::channel(8);
+    let error = execute(wrong, &store, tx).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            FleetError::ResumeKindMismatch {
+                found: JobKind::Script,
+                wanted: JobKind::Sweep,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(store.load_run(&first.run_id).unwrap().resumes, 0);
+    let mut twice = new_plan(&fleet, RunKind::Sweep, &fleet.inventory()[..1]);
+    twice.hosts.push(twice.hosts[0].clone());
+    let (tx, _rx) = mpsc::channel(8);
+    let error = execute(twice, &store, tx).await.unwrap_err();
+    assert!(matches!(error, FleetError::DuplicateHost(_)), "{error}");
 
     // Resume: done hosts are not run again, skipped ones run, interrupted ones are reported
     // and left alone.

@@ -171,17 +171,27 @@ fn resume_selection(
     hosts: Vec<Target>,
     rerun_interrupted: bool,
 ) -> Result<(RunWriter, Selection), FleetError> {
-    let (state, writer) = store.resume_run(run_id, rerun_interrupted)?;
-    if state.meta.job != kind.job_kind() {
-        let found = state.meta.job;
-        // Leave the run as it was: an `end` line like the one before, if it had one.
-        drop(writer);
+    // The kind is checked before the run is touched (resuming appends a `resumed` line).
+    let plain = !run_id.0.is_empty()
+        && run_id.0 != "."
+        && run_id.0 != ".."
+        && run_id
+            .0
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !plain {
+        return Err(StoreError::BadRunId(run_id.0.clone()).into());
+    }
+    let meta = journal::read_meta(&store.dir().join(journal::RUNS_DIR).join(&run_id.0))
+        .map_err(StoreError::from)?;
+    if meta.job != kind.job_kind() {
         return Err(FleetError::ResumeKindMismatch {
             run_id: run_id.clone(),
-            found,
+            found: meta.job,
             wanted: kind.job_kind(),
         });
     }
+    let (state, writer) = store.resume_run(run_id, rerun_interrupted)?;
     let mut selection = Selection {
         run: Vec::new(),
         already_done: 0,
