@@ -726,6 +726,41 @@ async fn output_beyond_the_caps_is_counted_not_kept() {
     assert_eq!(records[0].output_excerpt, "hel");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_a_create_is_in_flight_still_deletes_the_shell() {
+    // Every response takes 600 ms: the stop lands while the Create is on the wire. Windows
+    // makes the shell as soon as it reads the request, so dropping the request would leak
+    // it; psfleet waits for the ShellId and deletes the shell. (The simulator handles a
+    // request after its latency, so without the wait it would make no shell at all: 0/0/0.)
+    let fleet = start_profile(LAGGY_PROFILE, 1, 81).await;
+    let row = fleet.inventory()[0].clone();
+    let tls = fleet_tls(&fleet);
+    let endpoint = Endpoint::new(&row.name, Scheme::Http).unwrap();
+    let mut client = HostClient::new(endpoint, Arc::new(options(&fleet, "negotiate", None, &tls)))
+        .unwrap()
+        .with_address(IpAddr::V4(row.address.unwrap()));
+    client.connect().await.unwrap();
+    let control = RunControl::none().with_cancel(tokio::time::sleep(Duration::from_millis(200)));
+    let error = client
+        .run_script(ScriptSpec::new("'never'"), control)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.error, psfleet_engine::error::ClientError::Cancelled),
+        "{error:?}"
+    );
+    assert_eq!(error.leaked_shell, None);
+    let totals = fleet.hosts()[0].service().counters().totals;
+    assert_eq!(
+        (
+            totals.shells_created,
+            totals.shells_deleted,
+            totals.shells_open
+        ),
+        (1, 1, 0)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// MaxShellsPerUser 2, scripts take 300 ms more.
@@ -734,6 +769,14 @@ const QUOTA_PROFILE: &str = r#"
 name = "quota2"
 count = 3
 quotas = { max_shells_per_user = 2 }
+"#;
+
+/// Every response 600 ms late.
+const LAGGY_PROFILE: &str = r#"
+[[class]]
+name = "laggy"
+count = 1
+latency_ms = 600
 "#;
 
 /// One healthy host, one whose scripts take 30 s more.
