@@ -1623,6 +1623,38 @@ mod tests {
     }
 
     #[test]
+    fn output_limits_keep_the_start_and_count_the_rest() {
+        let mut items = Vec::new();
+        let mut dropped = 0;
+        for i in 0..5 {
+            keep(&mut items, i, 3, &mut dropped);
+        }
+        assert_eq!((items, dropped), (vec![0, 1, 2], 2));
+        let mut buffer = Vec::new();
+        let mut dropped = 0;
+        keep_bytes(&mut buffer, b"hello", 3, &mut dropped);
+        keep_bytes(&mut buffer, b"world", 3, &mut dropped);
+        assert_eq!((buffer.as_slice(), dropped), (&b"hel"[..], 7));
+        let mut track = ShellTrack::new(resources::CMD_SHELL);
+        track.created(Uuid::from_u128(7));
+        track.deleted(Uuid::from_u128(7));
+        assert_eq!(track.leaked(), None);
+        assert_eq!(
+            track.take_events(),
+            [
+                ShellEvent::Created {
+                    shell_id: Uuid::from_u128(7),
+                    resource_uri: resources::CMD_SHELL.to_owned()
+                },
+                ShellEvent::Deleted {
+                    shell_id: Uuid::from_u128(7)
+                }
+            ]
+        );
+        assert!(track.take_events().is_empty());
+    }
+
+    #[test]
     fn random_ids_are_v4_and_distinct() {
         let mut ids = RandomIds::new();
         let a = ids.next_id();
