@@ -227,11 +227,16 @@ fn detail(bucket: Bucket, host: &HostContext, error: &ClientError) -> String {
         | Bucket::InvalidHostName
         | Bucket::InvalidProtocol
         | Bucket::EncryptionRequired => String::new(),
-        Bucket::QuotaExceeded
-        | Bucket::Timeout
-        | Bucket::ScriptFailed
-        | Bucket::ServiceError
-        | Bucket::ProtocolError => error.to_string(),
+        // 413 is the envelope limit (wire-facts 1.14): say which setting.
+        Bucket::ServiceError => match error {
+            ClientError::Transport(TransportError::HttpStatus { status: 413, .. }) => {
+                "HTTP 413: the request is larger than the host's MaxEnvelopeSizekb".to_owned()
+            }
+            other => other.to_string(),
+        },
+        Bucket::QuotaExceeded | Bucket::Timeout | Bucket::ScriptFailed | Bucket::ProtocolError => {
+            error.to_string()
+        }
     }
 }
 
@@ -572,7 +577,10 @@ mod tests {
                     body_len: 0,
                 }),
                 Bucket::ServiceError,
-                Bucket::ServiceError.message(h, "HTTP 413 (message)"),
+                Bucket::ServiceError.message(
+                    h,
+                    "HTTP 413: the request is larger than the host's MaxEnvelopeSizekb",
+                ),
                 Some("HTTP 413"),
             ),
             (
