@@ -11,7 +11,7 @@
 //! 2. runs one job per host on the [`Scheduler`]: every attempt journals `host_started`
 //!    (durable) before its first packet, journals each shell created and deleted, and feeds
 //!    the host's shell budget ([`jobs`]);
-//! 3. turns each finished job into a [`HostRecord`] ([`classify`] decides status and bucket;
+//! 3. turns each finished job into a [`HostRecord`] ([`classify()`] decides status and bucket;
 //!    the output is capped), writes it with [`crate::store::RunWriter::host_done`] and only then reports it;
 //! 4. finishes the run (completed or interrupted) and returns a [`RunSummary`].
 //!
