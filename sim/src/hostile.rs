@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::auth::{AcceptStep, Acceptor, CbtLevel, check_basic};
+use crate::auth::{AcceptStep, Acceptor, AcceptorContext, CbtLevel, HttpScheme, check_basic};
 use crate::host::{Account, HostSpec};
 use crate::profile::default_accounts;
 use crate::rng::{Rng, mix};
@@ -736,14 +736,16 @@ fn challenge(state: &State, conn: &mut ConnState, request: &RawRequest) -> Optio
         conn.first_token = Some(token);
     }
     let first = conn.first_token.as_deref()?;
-    let mut acceptor = Acceptor::new(
-        first,
-        &state.accounts,
-        &state.computer_name,
-        None,
-        CbtLevel::None,
-    )
-    .ok()?;
+    let context = AcceptorContext {
+        accounts: &state.accounts,
+        host_name: "hostile.fleet.test",
+        computer_name: &state.computer_name,
+        channel_binding: None,
+        cbt_level: CbtLevel::None,
+        keytab: None,
+        credssp: None,
+    };
+    let mut acceptor = Acceptor::new(HttpScheme::Negotiate, first, &context).ok()?;
     match acceptor.step(first) {
         Ok(AcceptStep::Continue(token)) => Some(token),
         _ => None,
