@@ -104,6 +104,9 @@ pub struct ClientOptions {
     /// `-AllowRedirection`. Off by default: a redirection is then the typed error
     /// [`http::TransportError::Redirected`] and nothing is sent to the new address.
     pub allow_redirection: bool,
+    /// Largest PSRP message accepted from a host, and most bytes of partly received
+    /// messages held for it (`PsrpSettings::max_received_message_bytes`, 16 MiB).
+    pub max_received_message_bytes: usize,
     /// The PowerShell session configuration (`Microsoft.PowerShell`).
     pub configuration_name: String,
     /// `WINRS_CODEPAGE` of cmd shells (65001: UTF-8 output).
@@ -132,6 +135,8 @@ impl ClientOptions {
             max_envelope_size: psfleet_core::wsman::DEFAULT_MAX_ENVELOPE_SIZE,
             max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
             allow_redirection: false,
+            max_received_message_bytes:
+                psfleet_core::psrp::client::DEFAULT_MAX_RECEIVED_MESSAGE_BYTES,
             configuration_name: resources::DEFAULT_CONFIGURATION_NAME.to_owned(),
             codepage: Some(65001),
             cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
@@ -703,6 +708,7 @@ impl HostClient {
             max_envelope_size: self.options.max_envelope_size,
             operation_timeout: self.options.effective_operation_timeout(),
             protocol_version: ProtocolVersion::V2_3,
+            max_received_message_bytes: self.options.max_received_message_bytes,
             ..PsrpSettings::new(self.endpoint.url())
         };
         let resource_uri = format!(

@@ -5,7 +5,7 @@
 //! enough HTTP/1.1 by hand to misbehave in one [`HostileMode`]: a 1 GiB declared body, an
 //! endless chunked body or header, a trickle of one byte per second, a redirection, garbage
 //! where a TLS handshake should be, an endless run of NTLM challenges, or a SOAP body with
-//! a DTD, 10,000-deep nesting or invalid UTF-8.
+//! a DTD, 10,000-deep nesting or invalid UTF-8, or a PSRP message whose fragments never end.
 //!
 //! Two modes need a valid WinRM conversation before the hostile reply (a 10,000-deep CLIXML
 //! object inside a PSRP message needs an open runspace pool and a running pipeline; a wrong
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use psfleet_core::psrp::fragment::{self, Fragmenter};
+use psfleet_core::psrp::fragment::{self, Fragment, Fragmenter};
 use psfleet_core::psrp::message::{Destination, Message, MessageType, UTF8_BOM};
 use psfleet_core::wsman::{
     ReceiveResponse, ReceivedStream, Request, RequestBody, Response, ResponseBody, ns,
@@ -141,6 +141,10 @@ pub enum HostileMode {
     /// A real service conversation (needs a backend) whose first Receive reply relates to
     /// another message id.
     WrongRelatesTo,
+    /// A real service conversation (needs a backend) until the pipeline's first Receive;
+    /// from then on every Receive reply carries one more fragment of a PSRP message that
+    /// never ends (each reply within the client's MaxEnvelopeSize).
+    EndlessFragments,
 }
 
 impl HostileMode {
@@ -160,12 +164,16 @@ impl HostileMode {
             Self::InvalidUtf8 => "invalid-utf8".to_owned(),
             Self::DeepClixml => "deep-clixml".to_owned(),
             Self::WrongRelatesTo => "wrong-relates-to".to_owned(),
+            Self::EndlessFragments => "endless-fragments".to_owned(),
         }
     }
 
     /// True for the modes that forward to a real service first.
     pub fn needs_backend(&self) -> bool {
-        matches!(self, Self::DeepClixml | Self::WrongRelatesTo)
+        matches!(
+            self,
+            Self::DeepClixml | Self::WrongRelatesTo | Self::EndlessFragments
+        )
     }
 
     /// True for the modes a client reaches with HTTPS.
@@ -411,6 +419,7 @@ impl State {
 struct Injection {
     started: bool,
     blobs: VecDeque<Vec<u8>>,
+    fragments_sent: u64,
 }
 
 #[derive(Debug, Default)]
@@ -611,7 +620,7 @@ async fn respond(
             soap(stream, state, 200, &body).await?;
             Ok(true)
         }
-        HostileMode::DeepClixml | HostileMode::WrongRelatesTo => {
+        HostileMode::DeepClixml | HostileMode::WrongRelatesTo | HostileMode::EndlessFragments => {
             let Some(user) = basic_user(state, request) else {
                 return unauthorized(stream, state).await;
             };
@@ -634,6 +643,11 @@ async fn forward(state: &State, user: &str, body: &[u8]) -> (u16, Vec<u8>) {
         && let Some(reply) = deep_clixml_reply(state, request, command_id)
     {
         return (200, reply);
+    }
+    if let (HostileMode::EndlessFragments, Some((request, Some(command_id)))) =
+        (&state.mode, receive)
+    {
+        return (200, endless_fragment_reply(state, request, command_id));
     }
     let Some((status, reply)) = ask_service(state, user, body).await else {
         return (500, Vec::new());
@@ -697,6 +711,40 @@ fn deep_clixml_reply(state: &State, request: &Request, command_id: Uuid) -> Opti
         command_state: None,
     });
     Some(Response::reply(request.header.message_id, state.next_id(), body).to_xml())
+}
+
+/// The next Receive reply of [`HostileMode::EndlessFragments`]: one more middle fragment,
+/// as large as the client's envelope allows, of a message that never ends.
+fn endless_fragment_reply(state: &State, request: &Request, command_id: Uuid) -> Vec<u8> {
+    let fragment_id = {
+        let mut injected = lock(&state.injected);
+        let id = injected.fragments_sent;
+        injected.fragments_sent += 1;
+        id
+    };
+    state.stats.hostile_replies.fetch_add(1, Ordering::Relaxed);
+    let envelope = request
+        .header
+        .max_envelope_size
+        .map_or(DEFAULT_ENVELOPE, |n| n as usize);
+    let size = fragment::max_fragment_size(envelope, ENVELOPE_OVERHEAD);
+    let fragment = Fragment {
+        object_id: INJECTED_OBJECT_ID,
+        fragment_id,
+        start: fragment_id == 0,
+        end: false,
+        data: filler(size.saturating_sub(21)),
+    };
+    let body = ResponseBody::ReceiveResponse(ReceiveResponse {
+        streams: vec![ReceivedStream {
+            name: "stdout".to_owned(),
+            command_id: Some(command_id),
+            end: false,
+            data: fragment.encode(),
+        }],
+        command_state: None,
+    });
+    Response::reply(request.header.message_id, state.next_id(), body).to_xml()
 }
 
 /// Calls the service until it answers (as the simulator's HTTP layer does).

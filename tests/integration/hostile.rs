@@ -29,9 +29,14 @@ use psfleet_sim::profile::Profile;
 use serde_json::json;
 use tokio::time::Instant;
 
-/// The most a hostile mode may grow the client process's peak resident set (KiB). The
-/// stated bound of docs/reliability.md.
+/// The most a hostile mode may grow the client process's peak resident set (KiB): the
+/// stated bound of docs/reliability.md. Every reply is cut at 2 x MaxEnvelopeSize + 64 KiB
+/// (372 KiB here), so 16 MiB leaves room for allocator slack only.
 const MEMORY_BOUND_KIB: u64 = 16 * 1024;
+
+/// The bound for a PSRP message that never ends: the 16 MiB the client may hold of partly
+/// received messages (`max_received_message_bytes`), plus [`MEMORY_BOUND_KIB`].
+const FRAGMENTS_MEMORY_BOUND_KIB: u64 = 16 * 1024 + MEMORY_BOUND_KIB;
 
 /// The run deadline of every hostile case.
 const DEADLINE: Duration = Duration::from_secs(8);
@@ -357,6 +362,27 @@ async fn wrong_relates_to_is_a_protocol_error_and_the_shell_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_fragments_stop_at_the_message_cap() {
+    let fleet = fleet().await;
+    let outcome = run(&fleet, HostileMode::EndlessFragments, Client::Basic).await;
+    outcome.assert_bounded("endless-fragments", &[Bucket::ProtocolError]);
+    assert_protocol_detail(outcome.error(), "16777216");
+    // About 16 MiB in fragments of ~110 KB, then the client stopped reading.
+    assert!(
+        (140..400).contains(&outcome.stats.hostile_replies),
+        "{:?}",
+        outcome.stats
+    );
+    let totals = outcome.server.service().unwrap().counters().totals;
+    assert_eq!(
+        (totals.shells_created, totals.shells_open),
+        (1, 0),
+        "{totals:?}"
+    );
+    outcome.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_modes_on_the_first_negotiate_leg_are_bounded_too() {
     // The same replies to the first, empty-bodied authentication leg. Malformed HTTP on a
     // fresh connection's first answer is InvalidProtocol by design (a TLS listener's
@@ -445,10 +471,15 @@ fn memory_stays_bounded() {
         "{stdout}"
     );
     for (name, kib) in &probes {
-        println!("hostile {name}: peak RSS growth {kib} KiB");
+        let bound = if name == "endless-fragments" {
+            FRAGMENTS_MEMORY_BOUND_KIB
+        } else {
+            MEMORY_BOUND_KIB
+        };
+        println!("hostile {name}: peak RSS growth {kib} KiB (bound {bound} KiB)");
         assert!(
-            *kib <= MEMORY_BOUND_KIB,
-            "{name}: peak RSS grew {kib} KiB, over the {MEMORY_BOUND_KIB} KiB bound"
+            *kib <= bound,
+            "{name}: peak RSS grew {kib} KiB, over the {bound} KiB bound"
         );
     }
 }
@@ -477,6 +508,7 @@ fn probe_modes(redirect_target: Ipv4Addr) -> Vec<(HostileMode, Client)> {
         (HostileMode::InvalidUtf8, Client::Basic),
         (HostileMode::DeepClixml, Client::Basic),
         (HostileMode::WrongRelatesTo, Client::Basic),
+        (HostileMode::EndlessFragments, Client::Basic),
     ]
 }
 
