@@ -9,6 +9,8 @@
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
+//! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
+//!   literal_eval, fnmatch), malformed inputs with file:line errors.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
@@ -22,6 +24,7 @@ mod client_ops;
 mod conformance;
 mod credssp;
 mod fuzz_replay;
+mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
 mod reports;
