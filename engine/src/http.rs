@@ -470,6 +470,17 @@ pub enum TransportError {
         /// end here, wire-facts 1.4).
         channel_bound: bool,
     },
+    /// The host refused the client certificate of certificate authentication: a fatal TLS
+    /// alert after it asked for the certificate (not issued by a CA it trusts, expired,
+    /// no client-authentication usage). Under TLS 1.3 the alert comes after the client's
+    /// handshake is over, so it surfaces on the first request.
+    #[error("{addr} refused the client certificate (TLS: {alert})")]
+    ClientCertificateRefused {
+        /// The server address.
+        addr: SocketAddr,
+        /// The alert, or the handshake failure, as rustls reported it.
+        alert: String,
+    },
     /// The host refused a plaintext message on an authenticated HTTP connection: 500 with
     /// an empty body, or 401 (wire-facts 1.3: AllowUnencrypted is false).
     #[error("the host refused an unencrypted message (HTTP {status})")]
@@ -556,7 +567,9 @@ impl TransportError {
             } => Bucket::InvalidProtocol,
             Self::RequestTimeout { .. } => Bucket::Timeout,
             Self::MechanismNotOffered { .. } => Bucket::AccessDenied,
-            Self::CredentialsRejected { .. } => Bucket::InvalidCredentials,
+            Self::CredentialsRejected { .. } | Self::ClientCertificateRefused { .. } => {
+                Bucket::InvalidCredentials
+            }
             Self::PlaintextRefused { .. } => Bucket::EncryptionRequired,
             // A 401 on an authenticated connection: the service-level authorization
             // refusal of wire-facts 1.1 looks like bad credentials.
@@ -845,9 +858,21 @@ impl Connection {
                         addr: peer,
                         timeout: config.connect_timeout,
                     })?
-                    .map_err(|failure| TransportError::Tls {
-                        addr: peer,
-                        failure,
+                    .map_err(|failure| match (&failure, &certificate) {
+                        // TLS 1.2: the refusal ends the handshake, after the server asked
+                        // for the certificate (cipher and version are settled before that).
+                        (TlsFailure::Handshake(alert), Some(resolver))
+                            if resolver.was_requested() =>
+                        {
+                            TransportError::ClientCertificateRefused {
+                                addr: peer,
+                                alert: alert.clone(),
+                            }
+                        }
+                        _ => TransportError::Tls {
+                            addr: peer,
+                            failure,
+                        },
                     })?;
                 let (sender, driver) = start_http(TokioIo::new(stream)).await?;
                 (sender, driver, Some(session))
@@ -1177,6 +1202,27 @@ impl Connection {
                 phase,
                 timeout: self.request_timeout,
             })?
+            .map_err(|error| self.certificate_refusal(error))
+    }
+
+    /// A TLS alert on a connection that presented a client certificate: the host refused
+    /// the certificate (TLS 1.3 sends the refusal after the client's handshake is done).
+    fn certificate_refusal(&self, error: TransportError) -> TransportError {
+        if !self.certificate.as_ref().is_some_and(|c| c.was_requested()) {
+            return error;
+        }
+        let alert = match &error {
+            TransportError::Http { source, .. }
+            | TransportError::ConnectionClosed { source, .. } => tls_alert(source),
+            _ => None,
+        };
+        match alert {
+            Some(alert) => TransportError::ClientCertificateRefused {
+                addr: self.peer,
+                alert: format!("received fatal alert {alert:?}"),
+            },
+            None => error,
+        }
     }
 
     fn note_challenges(&mut self, response: &Response) {
@@ -1465,6 +1511,25 @@ fn hyper_error(source: hyper::Error, phase: Phase, scheme: Scheme) -> TransportE
     } else {
         TransportError::Http { phase, source }
     }
+}
+
+/// The TLS alert a peer sent, when it is what broke `error` (rustls reports an alert as
+/// the I/O error of the read that met it).
+fn tls_alert(error: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut current = Some(error);
+    // Bounded: hyper wraps the I/O error once; a few levels leave room for more layers.
+    for _ in 0..8 {
+        let e = current?;
+        if let Some(rustls::Error::AlertReceived(alert)) = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(*alert);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// Classifies an error while reading a (length-limited) body.

@@ -360,6 +360,28 @@ async fn wrong_credentials_are_invalid_credentials_for_every_method() {
         "unmapped certificate",
         &error,
     );
+    // A certificate from a CA the host does not trust: the handshake is refused.
+    let foreign = SimCa::new()
+        .unwrap()
+        .client_certificate("fleetadmin")
+        .unwrap();
+    let options = certificate_options(&fleet, &foreign);
+    let error = identify_error(&fleet, "https_strict", Scheme::Https, options).await;
+    assert!(
+        matches!(
+            &error,
+            ClientError::Transport(TransportError::ClientCertificateRefused { .. })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.bucket(), Some(Bucket::InvalidCredentials));
+    assert!(!error.is_transient());
+    matrix_failure(
+        "Certificate",
+        "https_strict",
+        "untrusted certificate",
+        &error,
+    );
     assert_eq!(counts(&fleet, "https_strict").shells_created, 0);
 }
 
