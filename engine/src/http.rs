@@ -449,7 +449,8 @@ pub enum TransportError {
         source: hyper::Error,
     },
     /// A 401 offering no scheme this method can use (wire-facts 1.2: the mechanism is
-    /// disabled on the server).
+    /// disabled on the server). For certificate authentication, which WinRM never lists:
+    /// a 401 from a listener that did not ask for a client certificate.
     #[error("server does not offer the {scheme} scheme (offered: {offered:?})")]
     MechanismNotOffered {
         /// The scheme wanted.
@@ -457,9 +458,11 @@ pub enum TransportError {
         /// The schemes the 401 offered.
         offered: Vec<String>,
     },
-    /// A 401 after the client sent its proof (the NTLM AUTHENTICATE message, or a Basic
-    /// header): bad password, unknown user, an authorization refusal that looks the same
-    /// on the wire (wire-facts 1.1 and 1.4), or over HTTPS a channel-binding mismatch.
+    /// A 401 after the client sent its proof (the NTLM AUTHENTICATE message, a Kerberos
+    /// AP-REQ, CredSSP's delegated credentials, a Basic header, a client certificate the
+    /// host asked for): bad password, unknown user or unmapped certificate, an
+    /// authorization refusal that looks the same on the wire (wire-facts 1.1 and 1.4), or
+    /// over HTTPS a channel-binding mismatch.
     #[error("credentials for {user:?} rejected (offered: {offered:?})")]
     CredentialsRejected {
         /// The user name that was refused.
