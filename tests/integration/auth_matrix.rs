@@ -286,6 +286,84 @@ async fn kerberos_from_a_real_kdc_over_http_and_https_and_negotiate_picks_it() {
     matrix_failure("Kerberos", "http plaintext", "refused", &error);
 }
 
+/// The child of the test below names its keytab and password file here.
+const ENV_CHILD_KEYTAB: &str = "PSFLEET_AUTHMATRIX_KEYTAB";
+const ENV_CHILD_PASSWORD_FILE: &str = "PSFLEET_AUTHMATRIX_PASSWORD_FILE";
+
+#[test]
+fn kerberos_finds_the_kdc_through_krb5_config_and_psfleet_kdc() {
+    // The environment is the process's: a child process (this binary, running the ignored
+    // test below) gets KRB5_CONFIG and PSFLEET_KDC from `scripts/kdc env`, and the client
+    // runs with default Kerberos options.
+    let test = "kerberos_finds_the_kdc_through_the_environment";
+    let Some(kdc) = Kdc::start(test, &planned_names()) else {
+        return;
+    };
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "auth_matrix::kerberos_env_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("KRB5_CONFIG", &kdc.krb5_conf)
+        .env("PSFLEET_KDC", &kdc.address)
+        .env(ENV_CHILD_KEYTAB, &kdc.keytab)
+        .env(ENV_CHILD_PASSWORD_FILE, kdc.dir.join("fleetadmin.password"))
+        .env_remove("PSFLEET_KDC_REALM")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The harness prints the child's line after its own `test ... ` prefix.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("auth-matrix | Kerberos").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no matrix line from the child: {stdout}"));
+    assert!(
+        line.contains("ok (Kerberos) | auth round trips 1"),
+        "{line}"
+    );
+    println!("{line} | KDC from KRB5_CONFIG and PSFLEET_KDC");
+}
+
+/// Run by the test above with the KDC in the environment; does nothing when run alone.
+#[test]
+#[ignore = "child process of the Kerberos environment test; run by it"]
+fn kerberos_env_child() {
+    let (Some(keytab), Some(password_file)) = (
+        std::env::var_os(ENV_CHILD_KEYTAB),
+        std::env::var_os(ENV_CHILD_PASSWORD_FILE),
+    ) else {
+        return;
+    };
+    let password = std::fs::read_to_string(password_file).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fleet = fleet(Some(PathBuf::from(keytab))).await;
+        let mut options = ClientOptions::new(
+            Mechanism::Kerberos,
+            Credential::new("fleetadmin@FLEET.TEST", password.trim()).unwrap(),
+        );
+        // Nothing configured here: KRB5_CONFIG and PSFLEET_KDC say it all.
+        assert_eq!(options.kerberos, KerberosOptions::default());
+        options.kerberos.kdc_timeout = Some(Duration::from_secs(5));
+        let row = run_case(&fleet, "http", Scheme::Http, options).await;
+        assert_eq!(row.auth_round_trips, 1);
+        assert!(row.kerberos);
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Failures.
 
@@ -793,14 +871,12 @@ fn fleet_options() -> FleetOptions {
     FleetOptions::new(profile, hosts, 11)
 }
 
-/// A fleet whose hosts accept Kerberos with keys from a fresh realm's keytab, or `None`
-/// (after a printed line) without the MIT KDC.
-async fn fleet_with_kdc(test: &str) -> Option<(FleetHandle, Kdc)> {
-    // The host names do not depend on the addresses the fleet gets: plan them first so
-    // that the realm has an `HTTP/<name>` service for each.
+/// The host names of the test fleet. They do not depend on the addresses the fleet gets,
+/// so a realm can have an `HTTP/<name>` service for each before the fleet starts.
+fn planned_names() -> Vec<String> {
     let options = fleet_options();
     let accounts = default_accounts(options.seed);
-    let names: Vec<String> = options
+    options
         .profile
         .plan(&PlanOptions {
             hosts: options.hosts,
@@ -812,7 +888,13 @@ async fn fleet_with_kdc(test: &str) -> Option<(FleetHandle, Kdc)> {
         .unwrap()
         .into_iter()
         .map(|h| h.spec.name)
-        .collect();
+        .collect()
+}
+
+/// A fleet whose hosts accept Kerberos with keys from a fresh realm's keytab, or `None`
+/// (after a printed line) without the MIT KDC.
+async fn fleet_with_kdc(test: &str) -> Option<(FleetHandle, Kdc)> {
+    let names = planned_names();
     let kdc = Kdc::start(test, &names)?;
     let fleet = fleet(Some(kdc.keytab.clone())).await;
     for class in ["http", "https_strict"] {
