@@ -765,8 +765,10 @@ impl Connection {
         Ok(reply)
     }
 
-    /// The schemes offered by the last `WWW-Authenticate` headers seen (from the 401s of
-    /// the authentication exchange), as sent (`Negotiate`, `Basic`, ...).
+    /// The schemes offered by the last 401's `WWW-Authenticate` headers, as sent
+    /// (`Negotiate`, `Basic`, ...): a refusal lists every enabled scheme, a 401 that
+    /// continues an exchange only its own; empty when no 401 came (Basic, a certificate,
+    /// Kerberos accepted on its first leg).
     pub fn offered_schemes(&self) -> &[String] {
         &self.offered
     }
@@ -956,7 +958,8 @@ impl Connection {
                 )
                 .await?;
             let challenges = parse_challenges(&response.headers);
-            if !challenges.is_empty() {
+            // What a 401 offers; a 200's header only carries the final token.
+            if response.status == StatusCode::UNAUTHORIZED && !challenges.is_empty() {
                 self.offered = challenges.iter().map(|c| c.scheme.clone()).collect();
             }
             let server_token = negotiate_token(&challenges, scheme)

@@ -707,6 +707,18 @@ async fn run_case(fleet: &FleetHandle, class: &str, scheme: Scheme, options: Cli
     let connected = stats(fleet, class);
     let auth_round_trips = connected.requests - before.requests;
     let kerberos = client.uses_kerberos() == Some(true);
+    // The host fact from the exchange's 401s: each continuing 401 names its own scheme;
+    // no 401 at all for Basic, a certificate or Kerberos.
+    match auth {
+        AuthMethod::Sspi(mechanism) if !kerberos => {
+            assert_eq!(
+                client.offered_schemes(),
+                [mechanism.http_scheme()],
+                "{label}"
+            );
+        }
+        _ => assert!(client.offered_schemes().is_empty(), "{label}"),
+    }
     let tag = label.replace([' ', '(', ')'], "");
 
     let spec = ScriptSpec::new(SCRIPT)
