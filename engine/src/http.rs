@@ -1712,6 +1712,23 @@ mod tests {
     }
 
     #[test]
+    fn connect_futures_can_move_between_tasks() {
+        // Kerberos and CredSSP legs run inside `connect`: its future must stay Send for
+        // the runner's spawned host tasks.
+        fn assert_send<T: Send>(_: &T) {}
+        for auth in [
+            AuthMethod::Sspi(Mechanism::Kerberos),
+            AuthMethod::Sspi(Mechanism::CredSsp),
+            AuthMethod::Certificate,
+        ] {
+            let credential = Credential::new("FLEET\\alice", "pw").unwrap();
+            let config = ConnectionConfig::new("web01", 5985, auth, credential);
+            let future = Connection::connect(&config);
+            assert_send(&future);
+        }
+    }
+
+    #[test]
     fn reply_fault_flag() {
         assert!(
             Reply {
