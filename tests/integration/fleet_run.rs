@@ -240,12 +240,12 @@ async fn every_host_of_the_mixed_fleet_lands_in_its_expected_bucket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
+async fn eight_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
     let fleet = start_profile(QUOTA_PROFILE, 3, 21).await;
     let state = temp_dir("fleet-quota");
     let store = Store::open(&state).unwrap();
-    // Six inventory entries per host, all naming the same machine: one shell budget.
-    let rows = aliases(fleet.inventory(), 6);
+    // Eight inventory entries per host, all naming the same machine: one shell budget.
+    let rows = aliases(fleet.inventory(), 8);
     let spec = ScriptSpec::new("Start-Sleep -Milliseconds 400\n'ok'");
     let mut plan = new_plan(&fleet, RunKind::Script(spec), &[]);
     plan.hosts = rows;
@@ -254,8 +254,8 @@ async fn six_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
         cap: Duration::from_secs(2),
     };
     let (summary, records) = run(plan, &store).await;
-    assert_eq!(records.len(), 18);
-    assert_eq!(summary.count(Status::Succeeded), 18, "{summary:?}");
+    assert_eq!(records.len(), 24);
+    assert_eq!(summary.count(Status::Succeeded), 24, "{summary:?}");
     assert_eq!(summary.bucket(Bucket::QuotaExceeded), 0);
     assert!(records.iter().all(|r| r.output == [json!("ok")]));
     let mut faults = 0;
@@ -268,7 +268,7 @@ async fn six_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
             host.spec.name,
             admin.max_concurrent_shells
         );
-        assert_eq!(counters.totals.script_executions, 6);
+        assert_eq!(counters.totals.script_executions, 8);
         assert_eq!(counters.totals.shells_open, 0);
         faults += counters.totals.quota_faults;
     }
