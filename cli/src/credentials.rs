@@ -1,0 +1,431 @@
+//! Where the password comes from: never the command line (docs/cli.md, "Credentials").
+//!
+//! 1. `--password-file FILE` given on the command line;
+//! 2. the `PSFLEET_PASSWORD` environment variable;
+//! 3. `password-file` from `PSFLEET_PASSWORD_FILE` or the configuration file;
+//! 4. a prompt on the terminal (no echo), when the method needs a password and there is one.
+//!
+//! A password file must not be readable or writable by group or others (as ssh insists for
+//! keys): a file anyone can read is a password anyone has. `--password` on the command line
+//! is refused before anything else is parsed, without repeating the value, because argv is
+//! visible to every user of the machine (`ps`, /proc) and lands in shell history.
+//!
+//! The password only ever lives in an [`engine::auth::Credential`](Credential), whose `Debug`
+//! is redacted.
+
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use psfleet_engine::auth::Credential;
+
+use crate::options::{AuthMethod, PasswordNeed};
+use crate::settings::{ConnectionSettings, Origin};
+use crate::tty::{PasswordPrompt, PromptOutcome};
+
+/// The largest password file read.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// The explanation printed when a password is given on the command line.
+pub const PASSWORD_ON_COMMAND_LINE: &str = "\
+a password on the command line is refused: every user of this machine can read it (ps, \
+/proc) and it stays in your shell history. Give it one of three ways:
+  1. the PSFLEET_PASSWORD environment variable (export it from a secret store, e.g. \
+PSFLEET_PASSWORD=\"$(pass show fleet)\");
+  2. --password-file FILE: the first line of FILE, which must not be readable by group or \
+others (chmod 600 FILE);
+  3. nothing: psfleet asks on the terminal, without echo.";
+
+/// Where the password came from (for a log line; never the password itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `PSFLEET_PASSWORD`.
+    Env,
+    /// A password file.
+    File(PathBuf),
+    /// The terminal prompt.
+    Prompt,
+}
+
+/// What the connection will authenticate with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The user and password, when the method uses them (`None`: certificate
+    /// authentication, or Kerberos from the ticket cache).
+    pub credential: Option<Credential>,
+    /// Where the password came from.
+    pub source: Option<PasswordSource>,
+}
+
+/// Why no usable credential could be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// `--password` was on the command line.
+    #[error("{PASSWORD_ON_COMMAND_LINE}")]
+    OnCommandLine,
+    /// The method needs a user name and none was given.
+    #[error(
+        "--authentication {method} needs a user: give --user DOMAIN\\user (or user@REALM), \
+         PSFLEET_USER, or `user` in psfleet.toml"
+    )]
+    NoUser {
+        /// The method.
+        method: &'static str,
+    },
+    /// The password file is readable or writable by group or others.
+    #[error(
+        "{path}: the password file has mode {mode:04o}, so group or others can read or write \
+         it; run `chmod 600 {path}`",
+        path = .path.display()
+    )]
+    FileTooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The password file could not be read.
+    #[error("{path}: cannot read the password file: {source}", path = .path.display())]
+    FileRead {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The password file's first line is empty, or the file is not UTF-8.
+    #[error("{path}: the password file {problem}", path = .path.display())]
+    FileContent {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// No password was given, and there is no terminal to ask on.
+    #[error(
+        "a password is needed for {user}, and there is no terminal to ask on: set \
+         PSFLEET_PASSWORD or give --password-file FILE"
+    )]
+    NoTerminal {
+        /// The user.
+        user: String,
+    },
+    /// The prompt was cancelled (Ctrl-C or Ctrl-D).
+    #[error("the password prompt was cancelled")]
+    Cancelled,
+    /// The terminal could not be read.
+    #[error("cannot read the password from the terminal: {0}")]
+    Prompt(#[source] std::io::Error),
+    /// The user name is not one Windows accepts.
+    #[error("--user: {0}")]
+    InvalidUser(#[source] psfleet_engine::auth::AuthError),
+}
+
+/// Whether argv holds a password option (`--password`, `--password=...`), looked for before
+/// clap parses anything so that no error message can echo the value. Values of
+/// `--argument` and everything after `--` are data, not options.
+pub fn password_on_command_line(args: &[OsString]) -> bool {
+    let mut previous_takes_value = false;
+    for arg in args.iter().skip(1) {
+        let Some(text) = arg.to_str() else {
+            previous_takes_value = false;
+            continue;
+        };
+        if text == "--" {
+            return false;
+        }
+        if !previous_takes_value && (text == "--password" || text.starts_with("--password=")) {
+            return true;
+        }
+        previous_takes_value = matches!(text, "--argument" | "-c" | "--script" | "--cmd");
+    }
+    false
+}
+
+/// Puts together the credential `conn` asks for, reading the password from the first
+/// source that has one (see the module documentation).
+pub fn obtain(
+    conn: &ConnectionSettings,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    prompt: &mut dyn PasswordPrompt,
+) -> Result<Credentials, CredentialError> {
+    let method = conn.authentication.value;
+    let need = method.password();
+    if need == PasswordNeed::Never {
+        return Ok(Credentials {
+            credential: None,
+            source: None,
+        });
+    }
+    let user = match (&conn.user, method) {
+        (Some(user), _) => user.value.clone(),
+        // Kerberos: the principal comes from the ticket cache.
+        (None, AuthMethod::Kerberos) => {
+            return Ok(Credentials {
+                credential: None,
+                source: None,
+            });
+        }
+        (None, _) => {
+            return Err(CredentialError::NoUser {
+                method: method.name(),
+            });
+        }
+    };
+    let env_password = env("PSFLEET_PASSWORD").filter(|v| !v.is_empty());
+    let file = conn.password_file.as_ref();
+    let from_file =
+        |path: &Path| read_password_file(path).map(|p| (p, PasswordSource::File(path.to_owned())));
+    let found = match (file, env_password) {
+        (Some(file), _) if file.origin == Origin::CommandLine => Some(from_file(&file.value)?),
+        (_, Some(value)) => {
+            let text = value
+                .into_string()
+                .map_err(|_| CredentialError::FileContent {
+                    path: PathBuf::from("$PSFLEET_PASSWORD"),
+                    problem: "is not UTF-8",
+                })?;
+            Some((text, PasswordSource::Env))
+        }
+        (Some(file), None) => Some(from_file(&file.value)?),
+        (None, None) => None,
+    };
+    let (password, source) = match found {
+        Some(found) => found,
+        None if need == PasswordNeed::IfGiven => {
+            return Ok(Credentials {
+                credential: None,
+                source: None,
+            });
+        }
+        None => {
+            let text = format!("Password for {user}: ");
+            match prompt.ask(&text) {
+                Ok(Some(PromptOutcome::Entered(p))) => (p, PasswordSource::Prompt),
+                Ok(Some(PromptOutcome::Cancelled)) => return Err(CredentialError::Cancelled),
+                Ok(None) => return Err(CredentialError::NoTerminal { user }),
+                Err(e) => return Err(CredentialError::Prompt(e)),
+            }
+        }
+    };
+    let credential = Credential::new(&user, password).map_err(CredentialError::InvalidUser)?;
+    Ok(Credentials {
+        credential: Some(credential),
+        source: Some(source),
+    })
+}
+
+/// The first line of a password file, after checking its permissions.
+pub fn read_password_file(path: &Path) -> Result<String, CredentialError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let read_err = |source| CredentialError::FileRead {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mode = file.metadata().map_err(read_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(CredentialError::FileTooOpen {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    let text = String::from_utf8(bytes).map_err(|_| CredentialError::FileContent {
+        path: path.to_owned(),
+        problem: "is not UTF-8",
+    })?;
+    let line = text.lines().next().unwrap_or_default();
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Err(CredentialError::FileContent {
+            path: path.to_owned(),
+            problem: "has an empty first line",
+        });
+    }
+    Ok(line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::settings::Setting;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("psfleet")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn password_options_are_found_before_parsing() {
+        assert!(password_on_command_line(&argv(&["run", "--password", "x"])));
+        assert!(password_on_command_line(&argv(&["--password=x", "run"])));
+        assert!(!password_on_command_line(&argv(&[
+            "run",
+            "--password-file",
+            "f"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "run",
+            "--argument",
+            "--password"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "run",
+            "-c",
+            "x",
+            "--",
+            "--password"
+        ])));
+    }
+
+    struct Fake(Option<PromptOutcome>, usize);
+    impl PasswordPrompt for Fake {
+        fn ask(&mut self, text: &str) -> std::io::Result<Option<PromptOutcome>> {
+            assert!(text.starts_with("Password for "), "{text}");
+            self.1 += 1;
+            Ok(self.0.take())
+        }
+    }
+
+    fn conn(
+        method: AuthMethod,
+        user: Option<&str>,
+        file: Option<(PathBuf, Origin)>,
+    ) -> ConnectionSettings {
+        let args = crate::options::ConnectionArgs::default();
+        let matches = clap::ArgMatches::default();
+        let cfg = crate::config::ConfigFile::none();
+        let mut c =
+            ConnectionSettings::resolve(&args, crate::settings::Layers::new(&matches, &cfg))
+                .unwrap();
+        c.authentication = Setting::default_value(method);
+        c.user = user.map(|u| Setting::default_value(u.to_owned()));
+        c.password_file = file.map(|(value, origin)| Setting { value, origin });
+        c
+    }
+
+    fn temp_file(name: &str, text: &str, mode: u32) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("psfleet-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn sources_are_taken_in_the_documented_order() {
+        let file = temp_file("pw-order", "from-file\nsecond line\n", 0o600);
+        let env_pw = |k: &str| (k == "PSFLEET_PASSWORD").then(|| OsString::from("from-env"));
+        let no_env = |_: &str| None;
+        let mut never = Fake(None, 0);
+
+        // A file on the command line beats the environment.
+        let c = conn(
+            AuthMethod::Ntlm,
+            Some("FLEET\\ops"),
+            Some((file.clone(), Origin::CommandLine)),
+        );
+        let got = obtain(&c, &env_pw, &mut never).unwrap();
+        assert_eq!(got.source, Some(PasswordSource::File(file.clone())));
+        // The environment beats a file from the configuration.
+        let from_cfg = Origin::File {
+            path: "/x".into(),
+            line: 1,
+        };
+        let c = conn(
+            AuthMethod::Ntlm,
+            Some("FLEET\\ops"),
+            Some((file.clone(), from_cfg)),
+        );
+        let got = obtain(&c, &env_pw, &mut never).unwrap();
+        assert_eq!(got.source, Some(PasswordSource::Env));
+        let debug = format!("{:?}", got.credential.unwrap());
+        assert!(!debug.contains("from-env"), "{debug}");
+        // No environment: the configured file.
+        let got = obtain(&c, &no_env, &mut never).unwrap();
+        assert_eq!(got.source, Some(PasswordSource::File(file)));
+        assert_eq!(never.1, 0, "no prompt while another source has a password");
+        // Nothing: the prompt.
+        let c = conn(AuthMethod::Negotiate, Some("ops@FLEET.TEST"), None);
+        let mut typed = Fake(Some(PromptOutcome::Entered("typed".into())), 0);
+        let got = obtain(&c, &no_env, &mut typed).unwrap();
+        assert_eq!((got.source, typed.1), (Some(PasswordSource::Prompt), 1));
+        // No terminal: a clear error.
+        let err = obtain(&c, &no_env, &mut Fake(None, 0)).unwrap_err();
+        assert!(err.to_string().contains("set PSFLEET_PASSWORD"), "{err}");
+        let err = obtain(&c, &no_env, &mut Fake(Some(PromptOutcome::Cancelled), 0)).unwrap_err();
+        assert!(matches!(err, CredentialError::Cancelled));
+    }
+
+    #[test]
+    fn methods_without_passwords_never_prompt() {
+        let no_env = |_: &str| None;
+        let mut never = Fake(None, 0);
+        let c = conn(AuthMethod::Kerberos, None, None);
+        assert!(
+            obtain(&c, &no_env, &mut never)
+                .unwrap()
+                .credential
+                .is_none()
+        );
+        let c = conn(AuthMethod::Kerberos, Some("ops@FLEET.TEST"), None);
+        assert!(
+            obtain(&c, &no_env, &mut never)
+                .unwrap()
+                .credential
+                .is_none()
+        );
+        let c = conn(AuthMethod::Certificate, None, None);
+        assert!(
+            obtain(&c, &no_env, &mut never)
+                .unwrap()
+                .credential
+                .is_none()
+        );
+        assert_eq!(never.1, 0);
+        let c = conn(AuthMethod::Basic, None, None);
+        let err = obtain(&c, &no_env, &mut never).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--authentication basic needs a user"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn password_files_must_be_private_and_non_empty() {
+        let open = temp_file("pw-open", "s3cret\n", 0o644);
+        let err = read_password_file(&open).unwrap_err().to_string();
+        assert!(err.contains("has mode 0644"), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let group_w = temp_file("pw-gw", "s3cret\n", 0o620);
+        assert!(matches!(
+            read_password_file(&group_w),
+            Err(CredentialError::FileTooOpen { mode: 0o620, .. })
+        ));
+        let crlf = temp_file("pw-crlf", "s3cret\r\n", 0o400);
+        assert_eq!(read_password_file(&crlf).unwrap(), "s3cret");
+        let empty = temp_file("pw-empty", "\nx\n", 0o600);
+        assert!(
+            read_password_file(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("empty first line")
+        );
+        let missing = std::env::temp_dir().join("psfleet-no-such-password-file");
+        assert!(matches!(
+            read_password_file(&missing),
+            Err(CredentialError::FileRead { .. })
+        ));
+    }
+}
