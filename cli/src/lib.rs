@@ -5,7 +5,7 @@
 //! [`options`] (clap option groups), [`config`] (psfleet.toml), [`settings`] (precedence),
 //! [`credentials`] and [`tty`] (the password), [`exit`] (exit codes), [`console`] and
 //! [`logging`] (stderr around the bars), [`progress`], [`output`], [`drive`] (the run loop),
-//! and [`commands`] (one module per command). docs/cli.md documents the surface.
+//! and [`commands`] (one module per command; `psfleet sim` is [`sim_cmd`], the simulator's). docs/cli.md documents the surface.
 
 pub mod cli;
 pub mod commands;
@@ -19,4 +19,5 @@ pub mod options;
 pub mod output;
 pub mod progress;
 pub mod settings;
+pub mod sim_cmd;
 pub mod tty;

@@ -1,8 +1,10 @@
-//! One authenticated, message-encrypted HTTP/1.1 connection to one WinRM listener.
+//! One HTTP/1.1 connection to one WinRM listener, over HTTP or HTTPS, authenticated with
+//! Basic, NTLM or Negotiate, with or without message encryption.
 //!
 //! NTLM and SPNEGO authenticate the TCP connection, not the request (MS-WSMV 2.2.9.1.1.1),
 //! so this module owns its socket: a hyper HTTP/1.1 client connection on one tokio
-//! `TcpStream`, kept alive for as long as the [`Connection`] lives.
+//! `TcpStream` (inside rustls for HTTPS), kept alive for as long as the [`Connection`]
+//! lives. A new connection authenticates afresh.
 //!
 //! [`Connection::connect`] performs the exchange working Windows clients use (wire-facts
 //! section 3, after WinRb `init_auth` and pypsrp "send an initial blank message"):
@@ -12,24 +14,31 @@
 //! 3. `POST` with an empty body and `Authorization: Negotiate <AUTHENTICATE token>`;
 //! 4. `200`, for SPNEGO with the server's final token (its mechListMIC).
 //!
-//! After that [`Connection::send`] seals each SOAP envelope into a `multipart/encrypted`
-//! body (`psfleet_core::encryption`) and sends it with no `Authorization` header on the
-//! same connection; 200 and 500 bodies are both unsealed and returned (a 500 carries a
-//! WS-Man fault, MS-WSMV 2.2.9.1.1 and wire-facts section 1).
+//! Over HTTPS the context is bound to the TLS channel (`tls-server-end-point`, RFC 5929)
+//! so that the server can tell the exchange was not relayed. Basic has no exchange: its
+//! header rides on every request.
+//!
+//! After that [`Connection::send`] sends each SOAP envelope, sealed into a
+//! `multipart/encrypted` body (`psfleet_core::encryption`) when message encryption is on
+//! ([`Encryption`]: by default over HTTP, not over HTTPS); 200 and 500 bodies are both
+//! returned, unsealed when they came sealed (a 500 carries a WS-Man fault, MS-WSMV
+//! 2.2.9.1.1 and wire-facts section 1).
 //!
 //! Every failure is a [`TransportError`] that keeps what a classifier needs (wire-facts
-//! section 6): the phase, the HTTP status and the schemes the server offered.
+//! section 6): the phase, the HTTP status, the schemes the server offered, which TLS check
+//! failed; [`TransportError::bucket`] names the failure bucket it points to.
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap,
-    HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -37,22 +46,25 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use psfleet_core::encryption::{self, FramingError};
+use psfleet_core::taxonomy::Bucket;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::auth::{AuthError, ClientContext, Credential, Mechanism};
+use crate::auth::{AuthError, ClientContext, ContextOptions, Credential, Mechanism};
+use crate::kerberos::KerberosOptions;
+use crate::target::{Endpoint, Host, Resolver, Scheme, TargetError};
+use crate::tls::{TlsClient, TlsFailure, TlsOptions, TlsSession, TlsSetupError};
 
-/// The WinRM listener path.
-pub const DEFAULT_PATH: &str = "/wsman";
+pub use crate::target::DEFAULT_PATH;
 
 /// The plain WinRM HTTP port.
-pub const DEFAULT_PORT: u16 = 5985;
+pub const DEFAULT_PORT: u16 = crate::target::DEFAULT_HTTP_PORT;
 
 /// The `User-Agent` header value.
 pub const USER_AGENT_VALUE: &str = concat!("psfleet/", env!("CARGO_PKG_VERSION"));
 
-/// Default connect timeout (DNS and TCP), as pypsrp's `connection_timeout`.
+/// Default connect timeout (TCP and the TLS handshake), as pypsrp's `connection_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default time allowed for one request and its whole response, as pypsrp's
@@ -63,6 +75,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// sealing adds a few hundred bytes, so this leaves a wide margin.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The header that asks for an unauthenticated Identify reply (MS-WSMV 3.1.4.1.23).
+pub const WSMANIDENTIFY: &str = "wsmanidentify";
+
 /// Most requests one authentication exchange may take; NTLM needs two and SPNEGO-wrapped
 /// NTLM two (its final token rides on the 200).
 const MAX_AUTH_LEGS: usize = 4;
@@ -70,24 +85,96 @@ const MAX_AUTH_LEGS: usize = 4;
 /// Most challenges read from the `WWW-Authenticate` headers of one response.
 const MAX_CHALLENGES: usize = 32;
 
-/// The Content-Type of the empty-bodied authentication requests (pypsrp sends its session
-/// headers, this one included, on its blank setup message).
+/// The Content-Type of SOAP bodies and of the empty-bodied authentication requests
+/// (pypsrp sends its session headers, this one included, on its blank setup message).
 const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
+
+/// How a connection authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// HTTP Basic (RFC 7617): user and password on every request, no message encryption.
+    Basic,
+    /// An SSPI mechanism (NTLM, Negotiate, ...) authenticating the TCP connection.
+    Sspi(Mechanism),
+}
+
+impl AuthMethod {
+    /// The HTTP authentication scheme (`Basic`, `Negotiate`, ...).
+    pub fn http_scheme(&self) -> &'static str {
+        match self {
+            Self::Basic => "Basic",
+            Self::Sspi(mechanism) => mechanism.http_scheme(),
+        }
+    }
+
+    /// True when the method is Kerberos alone, so the target must be a name with an SPN
+    /// (the TrustedHosts rule does not apply to it, wire-facts 1.6).
+    pub fn is_kerberos(&self) -> bool {
+        matches!(self, Self::Sspi(Mechanism::Kerberos))
+    }
+
+    /// True when the method can seal messages (everything but Basic, wire-facts 3).
+    pub fn can_encrypt(&self) -> bool {
+        matches!(self, Self::Sspi(_))
+    }
+}
+
+impl From<Mechanism> for AuthMethod {
+    fn from(mechanism: Mechanism) -> Self {
+        Self::Sspi(mechanism)
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Basic => f.write_str("Basic"),
+            Self::Sspi(mechanism) => write!(f, "{mechanism}"),
+        }
+    }
+}
+
+/// Whether SOAP bodies are sealed with the security context (MS-WSMV 2.2.9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encryption {
+    /// On over HTTP, off over HTTPS (TLS protects the messages), as pypsrp's `auto`.
+    #[default]
+    Auto,
+    /// Always sealed, over HTTPS too.
+    Always,
+    /// Never sealed: plaintext bodies over HTTP need AllowUnencrypted on the host.
+    Never,
+}
 
 /// Where to connect and how to authenticate.
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
-    /// Host name or IP address (IPv6 without brackets).
+    /// Host name or IP address (IPv6 with or without brackets): the `Host` header, the
+    /// SPN and the name the TLS certificate must carry.
     pub host: String,
-    /// TCP port (5985 for WinRM over HTTP).
+    /// TCP port.
     pub port: u16,
     /// The listener path, normally `/wsman`.
     pub path: String,
-    /// The authentication mechanism.
-    pub mechanism: Mechanism,
+    /// HTTP or HTTPS.
+    pub scheme: Scheme,
+    /// How to authenticate.
+    pub auth: AuthMethod,
     /// Who to authenticate as.
     pub credential: Credential,
-    /// Time allowed to resolve the host and open the TCP connection.
+    /// Message encryption.
+    pub encryption: Encryption,
+    /// The TLS client for HTTPS; `None` builds one with [`TlsOptions::default`] (system
+    /// roots, full verification) on each connect.
+    pub tls: Option<TlsClient>,
+    /// Where the KDC is and what the service is called (Kerberos, and Negotiate when it
+    /// tries Kerberos first).
+    pub kerberos: KerberosOptions,
+    /// Name resolution (overrides and timeout).
+    pub resolver: Arc<Resolver>,
+    /// Connect to this address instead of resolving `host` (the inventory address).
+    pub address: Option<IpAddr>,
+    /// Time allowed to open the TCP connection and finish the TLS handshake.
     pub connect_timeout: Duration,
     /// Time allowed for each request, from sending to the end of the response body.
     pub request_timeout: Duration,
@@ -96,27 +183,61 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// A configuration for `host:port` with the default path, timeouts and limits.
-    pub fn new(host: &str, port: u16, mechanism: Mechanism, credential: Credential) -> Self {
+    /// A configuration for `http://host:port/wsman` with the default timeouts and limits.
+    pub fn new(host: &str, port: u16, auth: impl Into<AuthMethod>, credential: Credential) -> Self {
         Self {
             host: host.to_owned(),
             port,
             path: DEFAULT_PATH.to_owned(),
-            mechanism,
+            scheme: Scheme::Http,
+            auth: auth.into(),
             credential,
+            encryption: Encryption::Auto,
+            tls: None,
+            kerberos: KerberosOptions::default(),
+            resolver: Arc::new(Resolver::default()),
+            address: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
+
+    /// A configuration for `endpoint`.
+    pub fn for_endpoint(
+        endpoint: &Endpoint,
+        auth: impl Into<AuthMethod>,
+        credential: Credential,
+    ) -> Self {
+        let mut config = Self::new(&endpoint.host.to_string(), endpoint.port, auth, credential);
+        config.scheme = endpoint.scheme;
+        config.path = endpoint.path.clone();
+        config
+    }
+
+    /// True when messages are sealed: [`Encryption::Auto`] seals over HTTP only.
+    pub fn seals_messages(&self) -> bool {
+        self.auth.can_encrypt()
+            && match self.encryption {
+                Encryption::Auto => self.scheme == Scheme::Http,
+                Encryption::Always => true,
+                Encryption::Never => false,
+            }
+    }
+
+    /// True when SOAP bodies would cross plain HTTP unencrypted (Basic, or encryption
+    /// turned off): what the pre-send check and the host's AllowUnencrypted refuse.
+    pub fn plaintext_over_http(&self) -> bool {
+        self.scheme == Scheme::Http && !self.seals_messages()
+    }
 }
 
-/// A decrypted response to [`Connection::send`].
+/// A response to [`Connection::send`], unsealed when it came sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The HTTP status: 200, or 500 when the body is a WS-Man fault.
     pub status: u16,
-    /// The decrypted SOAP envelope.
+    /// The SOAP envelope.
     pub body: Vec<u8>,
 }
 
@@ -132,13 +253,13 @@ impl Reply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Phase {
-    /// Resolving the host and opening the TCP connection.
+    /// Resolving the host, opening the TCP connection, the TLS handshake.
     Connect,
     /// The first authentication leg (the NEGOTIATE token).
     Negotiate,
     /// Later authentication legs (the AUTHENTICATE token and after).
     Authenticate,
-    /// An encrypted SOAP message on the authenticated connection.
+    /// A SOAP message on the authenticated connection.
     Message,
 }
 
@@ -148,7 +269,7 @@ impl fmt::Display for Phase {
             Self::Connect => "connect",
             Self::Negotiate => "negotiate leg",
             Self::Authenticate => "authenticate leg",
-            Self::Message => "encrypted message",
+            Self::Message => "message",
         })
     }
 }
@@ -167,6 +288,8 @@ pub enum ProtocolViolation {
         /// The body length.
         len: usize,
     },
+    /// A sealed body on a connection that has no security context to unseal it (Basic).
+    EncryptedWithoutContext,
     /// A `WWW-Authenticate: Negotiate` token that is not valid base64.
     BadTokenEncoding,
     /// The server accepted (200) before the authentication exchange was complete, or
@@ -191,6 +314,9 @@ impl fmt::Display for ProtocolViolation {
                 f,
                 "HTTP {status} with an unencrypted body of {len} bytes (content type {content_type:?})"
             ),
+            Self::EncryptedWithoutContext => {
+                f.write_str("an encrypted body on a connection without a security context")
+            }
             Self::BadTokenEncoding => f.write_str("authentication token is not valid base64"),
             Self::AcceptedBeforeComplete => {
                 f.write_str("server accepted before authentication completed")
@@ -211,7 +337,8 @@ impl fmt::Display for ProtocolViolation {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The host or path cannot be used in a request (empty, spaces, control characters).
+    /// The host or path cannot be used in a request (the RFC 1123 check, an empty host,
+    /// a path without `/`).
     #[error("invalid target {target:?}: {reason}")]
     InvalidTarget {
         /// The host or path.
@@ -219,7 +346,8 @@ pub enum TransportError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The request could not be built (a header value that HTTP cannot carry).
+    /// The request could not be built (a header value that HTTP cannot carry, a setting
+    /// combination that cannot work).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
     /// The host name did not resolve (Windows: "the server name cannot be resolved",
@@ -228,8 +356,7 @@ pub enum TransportError {
     Dns {
         /// The host name.
         host: String,
-        /// The resolver's error (`TimedOut` when the connect timeout ran out while
-        /// resolving).
+        /// The resolver's error (`TimedOut` when the resolution timeout ran out).
         #[source]
         source: io::Error,
     },
@@ -239,8 +366,8 @@ pub enum TransportError {
         /// The address tried last.
         addr: SocketAddr,
     },
-    /// The TCP connection was not established within the connect timeout (a filtered port
-    /// or an unreachable host, Windows 0x80338126).
+    /// The TCP connection (or the TLS handshake) did not complete within the connect
+    /// timeout (a filtered port or an unreachable host, Windows 0x80338126).
     #[error("connecting to {addr} timed out after {timeout:?}")]
     ConnectTimeout {
         /// The address tried last.
@@ -257,6 +384,17 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
+    /// The TLS client could not be set up (CA bundle, thumbprint).
+    #[error("TLS set-up failed: {0}")]
+    TlsSetup(#[source] Arc<TlsSetupError>),
+    /// The TLS handshake failed; `failure` says which check.
+    #[error("TLS with {addr} failed: {failure}")]
+    Tls {
+        /// The server address.
+        addr: SocketAddr,
+        /// Which check failed.
+        failure: TlsFailure,
+    },
     /// No complete response within the request timeout.
     #[error("no response within {timeout:?} ({phase})")]
     RequestTimeout {
@@ -270,6 +408,9 @@ pub enum TransportError {
     ConnectionClosed {
         /// What the request was.
         phase: Phase,
+        /// Over HTTP or HTTPS (plain HTTP sent to a TLS listener is closed unanswered,
+        /// wire-facts 1.8).
+        scheme: Scheme,
         /// hyper's error.
         #[source]
         source: hyper::Error,
@@ -283,7 +424,7 @@ pub enum TransportError {
         #[source]
         source: hyper::Error,
     },
-    /// A 401 offering no scheme this mechanism can use (wire-facts 1.2: the mechanism is
+    /// A 401 offering no scheme this method can use (wire-facts 1.2: the mechanism is
     /// disabled on the server).
     #[error("server does not offer the {scheme} scheme (offered: {offered:?})")]
     MechanismNotOffered {
@@ -292,19 +433,28 @@ pub enum TransportError {
         /// The schemes the 401 offered.
         offered: Vec<String>,
     },
-    /// A 401 after the client sent its proof (the NTLM AUTHENTICATE message): bad
-    /// password, unknown user, or an authorization refusal that looks the same on the
-    /// wire (wire-facts 1.1 and 1.4).
+    /// A 401 after the client sent its proof (the NTLM AUTHENTICATE message, or a Basic
+    /// header): bad password, unknown user, an authorization refusal that looks the same
+    /// on the wire (wire-facts 1.1 and 1.4), or over HTTPS a channel-binding mismatch.
     #[error("credentials for {user:?} rejected (offered: {offered:?})")]
     CredentialsRejected {
         /// The user name that was refused.
         user: String,
         /// The schemes the final 401 offered.
         offered: Vec<String>,
+        /// True when the exchange carried TLS channel bindings (a mismatch would also
+        /// end here, wire-facts 1.4).
+        channel_bound: bool,
+    },
+    /// The host refused a plaintext message on an authenticated HTTP connection: 500 with
+    /// an empty body, or 401 (wire-facts 1.3: AllowUnencrypted is false).
+    #[error("the host refused an unencrypted message (HTTP {status})")]
+    PlaintextRefused {
+        /// 500 or 401.
+        status: u16,
     },
     /// An HTTP status that ends the exchange (404 wrong path, 405, 413 envelope too large,
-    /// 401 on an established connection, 500 with an empty body = unencrypted message
-    /// refused, ...).
+    /// 401 on an established connection, 500 with an empty body, ...).
     #[error("HTTP {status} ({phase})")]
     HttpStatus {
         /// The status code.
@@ -317,7 +467,7 @@ pub enum TransportError {
         body_len: usize,
     },
     /// The local security context refused a server token (malformed challenge, failed
-    /// mechListMIC, ...).
+    /// mechListMIC, ...) or could not be created (phase Connect).
     #[error("authentication failed ({phase})")]
     Auth {
         /// Which leg.
@@ -351,14 +501,104 @@ pub enum TransportError {
     Unusable,
 }
 
-/// An authenticated HTTP/1.1 connection to one WinRM listener, sealing every message.
+impl TransportError {
+    /// The failure bucket this error points to (wire-facts section 6), for the engine's
+    /// classifier; `None` for local set-up problems that are not about the host.
+    pub fn bucket(&self) -> Option<Bucket> {
+        Some(match self {
+            Self::InvalidTarget { .. } => Bucket::HostContainsInvalidCharacters,
+            Self::InvalidRequest(_) | Self::TlsSetup(_) | Self::Unusable => return None,
+            Self::Dns { .. } => Bucket::InvalidDns,
+            Self::ConnectionRefused { .. } => Bucket::InvalidPort,
+            Self::ConnectTimeout { .. } | Self::Connect { .. } => Bucket::InvalidHostName,
+            Self::Tls { failure, .. } if failure.is_certificate() => Bucket::InvalidCertificate,
+            // TLS to a port that answers in plaintext or hangs up: not an HTTPS listener.
+            Self::Tls {
+                failure: TlsFailure::PlaintextPeer | TlsFailure::Closed,
+                ..
+            } => Bucket::InvalidPort,
+            Self::Tls { .. } => Bucket::ProtocolError,
+            // Plain HTTP to a TLS listener: closed without a word on the first request.
+            Self::ConnectionClosed {
+                phase: Phase::Negotiate,
+                scheme: Scheme::Http,
+                ..
+            } => Bucket::InvalidProtocol,
+            Self::ConnectionClosed { .. } => Bucket::ServiceError,
+            // The first answer on a fresh connection is not HTTP: a TLS listener's alert.
+            Self::Protocol {
+                phase: Phase::Negotiate,
+                violation: ProtocolViolation::MalformedHttp,
+            } => Bucket::InvalidProtocol,
+            Self::RequestTimeout { .. } => Bucket::Timeout,
+            Self::MechanismNotOffered { .. } => Bucket::AccessDenied,
+            Self::CredentialsRejected { .. } => Bucket::InvalidCredentials,
+            Self::PlaintextRefused { .. } => Bucket::EncryptionRequired,
+            // A 401 on an authenticated connection: the service-level authorization
+            // refusal of wire-facts 1.1 looks like bad credentials.
+            Self::HttpStatus { status: 401, .. } => Bucket::InvalidCredentials,
+            Self::HttpStatus { .. } => Bucket::ServiceError,
+            // Kerberos and CredSSP failures name their bucket themselves (KDC, realm,
+            // credentials); a context that could not even be created is a mechanism
+            // unusable here.
+            Self::Auth { source, .. } if source.bucket().is_some() => return source.bucket(),
+            Self::Auth {
+                phase: Phase::Connect,
+                ..
+            } => Bucket::ClientAuthenticationDisabled,
+            Self::Auth { .. }
+            | Self::Encryption(_)
+            | Self::ResponseTooLarge { .. }
+            | Self::Protocol { .. }
+            | Self::Http { .. } => Bucket::ProtocolError,
+        })
+    }
+
+    /// True for failures a later attempt on a new connection may not meet (a connection
+    /// cut mid-exchange, an empty 500, a timeout): a hint for the scheduler's requeue.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::ConnectionClosed { phase, .. } => *phase != Phase::Negotiate,
+            Self::RequestTimeout { .. } | Self::Http { .. } | Self::Unusable => true,
+            Self::HttpStatus {
+                status: 500,
+                body_len: 0,
+                ..
+            } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<TargetError> for TransportError {
+    fn from(error: TargetError) -> Self {
+        let (target, reason) = match &error {
+            TargetError::HostContainsInvalidCharacters { host, reason } => (host.clone(), *reason),
+            TargetError::InvalidPath { path, reason } => (path.clone(), *reason),
+            TargetError::InvalidUri { uri, reason } => (uri.clone(), *reason),
+            other => (other.to_string(), "refused before sending"),
+        };
+        Self::InvalidTarget { target, reason }
+    }
+}
+
+/// An HTTP/1.1 connection to one WinRM listener, authenticated (or about to be, for Basic:
+/// on every request).
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
-    context: ClientContext,
+    /// The connection-bound context (NTLM, Negotiate, ...), if any.
+    context: Option<Box<ClientContext>>,
+    /// The Basic header, sent on every request (marked sensitive), if Basic.
+    basic: Option<HeaderValue>,
+    /// True when messages are sealed with `context`.
+    seal: bool,
     uri: Uri,
     host_header: HeaderValue,
     peer: SocketAddr,
+    scheme: Scheme,
+    tls: Option<TlsSession>,
+    user: String,
     offered: Vec<String>,
     request_timeout: Duration,
     max_response_bytes: usize,
@@ -369,8 +609,11 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("peer", &self.peer)
+            .field("scheme", &self.scheme)
             .field("uri", &self.uri)
             .field("context", &self.context)
+            .field("basic", &self.basic.is_some())
+            .field("seal", &self.seal)
             .field("offered", &self.offered)
             .field("usable", &self.usable)
             .finish_non_exhaustive()
@@ -385,47 +628,57 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Resolves the host, opens the TCP connection and authenticates it.
+    /// Resolves the host, opens the TCP connection (and TLS for HTTPS) and authenticates
+    /// it. Nothing is sent when the host, path or settings are unusable.
     pub async fn connect(config: &ConnectionConfig) -> Result<Self, TransportError> {
-        let host_header = host_header(&config.host, config.port)?;
-        let uri = request_uri(&config.path)?;
-        let context = ClientContext::new(config.mechanism, &config.credential, &config.host)
-            .map_err(|source| TransportError::Auth {
-                phase: Phase::Connect,
-                source,
-            })?;
-        let (stream, peer) = open_tcp(&config.host, config.port, config.connect_timeout).await?;
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .title_case_headers(true)
-            .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|source| TransportError::Http {
-                phase: Phase::Connect,
-                source,
-            })?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "HTTP connection ended");
+        if matches!(config.auth, AuthMethod::Basic) && config.encryption == Encryption::Always {
+            return Err(TransportError::InvalidRequest(
+                "Basic authentication cannot encrypt messages",
+            ));
+        }
+        let mut conn = Self::open(config).await?;
+        match config.auth {
+            AuthMethod::Basic => {
+                let secret = format!(
+                    "{}:{}",
+                    config.credential.user(),
+                    config.credential.password()
+                );
+                let mut value = HeaderValue::from_str(&format!("Basic {}", BASE64.encode(secret)))
+                    .map_err(|_| {
+                        TransportError::InvalidRequest(
+                            "the user name or password cannot travel in a Basic header",
+                        )
+                    })?;
+                value.set_sensitive(true);
+                conn.basic = Some(value);
             }
-        });
-        let mut conn = Self {
-            sender,
-            driver,
-            context,
-            uri,
-            host_header,
-            peer,
-            offered: Vec::new(),
-            request_timeout: config.request_timeout,
-            max_response_bytes: config.max_response_bytes,
-            usable: false,
-        };
-        conn.authenticate(config.credential.user()).await?;
+            AuthMethod::Sspi(mechanism) => {
+                let options = ContextOptions {
+                    channel_bindings: conn.tls.as_ref().map(|t| t.channel_bindings.clone()),
+                    kerberos: config.kerberos.clone(),
+                };
+                let context = ClientContext::with_options(
+                    mechanism,
+                    &config.credential,
+                    &config.host,
+                    &options,
+                )
+                .map_err(|source| TransportError::Auth {
+                    phase: Phase::Connect,
+                    source,
+                })?;
+                conn.context = Some(Box::new(context));
+                conn.seal = config.seals_messages();
+                conn.authenticate().await?;
+            }
+        }
         conn.usable = true;
         Ok(conn)
     }
 
-    /// Seals `soap`, sends it and returns the unsealed reply (status 200 or 500).
+    /// Sends `soap` (sealed when message encryption is on) and returns the reply (status
+    /// 200 or 500), unsealed when it came sealed.
     ///
     /// Any error leaves the connection unusable: later calls return
     /// [`TransportError::Unusable`]. So does dropping the future before it completes (an
@@ -436,7 +689,11 @@ impl Connection {
             return Err(TransportError::Unusable);
         }
         self.usable = false;
-        let reply = self.exchange_encrypted(soap).await?;
+        let reply = if self.seal {
+            self.exchange_encrypted(soap).await?
+        } else {
+            self.exchange_plain(soap).await?
+        };
         self.usable = true;
         Ok(reply)
     }
@@ -452,19 +709,102 @@ impl Connection {
         self.peer
     }
 
-    /// The authentication mechanism in use.
-    pub fn mechanism(&self) -> Mechanism {
-        self.context.mechanism()
+    /// The authentication mechanism of a connection-bound context, if any.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.context.as_ref().map(|c| c.mechanism())
     }
 
-    /// False once an error has left the connection unusable.
+    /// True when messages are sealed on this connection.
+    pub fn seals(&self) -> bool {
+        self.seal
+    }
+
+    /// HTTP or HTTPS.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The TLS session (server certificate, channel bindings) of an HTTPS connection.
+    pub fn tls_session(&self) -> Option<&TlsSession> {
+        self.tls.as_ref()
+    }
+
+    /// False once an error has left the connection unusable or the server closed it.
     pub fn is_usable(&self) -> bool {
         self.usable && !self.sender.is_closed()
     }
 
+    /// Opens the TCP (and TLS) connection and the HTTP/1.1 client on it, unauthenticated.
+    async fn open(config: &ConnectionConfig) -> Result<Self, TransportError> {
+        let host = Host::parse(&config.host)?;
+        let host_header = host_header(&host, config.port)?;
+        let uri = request_uri(&config.path)?;
+        let tls_client = match (config.scheme, &config.tls) {
+            (Scheme::Http, _) => None,
+            (Scheme::Https, Some(client)) => Some(client.clone()),
+            (Scheme::Https, None) => Some(
+                TlsClient::new(&TlsOptions::default())
+                    .map_err(|e| TransportError::TlsSetup(Arc::new(e)))?,
+            ),
+        };
+        let addrs = match config.address {
+            Some(ip) => vec![SocketAddr::new(ip, config.port)],
+            None => config
+                .resolver
+                .resolve(&host, config.port)
+                .await
+                .map_err(|e| TransportError::Dns {
+                    host: e.host,
+                    source: e.source,
+                })?,
+        };
+        let deadline = Instant::now() + config.connect_timeout;
+        let (stream, peer) = open_tcp(&addrs, deadline, config.connect_timeout).await?;
+        let (sender, driver, tls) = match tls_client {
+            None => {
+                let (sender, driver) = start_http(TokioIo::new(stream)).await?;
+                (sender, driver, None)
+            }
+            Some(client) => {
+                let name = host.to_string();
+                let (stream, session) = timeout_at(deadline, client.connect(&name, stream))
+                    .await
+                    .map_err(|_| TransportError::ConnectTimeout {
+                        addr: peer,
+                        timeout: config.connect_timeout,
+                    })?
+                    .map_err(|failure| TransportError::Tls {
+                        addr: peer,
+                        failure,
+                    })?;
+                let (sender, driver) = start_http(TokioIo::new(stream)).await?;
+                (sender, driver, Some(session))
+            }
+        };
+        Ok(Self {
+            sender,
+            driver,
+            context: None,
+            basic: None,
+            seal: false,
+            uri,
+            host_header,
+            peer,
+            scheme: config.scheme,
+            tls,
+            user: config.credential.user().to_owned(),
+            offered: Vec::new(),
+            request_timeout: config.request_timeout,
+            max_response_bytes: config.max_response_bytes,
+            usable: false,
+        })
+    }
+
     /// Runs the empty-body authentication legs until the server answers 200.
-    async fn authenticate(&mut self, user: &str) -> Result<(), TransportError> {
-        let scheme = self.context.mechanism().http_scheme();
+    async fn authenticate(&mut self) -> Result<(), TransportError> {
+        let context = self.context()?;
+        let scheme = context.mechanism().http_scheme();
+        let channel_bound = context.is_channel_bound();
         let mut input: Option<Vec<u8>> = None;
         // True once a sent token answered a server challenge: from then on a 401 means
         // the server refused the proof (the NTLM AUTHENTICATE message).
@@ -476,7 +816,7 @@ impl Connection {
                 Phase::Authenticate
             };
             let step = self
-                .context
+                .context()?
                 .step(input.as_deref())
                 .map_err(|source| TransportError::Auth { phase, source })?;
             let Some(token) = step.token else {
@@ -489,8 +829,16 @@ impl Connection {
             };
             proof_sent |= input.is_some();
             let authorization = format!("{scheme} {}", BASE64.encode(&token));
+            let authorization = HeaderValue::from_str(&authorization)
+                .map_err(|_| TransportError::InvalidRequest("a token header is not valid"))?;
             let response = self
-                .exchange(Vec::new(), SOAP_CONTENT_TYPE, Some(&authorization), phase)
+                .exchange(
+                    Vec::new(),
+                    SOAP_CONTENT_TYPE,
+                    Some(authorization),
+                    &[],
+                    phase,
+                )
                 .await?;
             let challenges = parse_challenges(&response.headers);
             if !challenges.is_empty() {
@@ -506,10 +854,11 @@ impl Connection {
                             offered: self.offered.clone(),
                         });
                     }
-                    if proof_sent || self.context.is_complete() {
+                    if proof_sent || self.context()?.is_complete() {
                         return Err(TransportError::CredentialsRejected {
-                            user: user.to_owned(),
+                            user: self.user.clone(),
                             offered: self.offered.clone(),
+                            channel_bound,
                         });
                     }
                     let Some(server_token) = server_token else {
@@ -530,13 +879,24 @@ impl Connection {
         })
     }
 
+    /// The connection-bound context; only authenticated SSPI connections reach the
+    /// paths that call this.
+    fn context(&mut self) -> Result<&mut ClientContext, TransportError> {
+        self.context
+            .as_deref_mut()
+            .ok_or(TransportError::InvalidRequest(
+                "no security context on this connection",
+            ))
+    }
+
     /// Completes the context when the server answered 200 to an authentication leg.
     fn finish_on_accept(
         &mut self,
         server_token: Option<Vec<u8>>,
         phase: Phase,
     ) -> Result<(), TransportError> {
-        if !self.context.is_complete() {
+        let context = self.context()?;
+        if !context.is_complete() {
             // SPNEGO: the final token carries the server's mechListMIC; processing it
             // completes the context (MS-SPNG 3.1.5.1).
             let Some(token) = server_token else {
@@ -545,8 +905,7 @@ impl Connection {
                     violation: ProtocolViolation::AcceptedBeforeComplete,
                 });
             };
-            let step = self
-                .context
+            let step = context
                 .step(Some(&token))
                 .map_err(|source| TransportError::Auth { phase, source })?;
             if step.token.is_some() {
@@ -565,17 +924,18 @@ impl Connection {
             // Raw NTLM is complete after AUTHENTICATE; a final token has nothing to add.
             tracing::debug!("ignoring a server token on the 200 of a complete NTLM context");
         }
-        tracing::debug!(peer = %self.peer, mechanism = %self.context.mechanism(), "authenticated");
+        tracing::debug!(peer = %self.peer, scheme = %self.scheme, "authenticated");
         Ok(())
     }
 
     /// Sends one sealed message and unseals the answer.
     async fn exchange_encrypted(&mut self, soap: &[u8]) -> Result<Reply, TransportError> {
-        let protocol = self.context.mechanism().protocol();
-        let sealed = encryption::encrypt(&mut self.context, protocol, soap)
-            .map_err(TransportError::Encryption)?;
+        let context = self.context()?;
+        let protocol = context.mechanism().protocol();
+        let sealed =
+            encryption::encrypt(context, protocol, soap).map_err(TransportError::Encryption)?;
         let response = self
-            .exchange(sealed.body, &sealed.content_type, None, Phase::Message)
+            .exchange(sealed.body, &sealed.content_type, None, &[], Phase::Message)
             .await?;
         let status = response.status;
         match status {
@@ -584,20 +944,11 @@ impl Connection {
             // before decrypting it (wire-facts 1.3, winrm4j#144).
             StatusCode::INTERNAL_SERVER_ERROR if !response.body.is_empty() => {}
             _ => {
-                if status == StatusCode::UNAUTHORIZED {
-                    let challenges = parse_challenges(&response.headers);
-                    if !challenges.is_empty() {
-                        self.offered = challenges.into_iter().map(|c| c.scheme).collect();
-                    }
-                }
+                self.note_challenges(&response);
                 return Err(self.status_error(&response, Phase::Message));
             }
         }
-        let content_type = response
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let content_type = content_type(&response.headers);
         if encryption::is_encrypted_content_type(content_type).is_none() {
             return Err(TransportError::Protocol {
                 phase: Phase::Message,
@@ -611,8 +962,76 @@ impl Connection {
                 },
             });
         }
-        let body = encryption::decrypt(&mut self.context, content_type, &response.body)
+        let body = encryption::decrypt(self.context()?, content_type, &response.body)
             .map_err(TransportError::Encryption)?;
+        Ok(Reply {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    /// Sends one plaintext message (HTTPS, Basic, or encryption turned off).
+    async fn exchange_plain(&mut self, soap: &[u8]) -> Result<Reply, TransportError> {
+        let authorization = self.basic.clone();
+        let response = self
+            .exchange(
+                soap.to_vec(),
+                SOAP_CONTENT_TYPE,
+                authorization,
+                &[],
+                Phase::Message,
+            )
+            .await?;
+        let status = response.status;
+        let refused_plaintext = self.scheme == Scheme::Http
+            && (status == StatusCode::UNAUTHORIZED
+                || (status == StatusCode::INTERNAL_SERVER_ERROR && response.body.is_empty()));
+        let authenticated = self.basic.is_some() || self.context.is_some();
+        match status {
+            StatusCode::OK => {}
+            StatusCode::INTERNAL_SERVER_ERROR if !response.body.is_empty() => {}
+            StatusCode::UNAUTHORIZED if self.basic.is_some() => {
+                self.note_challenges(&response);
+                return Err(if self.offered_scheme("Basic") {
+                    TransportError::CredentialsRejected {
+                        user: self.user.clone(),
+                        offered: self.offered.clone(),
+                        channel_bound: false,
+                    }
+                } else {
+                    TransportError::MechanismNotOffered {
+                        scheme: "Basic",
+                        offered: self.offered.clone(),
+                    }
+                });
+            }
+            // Authenticated, then refused for being unencrypted (wire-facts 1.3).
+            _ if authenticated && refused_plaintext => {
+                self.note_challenges(&response);
+                return Err(TransportError::PlaintextRefused {
+                    status: status.as_u16(),
+                });
+            }
+            _ => {
+                self.note_challenges(&response);
+                return Err(self.status_error(&response, Phase::Message));
+            }
+        }
+        let content_type = content_type(&response.headers);
+        // A host may seal a reply (a fault, say) even when the request was not sealed:
+        // unwrap it before parsing when the context can (wire-facts 1).
+        let body = if encryption::is_encrypted_content_type(content_type).is_some() {
+            let Some(context) = self.context.as_deref_mut() else {
+                return Err(TransportError::Protocol {
+                    phase: Phase::Message,
+                    violation: ProtocolViolation::EncryptedWithoutContext,
+                });
+            };
+            encryption::decrypt(context, content_type, &response.body)
+                .map_err(TransportError::Encryption)?
+        } else {
+            response.body
+        };
         Ok(Reply {
             status: status.as_u16(),
             body,
@@ -624,7 +1043,8 @@ impl Connection {
         &mut self,
         body: Vec<u8>,
         content_type: &str,
-        authorization: Option<&str>,
+        authorization: Option<HeaderValue>,
+        extra: &[(HeaderName, HeaderValue)],
         phase: Phase,
     ) -> Result<Response, TransportError> {
         let mut builder = Request::post(self.uri.clone())
@@ -637,25 +1057,29 @@ impl Connection {
         if let Some(authorization) = authorization {
             builder = builder.header(AUTHORIZATION, authorization);
         }
+        for (name, value) in extra {
+            builder = builder.header(name, value);
+        }
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| TransportError::InvalidRequest("a header value is not valid"))?;
         let limit = self.max_response_bytes;
+        let scheme = self.scheme;
         let sender = &mut self.sender;
         let round_trip = async move {
             sender
                 .ready()
                 .await
-                .map_err(|source| hyper_error(source, phase))?;
+                .map_err(|source| hyper_error(source, phase, scheme))?;
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|source| hyper_error(source, phase))?;
+                .map_err(|source| hyper_error(source, phase, scheme))?;
             let (parts, incoming) = response.into_parts();
             let body = Limited::new(incoming, limit)
                 .collect()
                 .await
-                .map_err(|error| body_error(error, phase, limit))?
+                .map_err(|error| body_error(error, phase, scheme, limit))?
                 .to_bytes();
             Ok(Response {
                 status: parts.status,
@@ -669,6 +1093,15 @@ impl Connection {
                 phase,
                 timeout: self.request_timeout,
             })?
+    }
+
+    fn note_challenges(&mut self, response: &Response) {
+        if response.status == StatusCode::UNAUTHORIZED {
+            let challenges = parse_challenges(&response.headers);
+            if !challenges.is_empty() {
+                self.offered = challenges.into_iter().map(|c| c.scheme).collect();
+            }
+        }
     }
 
     fn offered_scheme(&self, scheme: &str) -> bool {
@@ -686,6 +1119,66 @@ impl Connection {
             body_len: response.body.len(),
         }
     }
+}
+
+/// Sends an unauthenticated Identify (`WSMANIDENTIFY: unauthenticated`, MS-WSMV
+/// 3.1.4.1.23) on a connection of its own and returns the reply as it came.
+pub async fn identify_unauthenticated(
+    config: &ConnectionConfig,
+    body: &[u8],
+) -> Result<Reply, TransportError> {
+    let mut conn = Connection::open(config).await?;
+    let extra = [(
+        HeaderName::from_static(WSMANIDENTIFY),
+        HeaderValue::from_static("unauthenticated"),
+    )];
+    let response = conn
+        .exchange(
+            body.to_vec(),
+            SOAP_CONTENT_TYPE,
+            None,
+            &extra,
+            Phase::Message,
+        )
+        .await?;
+    match response.status {
+        StatusCode::OK | StatusCode::INTERNAL_SERVER_ERROR if !response.body.is_empty() => {
+            Ok(Reply {
+                status: response.status.as_u16(),
+                body: response.body,
+            })
+        }
+        _ => Err(conn.status_error(&response, Phase::Message)),
+    }
+}
+
+/// The Content-Type header as text (empty when absent or not text).
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Starts the HTTP/1.1 client on an open stream and its driver task.
+async fn start_http<T>(io: T) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), TransportError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake::<_, Full<Bytes>>(io)
+        .await
+        .map_err(|source| TransportError::Http {
+            phase: Phase::Connect,
+            source,
+        })?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "HTTP connection ended");
+        }
+    });
+    Ok((sender, driver))
 }
 
 /// One challenge from a `WWW-Authenticate` header (RFC 7235 2.1).
@@ -780,33 +1273,17 @@ struct Response {
 }
 
 /// The `Host` header: `host` or `host:port`, IPv6 literals in brackets.
-fn host_header(host: &str, port: u16) -> Result<HeaderValue, TransportError> {
-    let invalid = |reason| TransportError::InvalidTarget {
-        target: truncate(host),
-        reason,
-    };
-    if host.is_empty() {
-        return Err(invalid("the host name is empty"));
-    }
-    if host
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || "/?#@[]".contains(c))
-    {
-        return Err(invalid(
-            "the host name contains a character a host cannot have",
-        ));
-    }
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
+fn host_header(host: &Host, port: u16) -> Result<HeaderValue, TransportError> {
+    let host = host.url_form();
     let value = if port == 80 {
-        host
+        host.clone()
     } else {
         format!("{host}:{port}")
     };
-    HeaderValue::from_str(&value).map_err(|_| invalid("not a valid Host header"))
+    HeaderValue::from_str(&value).map_err(|_| TransportError::InvalidTarget {
+        target: truncate(&host),
+        reason: "not a valid Host header",
+    })
 }
 
 /// The request target: an origin-form path.
@@ -822,32 +1299,15 @@ fn request_uri(path: &str) -> Result<Uri, TransportError> {
         .map_err(|_| invalid("not a valid request path"))
 }
 
-/// Resolves `host` and connects to the first address that accepts, all within `limit`.
+/// Connects to the first address that accepts, all before `deadline`.
 async fn open_tcp(
-    host: &str,
-    port: u16,
+    addrs: &[SocketAddr],
+    deadline: Instant,
     limit: Duration,
 ) -> Result<(TcpStream, SocketAddr), TransportError> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let addrs: Vec<SocketAddr> =
-        match tokio::time::timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
-            Err(_) => {
-                return Err(TransportError::Dns {
-                    host: host.to_owned(),
-                    source: io::Error::new(io::ErrorKind::TimedOut, "name resolution timed out"),
-                });
-            }
-            Ok(Err(source)) => {
-                return Err(TransportError::Dns {
-                    host: host.to_owned(),
-                    source,
-                });
-            }
-            Ok(Ok(addrs)) => addrs.collect(),
-        };
     let mut last = None;
-    for addr in addrs {
-        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+    for &addr in addrs {
+        match timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 // The authentication legs are small request/response pairs: Nagle plus
                 // delayed ACKs would add tens of milliseconds to each.
@@ -868,14 +1328,11 @@ async fn open_tcp(
             }
         }
     }
-    Err(last.unwrap_or_else(|| TransportError::Dns {
-        host: host.to_owned(),
-        source: io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"),
-    }))
+    Err(last.unwrap_or_else(|| TransportError::InvalidRequest("no address to connect to")))
 }
 
 /// Classifies a hyper error: closed/reset/EOF with no response, malformed HTTP, or other.
-fn hyper_error(source: hyper::Error, phase: Phase) -> TransportError {
+fn hyper_error(source: hyper::Error, phase: Phase, scheme: Scheme) -> TransportError {
     let reset = std::error::Error::source(&source)
         .and_then(|e| e.downcast_ref::<io::Error>())
         .is_some_and(|e| {
@@ -888,7 +1345,11 @@ fn hyper_error(source: hyper::Error, phase: Phase) -> TransportError {
             )
         });
     if reset || source.is_incomplete_message() || source.is_canceled() || source.is_closed() {
-        TransportError::ConnectionClosed { phase, source }
+        TransportError::ConnectionClosed {
+            phase,
+            scheme,
+            source,
+        }
     } else if source.is_parse() {
         TransportError::Protocol {
             phase,
@@ -903,13 +1364,14 @@ fn hyper_error(source: hyper::Error, phase: Phase) -> TransportError {
 fn body_error(
     error: Box<dyn std::error::Error + Send + Sync>,
     phase: Phase,
+    scheme: Scheme,
     limit: usize,
 ) -> TransportError {
     if error.is::<LengthLimitError>() {
         return TransportError::ResponseTooLarge { phase, limit };
     }
     match error.downcast::<hyper::Error>() {
-        Ok(source) => hyper_error(*source, phase),
+        Ok(source) => hyper_error(*source, phase, scheme),
         Err(_) => TransportError::Protocol {
             phase,
             violation: ProtocolViolation::MalformedHttp,
@@ -1001,18 +1463,18 @@ mod tests {
 
     #[test]
     fn host_headers() {
-        assert_eq!(host_header("web01", 5985).unwrap(), "web01:5985");
-        assert_eq!(host_header("web01.corp", 80).unwrap(), "web01.corp");
-        assert_eq!(host_header("::1", 5985).unwrap(), "[::1]:5985");
-        assert_eq!(host_header("10.0.0.5", 5985).unwrap(), "10.0.0.5:5985");
+        let header = |h: &str, port| host_header(&Host::parse(h).unwrap(), port).unwrap();
+        assert_eq!(header("web01", 5985), "web01:5985");
+        assert_eq!(header("web01.corp", 80), "web01.corp");
+        assert_eq!(header("::1", 5985), "[::1]:5985");
+        assert_eq!(header("10.0.0.5", 5985), "10.0.0.5:5985");
         for bad in ["", "a b", "a/b", "x\r\nInjected: 1", "user@host"] {
+            let error = TransportError::from(Host::parse(bad).unwrap_err());
             assert!(
-                matches!(
-                    host_header(bad, 5985),
-                    Err(TransportError::InvalidTarget { .. })
-                ),
+                matches!(error, TransportError::InvalidTarget { .. }),
                 "{bad:?}"
             );
+            assert_eq!(error.bucket(), Some(Bucket::HostContainsInvalidCharacters));
         }
     }
 

@@ -1,17 +1,38 @@
 //! psfleet-engine: the async shell around `psfleet-core` (see docs/ARCHITECTURE.md).
 //!
-//! This slice holds the WinRM client transport over plain HTTP:
-//! - [`auth`]: NTLM and Negotiate (SPNEGO) client security contexts over sspi, and the
-//!   message sealer `psfleet_core::encryption` frames bodies with;
-//! - [`http`]: one authenticated, message-encrypted HTTP/1.1 connection to one host;
-//! - [`record`]: the per-host run record the journal, reports and resume share;
+//! The WinRM client:
+//! - [`target`]: endpoints, the Windows client's pre-send checks, name resolution;
+//! - [`tls`]: rustls with certificate checks, skips, thumbprint pins and channel bindings;
+//! - [`auth`]: NTLM, Negotiate (SPNEGO), Kerberos and CredSSP client security contexts over
+//!   sspi, and the message sealer `psfleet_core::encryption` frames bodies with;
+//! - [`credssp`]: CredSSP (TLS in the Authorization header, delegated credentials);
+//! - [`kerberos`]: realm, KDC and SPN resolution and the KDC network client;
+//! - [`http`]: one authenticated HTTP/1.1 connection to one host, HTTP or HTTPS, Basic or
+//!   SSPI, sealed or not;
+//! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
+//!   driving the core state machines, with typed, classifiable errors;
+//! - [`error`]: [`error::ClientError`], every way an operation fails, with its bucket;
+//!
+//! Fleet scope:
 //! - [`scheduler`]: fans jobs over hosts within the forks cap, rate limits, shell budgets,
 //!   retries and deadlines ([`budget`] holds the per-host shell budgets, [`retry`] the
-//!   back-off policy); docs/scheduling.md explains the choices.
+//!   back-off policy); docs/scheduling.md explains the choices;
+//! - [`record`]: the per-host run record the journal, reports and resume share;
+//! - [`journal`] (fsync'd, the truth), [`cache`] (sled: facts, open shells, run index) and
+//!   [`store`], the one owner of both (docs/state.md).
 
 pub mod auth;
 pub mod budget;
+pub mod cache;
+pub mod credssp;
+pub mod error;
 pub mod http;
+pub mod journal;
+pub mod kerberos;
+pub mod ops;
 pub mod record;
 pub mod retry;
 pub mod scheduler;
+pub mod store;
+pub mod target;
+pub mod tls;

@@ -7,6 +7,15 @@ strictly, so the Rust client's framing is checked against an implementation that
 no code with psfleet-core.
 
 Usage: NTLM_USER_FILE=<file> python ntlm_endpoint.py [--offer SCHEME]... [--verbose]
+       [--tls-cert PEM --tls-key PEM [--cbt | --wrong-cbt]]
+
+With --tls-cert the endpoint speaks HTTPS (Python's ssl module, TLS 1.2+). --cbt makes the
+acceptor require the client's channel binding for that certificate: the
+`tls-server-end-point` application data is computed here with `cryptography`, by the
+RFC 5929 4.1 rule (the certificate's signature hash, SHA-256 in place of MD5/SHA-1), the
+way pypsrp does it; --wrong-cbt requires a binding for another certificate, so a
+correctly bound client must be refused. Over HTTPS a plaintext message on an
+authenticated connection is answered in plaintext (TLS protects it), as WinRM does.
 
 The credential file is pyspnego's (`DOMAIN:USER:PASSWORD` per line, `:user@dom:pw` for a
 UPN). The endpoint listens on 127.0.0.1 on a free port and prints that port on one line of
@@ -27,10 +36,12 @@ Windows does when AllowUnencrypted is false.
 
 import argparse
 import base64
+import hashlib
 import http.server
 import os
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -117,6 +128,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     offered = ["Negotiate"]
     expected_headers = []
     verbose = False
+    tls = False
+    channel_bindings = None
 
     def setup(self):
         super().setup()
@@ -169,7 +182,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.respond(401, challenges=self.offered)
             return
         if self.context is None or self.context.complete:
-            self.context = spnego.server(protocol="negotiate")
+            self.context = spnego.server(protocol="negotiate", channel_bindings=self.channel_bindings)
         try:
             out = self.context.step(base64.b64decode(token.strip(), validate=True))
         except Exception as error:  # any refusal is the final 401 with the bare list
@@ -188,7 +201,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def message(self, body, challenges=()):
         content_type = self.headers.get("Content-Type", "")
         if not content_type.lower().startswith("multipart/encrypted"):
-            self.respond(500)
+            if self.tls and body:
+                reply = b"<echo>" + body + b"</echo>"
+                status = 500 if body.startswith(b"<fault") else 200
+                self.respond(status, body=reply, content_type="application/soap+xml;charset=UTF-8")
+            else:
+                self.respond(500)
             return
         try:
             plaintext = unframe(self.context, content_type, body)
@@ -229,6 +247,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def end_point_bindings(cert_pem):
+    """The tls-server-end-point channel bindings of a PEM certificate (RFC 5929 4.1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from spnego.channel_bindings import GssChannelBindings
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except Exception:  # Ed25519 and friends name no hash: SHA-256, as pypsrp
+        algorithm = None
+    if algorithm is None or algorithm.name in ("md5", "sha1"):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(cert.public_bytes(serialization.Encoding.DER))
+    return GssChannelBindings(application_data=b"tls-server-end-point:" + digest.finalize())
+
+
 def exit_when_stdin_closes():
     sys.stdin.buffer.read()
     os._exit(0)
@@ -239,6 +275,10 @@ def main():
     parser.add_argument("--offer", action="append", help="a WWW-Authenticate challenge to offer (repeatable)")
     parser.add_argument("--expect-header", action="append", default=[], help="NAME:VALUE every request must carry")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--cbt", action="store_true", help="require channel bindings for the certificate")
+    parser.add_argument("--wrong-cbt", action="store_true", help="require channel bindings for another certificate")
     args = parser.parse_args()
     if not os.path.isfile(os.environ.get("NTLM_USER_FILE", "")):
         parser.error("NTLM_USER_FILE must name the pyspnego credential file")
@@ -248,6 +288,20 @@ def main():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        Handler.tls = True
+        with open(args.tls_cert, "rb") as f:
+            cert_pem = f.read()
+        if args.cbt:
+            Handler.channel_bindings = end_point_bindings(cert_pem)
+        elif args.wrong_cbt:
+            bindings = end_point_bindings(cert_pem)
+            bindings.application_data = b"tls-server-end-point:" + hashlib.sha256(b"another certificate").digest()
+            Handler.channel_bindings = bindings
     threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
     print(server.server_address[1], flush=True)
     server.serve_forever()

@@ -1,27 +1,30 @@
-//! `psfleet sim`: a simulated Windows fleet on loopback addresses (docs/simulator.md).
-
-use std::path::PathBuf;
-
-use clap::Args;
+//! `psfleet sim`: a simulated Windows fleet on loopback addresses (docs/simulator.md). The
+//! options and the work are the simulator's (`crate::sim_cmd`); this maps its errors to
+//! psfleet's exit codes.
 
 use crate::cli::Context;
 use crate::exit::{CliError, Exit};
+pub use crate::sim_cmd::SimArgs;
+use crate::sim_cmd::SimError;
 
-/// `psfleet sim` options.
-#[derive(Debug, Args)]
-pub struct SimArgs {
-    /// Number of hosts.
-    #[arg(long)]
-    pub hosts: usize,
-    /// A built-in profile (healthy, mixed, bench) or a profile TOML file.
-    #[arg(long, default_value = "healthy")]
-    pub profile: String,
-    /// Directory for the fleet's inventory, CA, accounts and stats.
-    #[arg(long)]
-    pub out: PathBuf,
-}
-
-/// Runs `psfleet sim`.
-pub fn execute(_args: SimArgs, _ctx: &Context<'_>) -> Result<Exit, CliError> {
-    Err(super::not_available("sim", "the simulator's network layer"))
+/// Runs `psfleet sim` until Ctrl-C or SIGTERM.
+pub fn execute(args: SimArgs, _ctx: &Context<'_>) -> Result<Exit, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io("cannot start the runtime", e))?;
+    let result = runtime.block_on(async {
+        let mut stop = crate::drive::interrupt_signals()?;
+        let stopped = async move {
+            stop.recv().await;
+        };
+        crate::sim_cmd::serve(args, stopped, &mut std::io::stdout())
+            .await
+            .map_err(|e| match e {
+                // A profile that does not load is the user's to fix (file:line in the text).
+                SimError::Profile(_) => CliError::usage(e.to_string()),
+                other => CliError::Internal(other.to_string()),
+            })
+    });
+    result.map(|_| Exit::Success)
 }

@@ -1,0 +1,172 @@
+//! Network-layer counters per host (requests, authentication failures, refused plaintext,
+//! resets, ...), readable while the fleet runs and written to `stats.json`.
+//!
+//! Counters are relaxed atomics: each is a monotone count read for reporting, never used
+//! to synchronise anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters of one host's listeners.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    connections: AtomicU64,
+    requests: AtomicU64,
+    auth_failures: AtomicU64,
+    authentications: AtomicU64,
+    unauthenticated_identify: AtomicU64,
+    plaintext_refused: AtomicU64,
+    too_large: AtomicU64,
+    resets: AtomicU64,
+    empty_500: AtomicU64,
+    service_replies: AtomicU64,
+    tls_failures: AtomicU64,
+    not_tls: AtomicU64,
+}
+
+/// Which counter to bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A TCP connection was accepted.
+    Connection,
+    /// An HTTP request arrived.
+    Request,
+    /// A client's credentials or token were refused (a 401 after a token or Basic
+    /// credentials, not the bare 401 of an unauthenticated first request).
+    AuthFailure,
+    /// A connection or request authenticated.
+    Authentication,
+    /// An unauthenticated Identify was answered.
+    UnauthenticatedIdentify,
+    /// A plaintext body was refused with an empty 500 (AllowUnencrypted=false).
+    PlaintextRefused,
+    /// A request was refused with 413.
+    TooLarge,
+    /// A response was cut off (flaky link).
+    Reset,
+    /// A request got an empty 500 by chance (flaky service).
+    Empty500,
+    /// A request reached the WS-Man service and got its answer.
+    ServiceReply,
+    /// A TLS handshake failed.
+    TlsFailure,
+    /// Plain HTTP (or other non-TLS bytes) reached a TLS listener; closed unanswered.
+    NotTls,
+}
+
+/// A snapshot of [`HostStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HostStatsSnapshot {
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// HTTP requests received.
+    pub requests: u64,
+    /// Refused credentials or tokens.
+    pub auth_failures: u64,
+    /// Successful authentications.
+    pub authentications: u64,
+    /// Unauthenticated Identify requests answered.
+    pub unauthenticated_identify: u64,
+    /// Plaintext bodies refused (HTTP 500, empty body).
+    pub plaintext_refused: u64,
+    /// Requests refused with 413.
+    pub too_large: u64,
+    /// Responses cut off mid-body.
+    pub resets: u64,
+    /// Random empty 500 answers.
+    pub empty_500: u64,
+    /// Requests answered by the WS-Man service.
+    pub service_replies: u64,
+    /// Failed TLS handshakes.
+    pub tls_failures: u64,
+    /// Non-TLS connections to a TLS listener, closed unanswered.
+    pub not_tls: u64,
+}
+
+impl HostStats {
+    /// Adds one to `counter`.
+    pub fn bump(&self, counter: Counter) {
+        self.cell(counter).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> HostStatsSnapshot {
+        let get = |c| self.cell(c).load(Ordering::Relaxed);
+        HostStatsSnapshot {
+            connections: get(Counter::Connection),
+            requests: get(Counter::Request),
+            auth_failures: get(Counter::AuthFailure),
+            authentications: get(Counter::Authentication),
+            unauthenticated_identify: get(Counter::UnauthenticatedIdentify),
+            plaintext_refused: get(Counter::PlaintextRefused),
+            too_large: get(Counter::TooLarge),
+            resets: get(Counter::Reset),
+            empty_500: get(Counter::Empty500),
+            service_replies: get(Counter::ServiceReply),
+            tls_failures: get(Counter::TlsFailure),
+            not_tls: get(Counter::NotTls),
+        }
+    }
+
+    fn cell(&self, counter: Counter) -> &AtomicU64 {
+        match counter {
+            Counter::Connection => &self.connections,
+            Counter::Request => &self.requests,
+            Counter::AuthFailure => &self.auth_failures,
+            Counter::Authentication => &self.authentications,
+            Counter::UnauthenticatedIdentify => &self.unauthenticated_identify,
+            Counter::PlaintextRefused => &self.plaintext_refused,
+            Counter::TooLarge => &self.too_large,
+            Counter::Reset => &self.resets,
+            Counter::Empty500 => &self.empty_500,
+            Counter::ServiceReply => &self.service_replies,
+            Counter::TlsFailure => &self.tls_failures,
+            Counter::NotTls => &self.not_tls,
+        }
+    }
+}
+
+impl HostStatsSnapshot {
+    /// Adds `other` into `self` (fleet totals).
+    pub fn add(&mut self, other: &HostStatsSnapshot) {
+        self.connections += other.connections;
+        self.requests += other.requests;
+        self.auth_failures += other.auth_failures;
+        self.authentications += other.authentications;
+        self.unauthenticated_identify += other.unauthenticated_identify;
+        self.plaintext_refused += other.plaintext_refused;
+        self.too_large += other.too_large;
+        self.resets += other.resets;
+        self.empty_500 += other.empty_500;
+        self.service_replies += other.service_replies;
+        self.tls_failures += other.tls_failures;
+        self.not_tls += other.not_tls;
+    }
+
+    /// True when nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bumps_show_in_snapshots_and_totals() {
+        let stats = HostStats::default();
+        stats.bump(Counter::Request);
+        stats.bump(Counter::Request);
+        stats.bump(Counter::AuthFailure);
+        let snap = stats.snapshot();
+        assert_eq!((snap.requests, snap.auth_failures), (2, 1));
+        let mut total = HostStatsSnapshot::default();
+        assert!(total.is_zero());
+        total.add(&snap);
+        total.add(&snap);
+        assert_eq!(total.requests, 4);
+        assert!(!total.is_zero());
+    }
+}

@@ -1,0 +1,660 @@
+//! Kerberos against a real MIT KDC on 127.0.0.1.
+//!
+//! Each test starts a private realm (FLEET.TEST) with `scripts/kdc` in a temporary
+//! directory: a user `fleetadmin` that requires pre-authentication, `HTTP/<host>` service
+//! principals and their keytab. The engine's client context gets its tickets from that KDC
+//! and authenticates to the simulator's Kerberos acceptor (`psfleet_sim::auth_kerberos`,
+//! keys from the keytab) over a real loopback HTTP connection to an in-test hyper server,
+//! then seals and unseals bodies both ways through `psfleet_core::encryption`.
+//!
+//! Without `krb5kdc` (Debian packages krb5-kdc krb5-admin-server krb5-user) the tests skip
+//! with a printed line, except under `CI=true`, where they fail.
+
+// Test support (KDC start-up, the in-test server): failing loudly is the point.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use psfleet_core::encryption::{self, Protocol};
+use psfleet_core::taxonomy::Bucket;
+use psfleet_engine::auth::{AuthError, ClientContext, ContextOptions, Credential, Mechanism};
+use psfleet_engine::kerberos::KerberosOptions;
+use psfleet_sim::auth_kerberos::{Accepted, KerberosAcceptor, Keytab, Scheme};
+use tokio::net::TcpListener;
+
+const HOST: &str = "web01.fleet.test";
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn kerberos_scheme_authenticates_over_http_and_seals_both_ways() {
+    let Some(kdc) = Kdc::start("kerberos_scheme") else {
+        return;
+    };
+    let server = TestServer::start(&kdc, Scheme::Kerberos, &[]).await;
+    // Every user-name form Windows accepts ends up as FLEET.TEST\fleetadmin.
+    for user in [
+        "fleetadmin",
+        "FLEET\\fleetadmin",
+        "FLEET.TEST\\fleetadmin",
+        "fleetadmin@FLEET.TEST",
+        "fleetadmin@fleet.test",
+    ] {
+        let credential = Credential::new(user, kdc.password.clone()).unwrap();
+        let context =
+            ClientContext::with_options(Mechanism::Kerberos, &credential, HOST, &kdc.options())
+                .unwrap();
+        assert_eq!(
+            context.kerberos_target().unwrap().principal.inner(),
+            "FLEET.TEST\\fleetadmin"
+        );
+        assert_eq!(context.target_name(), "HTTP/web01.fleet.test");
+        let mut session = HttpSession::connect(server.addr, context).await;
+        let legs = session.authenticate().await.unwrap();
+        // One AP-REQ, answered by a 200 carrying the AP-REP (mutual authentication).
+        assert_eq!(legs, 1, "{user}");
+        assert!(session.context.uses_kerberos());
+        let seen = session.round_trips(Protocol::Kerberos).await;
+        assert_eq!(seen, 4, "{user}");
+        assert_eq!(
+            server.users(),
+            vec!["fleetadmin@fleet.test".to_owned()],
+            "{user}"
+        );
+        server.clear();
+    }
+    // A Negotiate client at a host that offers only the Kerberos scheme: a bare 401.
+    let credential = Credential::new("fleetadmin", kdc.password.clone()).unwrap();
+    let context =
+        ClientContext::with_options(Mechanism::Negotiate, &credential, HOST, &kdc.options())
+            .unwrap();
+    let mut session = HttpSession::connect(server.addr, context).await;
+    match session.authenticate().await {
+        Err(Refusal::Status(StatusCode::UNAUTHORIZED)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(server.users().is_empty());
+}
+
+#[tokio::test]
+async fn negotiate_prefers_kerberos_then_falls_back_to_ntlm() {
+    let Some(kdc) = Kdc::start("negotiate_kerberos") else {
+        return;
+    };
+    let password = kdc.password.clone();
+    // The simulated host also knows a local account for NTLM.
+    let accounts = [
+        ("CORP\\alice", "Corr3ct-Horse!"),
+        ("FLEET.TEST\\fleetadmin", password.as_str()),
+    ];
+    let server = TestServer::start(&kdc, Scheme::Negotiate, &accounts).await;
+
+    // A realm with a KDC: SPNEGO carries Kerberos.
+    let credential = Credential::new("FLEET\\fleetadmin", password.clone()).unwrap();
+    let context =
+        ClientContext::with_options(Mechanism::Negotiate, &credential, HOST, &kdc.options())
+            .unwrap();
+    assert!(context.kerberos_target().is_some());
+    let mut session = HttpSession::connect(server.addr, context).await;
+    session.authenticate().await.unwrap();
+    assert!(session.context.uses_kerberos());
+    assert_eq!(session.round_trips(Protocol::Spnego).await, 4);
+    assert_eq!(server.users(), vec!["fleetadmin@fleet.test".to_owned()]);
+    assert_eq!(server.kerberos_sessions(), 1);
+    server.clear();
+
+    // A domain no KDC is known for: NTLM alone, as on a workgroup machine.
+    let credential = Credential::new("CORP\\alice", "Corr3ct-Horse!").unwrap();
+    let context =
+        ClientContext::with_options(Mechanism::Negotiate, &credential, HOST, &kdc.options())
+            .unwrap();
+    assert!(context.kerberos_target().is_none());
+    let mut session = HttpSession::connect(server.addr, context).await;
+    session.authenticate().await.unwrap();
+    assert!(!session.context.uses_kerberos());
+    assert_eq!(session.round_trips(Protocol::Spnego).await, 4);
+    assert_eq!(server.users(), vec!["CORP\\alice".to_owned()]);
+    assert_eq!(server.kerberos_sessions(), 0);
+    server.clear();
+
+    // A KDC that cannot be reached: SPNEGO falls back to NTLM (sspi's fallback rule).
+    let mut options = kdc.options();
+    options.kerberos.kdc = Some(format!("127.0.0.1:{}", closed_port()));
+    let credential = Credential::new("FLEET\\fleetadmin", password.clone()).unwrap();
+    let context =
+        ClientContext::with_options(Mechanism::Negotiate, &credential, HOST, &options).unwrap();
+    let mut session = HttpSession::connect(server.addr, context).await;
+    session.authenticate().await.unwrap();
+    assert!(!session.context.uses_kerberos());
+    assert_eq!(session.round_trips(Protocol::Spnego).await, 4);
+    assert_eq!(server.users(), vec!["FLEET.TEST\\fleetadmin".to_owned()]);
+}
+
+#[tokio::test]
+async fn kdc_refusals_are_typed() {
+    let Some(kdc) = Kdc::start("kdc_refusals") else {
+        return;
+    };
+    let step = |user: &str, password: &str, options: &ContextOptions| {
+        let credential = Credential::new(user, password.to_owned()).unwrap();
+        let mut context =
+            ClientContext::with_options(Mechanism::Kerberos, &credential, HOST, options)?;
+        // The blocking path (the async one is used over HTTP in the other tests).
+        context.step(None).map(|_| ())
+    };
+    let options = kdc.options();
+
+    // Wrong password: the KDC refuses the encrypted timestamp (KDC_ERR_PREAUTH_FAILED).
+    let err = step("fleetadmin", "wrong-password", &options).unwrap_err();
+    assert!(
+        matches!(&err, AuthError::KerberosCredentialsRejected { reason, .. } if reason.contains("pre-authentication")),
+        "{err:?}"
+    );
+    assert_eq!(err.bucket(), Some(Bucket::InvalidCredentials));
+
+    // Unknown user (KDC_ERR_C_PRINCIPAL_UNKNOWN).
+    let err = step("nobody", "whatever", &options).unwrap_err();
+    assert!(
+        matches!(&err, AuthError::KerberosCredentialsRejected { principal, .. } if principal == "FLEET.TEST\\nobody"),
+        "{err:?}"
+    );
+    assert_eq!(err.bucket(), Some(Bucket::InvalidCredentials));
+
+    // A service without a principal (KDC_ERR_S_PRINCIPAL_UNKNOWN).
+    let mut unknown_spn = options.clone();
+    unknown_spn.kerberos.spn = Some("HTTP/nohost.fleet.test".to_owned());
+    let err = step("fleetadmin", &kdc.password, &unknown_spn).unwrap_err();
+    assert!(
+        matches!(&err, AuthError::KerberosServiceUnknown { spn, .. } if spn == "HTTP/nohost.fleet.test"),
+        "{err:?}"
+    );
+
+    // A realm no KDC is configured for: refused before any packet.
+    let err = step("OTHER.TEST\\fleetadmin", &kdc.password, &options).unwrap_err();
+    assert!(
+        matches!(&err, AuthError::KerberosRealmUnknown { realm } if realm == "OTHER.TEST"),
+        "{err:?}"
+    );
+    assert_eq!(err.bucket(), Some(Bucket::InvalidDomain));
+
+    // A KDC that does not answer: connection refused.
+    let mut dead = options.clone();
+    dead.kerberos.kdc = Some(format!("127.0.0.1:{}", closed_port()));
+    let err = step("fleetadmin", &kdc.password, &dead).unwrap_err();
+    assert!(
+        matches!(&err, AuthError::KdcUnreachable { realm, .. } if realm == "FLEET.TEST"),
+        "{err:?}"
+    );
+    assert_eq!(err.bucket(), Some(Bucket::InvalidDomain));
+
+    // No realm anywhere: a krb5.conf without default_realm and a bare user name.
+    let bare_conf = kdc.dir.join("no-default-realm.conf");
+    std::fs::write(
+        &bare_conf,
+        "[realms]\n FLEET.TEST = {\n  kdc = 127.0.0.1:1\n }\n",
+    )
+    .unwrap();
+    let mut no_realm = options.clone();
+    no_realm.kerberos.krb5_config = Some(bare_conf);
+    let err = step("fleetadmin", &kdc.password, &no_realm).unwrap_err();
+    assert!(matches!(&err, AuthError::KerberosNoRealm { .. }), "{err:?}");
+    assert_eq!(err.bucket(), Some(Bucket::ClientAuthenticationDisabled));
+
+    // An IP address has no SPN.
+    let credential = Credential::new("fleetadmin", kdc.password.clone()).unwrap();
+    let err = ClientContext::with_options(Mechanism::Kerberos, &credential, "127.0.0.1", &options)
+        .unwrap_err();
+    assert!(
+        matches!(err, AuthError::KerberosIpAddress { .. }),
+        "{err:?}"
+    );
+
+    // The right password over the blocking path gets an AP-REQ.
+    step("fleetadmin", &kdc.password, &options).unwrap();
+}
+
+#[tokio::test]
+async fn the_acceptor_refuses_tickets_for_another_service_and_replays() {
+    let Some(kdc) = Kdc::start("acceptor_refusals") else {
+        return;
+    };
+    let keytab = Keytab::read(&kdc.keytab).unwrap();
+    let credential = Credential::new("fleetadmin", kdc.password.clone()).unwrap();
+    // A ticket for web02 presented to web01 (a misrouted or relayed token).
+    let mut context = ClientContext::with_options(
+        Mechanism::Kerberos,
+        &credential,
+        "web02.fleet.test",
+        &kdc.options(),
+    )
+    .unwrap();
+    let ap_req = context.step_async(None).await.unwrap().token.unwrap();
+    let mut web01 = KerberosAcceptor::new(Scheme::Kerberos, &keytab, HOST, &[], None).unwrap();
+    assert!(web01.accept(&ap_req).is_err());
+    // The same AP-REQ twice to web02: the second is a replay.
+    let mut web02 =
+        KerberosAcceptor::new(Scheme::Kerberos, &keytab, "web02.fleet.test", &[], None).unwrap();
+    assert!(matches!(
+        web02.accept(&ap_req).unwrap(),
+        Accepted::Complete(Some(_))
+    ));
+    let err = web02.accept(&ap_req).unwrap_err();
+    assert!(err.to_string().contains("complete"), "{err}");
+    // A channel-bound client still authenticates (sspi's Kerberos acceptor does not
+    // check the binding; see the module note in auth_kerberos).
+    let options = ContextOptions {
+        channel_bindings: Some(b"tls-server-end-point:0123456789abcdef".to_vec()),
+        ..kdc.options()
+    };
+    let mut bound =
+        ClientContext::with_options(Mechanism::Kerberos, &credential, HOST, &options).unwrap();
+    let token = bound.step_async(None).await.unwrap().token.unwrap();
+    let mut acceptor = KerberosAcceptor::new(
+        Scheme::Kerberos,
+        &keytab,
+        HOST,
+        &[],
+        Some(b"tls-server-end-point:0123456789abcdef"),
+    )
+    .unwrap();
+    let Accepted::Complete(Some(ap_rep)) = acceptor.accept(&token).unwrap() else {
+        panic!("no AP-REP");
+    };
+    assert!(bound.step_async(Some(&ap_rep)).await.unwrap().complete);
+    // Sealed in memory both ways; a flipped bit in a server block is refused.
+    let sealed = encryption::encrypt(&mut bound, Protocol::Kerberos, b"<in/>").unwrap();
+    let plain = encryption::decrypt(&mut acceptor, &sealed.content_type, &sealed.body).unwrap();
+    assert_eq!(plain, b"<in/>");
+    let mut reply = encryption::encrypt(&mut acceptor, Protocol::Kerberos, b"<out/>").unwrap();
+    let end = reply.body.len() - b"--Encrypted Boundary--\r\n".len();
+    reply.body[end - 1] ^= 1;
+    assert!(encryption::decrypt(&mut bound, &reply.content_type, &reply.body).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// The KDC.
+
+/// A running private realm, stopped (and its directory removed) on drop.
+pub(crate) struct Kdc {
+    dir: PathBuf,
+    krb5_conf: PathBuf,
+    keytab: PathBuf,
+    password: String,
+}
+
+impl Kdc {
+    /// Starts a realm with `HTTP/web01` and `HTTP/web02` services, or returns `None` after
+    /// printing why when the MIT KDC is not installed.
+    ///
+    /// # Panics
+    /// Under `CI=true` when it is not installed, or whenever the script fails.
+    pub(crate) fn start(test: &str) -> Option<Self> {
+        let installed = ["/usr/sbin/krb5kdc", "/usr/local/sbin/krb5kdc"]
+            .iter()
+            .any(|p| Path::new(p).exists())
+            || Command::new("sh")
+                .args(["-c", "command -v krb5kdc"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        if !installed {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !ci,
+                "{test}: krb5kdc is not installed (apt-get install krb5-kdc krb5-admin-server krb5-user); under CI=true this fails the run"
+            );
+            println!(
+                "{test}: skipped, no MIT KDC (apt-get install krb5-kdc krb5-admin-server krb5-user)"
+            );
+            return None;
+        }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "psfleet-kdc-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
+        let started = std::time::Instant::now();
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .args([HOST, "web02.fleet.test"])
+            .env_remove("PSFLEET_KDC_PASSWORD")
+            .env_remove("PSFLEET_KDC_PORT")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{test}: scripts/kdc start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        println!("{test}: KDC started in {:?}", started.elapsed());
+        let env: HashMap<String, String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let password = std::fs::read_to_string(&env["PSFLEET_KDC_PASSWORD_FILE"])
+            .unwrap()
+            .trim()
+            .to_owned();
+        Some(Self {
+            krb5_conf: PathBuf::from(&env["KRB5_CONFIG"]),
+            keytab: PathBuf::from(&env["PSFLEET_KDC_KEYTAB"]),
+            dir,
+            password,
+        })
+    }
+
+    /// Context options that find this KDC through its krb5.conf (not the environment,
+    /// which the tests in this process share).
+    pub(crate) fn options(&self) -> ContextOptions {
+        ContextOptions {
+            kerberos: KerberosOptions {
+                krb5_config: Some(self.krb5_conf.clone()),
+                kdc_timeout: Some(Duration::from_secs(5)),
+                ..KerberosOptions::default()
+            },
+            ..ContextOptions::default()
+        }
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port nothing listens on.
+pub(crate) fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------
+// The in-test WinRM-like server: Kerberos/Negotiate acceptor per connection, echo of
+// sealed bodies.
+
+struct TestServer {
+    addr: SocketAddr,
+    log: Arc<Mutex<ServerLog>>,
+}
+
+#[derive(Default)]
+struct ServerLog {
+    users: Vec<String>,
+    kerberos_sessions: usize,
+}
+
+impl TestServer {
+    async fn start(kdc: &Kdc, scheme: Scheme, accounts: &[(&str, &str)]) -> Self {
+        let keytab = Arc::new(Keytab::read(&kdc.keytab).unwrap());
+        let accounts: Arc<Vec<(String, String)>> = Arc::new(
+            accounts
+                .iter()
+                .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+                .collect(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(ServerLog::default()));
+        let server_log = Arc::clone(&log);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = stream.set_nodelay(true);
+                let refs: Vec<(&str, &str)> = accounts
+                    .iter()
+                    .map(|(u, p)| (u.as_str(), p.as_str()))
+                    .collect();
+                let acceptor = KerberosAcceptor::new(scheme, &keytab, HOST, &refs, None).unwrap();
+                let state = Arc::new(Mutex::new(acceptor));
+                let log = Arc::clone(&server_log);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        let log = Arc::clone(&log);
+                        async move { Ok::<_, hyper::Error>(handle(request, scheme, &state, &log).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, log }
+    }
+
+    fn users(&self) -> Vec<String> {
+        self.log.lock().unwrap().users.clone()
+    }
+
+    fn kerberos_sessions(&self) -> usize {
+        self.log.lock().unwrap().kerberos_sessions
+    }
+
+    fn clear(&self) {
+        *self.log.lock().unwrap() = ServerLog::default();
+    }
+}
+
+async fn handle(
+    request: Request<hyper::body::Incoming>,
+    scheme: Scheme,
+    state: &Mutex<KerberosAcceptor>,
+    log: &Mutex<ServerLog>,
+) -> Response<Full<Bytes>> {
+    let scheme_name = match scheme {
+        Scheme::Kerberos => "Kerberos",
+        Scheme::Negotiate => "Negotiate",
+    };
+    let authorization = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let content_type = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let reply = |status: StatusCode, token: Option<Vec<u8>>| {
+        let mut builder = Response::builder().status(status);
+        builder = match token {
+            Some(token) => builder.header(
+                hyper::header::WWW_AUTHENTICATE,
+                format!("{scheme_name} {}", BASE64.encode(token)),
+            ),
+            None if status == StatusCode::UNAUTHORIZED => {
+                builder.header(hyper::header::WWW_AUTHENTICATE, scheme_name)
+            }
+            None => builder,
+        };
+        builder.body(Full::new(Bytes::new())).unwrap()
+    };
+    let mut acceptor = state.lock().unwrap();
+    if let Some(value) = authorization {
+        let Some(token) = value
+            .strip_prefix(scheme_name)
+            .map(str::trim)
+            .and_then(|t| BASE64.decode(t).ok())
+        else {
+            return reply(StatusCode::UNAUTHORIZED, None);
+        };
+        return match acceptor.accept(&token) {
+            Ok(Accepted::Continue(token)) => reply(StatusCode::UNAUTHORIZED, Some(token)),
+            Ok(Accepted::Complete(token)) => {
+                let user = acceptor.user().unwrap_or_default();
+                let mut log = log.lock().unwrap();
+                log.users.push(user);
+                log.kerberos_sessions += usize::from(acceptor.is_kerberos());
+                reply(StatusCode::OK, token)
+            }
+            Err(_) => reply(StatusCode::UNAUTHORIZED, None),
+        };
+    }
+    if !acceptor.is_complete() {
+        return reply(StatusCode::UNAUTHORIZED, None);
+    }
+    // An authenticated connection: unseal, echo, seal.
+    let Ok(plain) = encryption::decrypt(&mut *acceptor, &content_type, &body) else {
+        return reply(StatusCode::BAD_REQUEST, None);
+    };
+    let protocol = encryption::is_encrypted_content_type(&content_type).unwrap();
+    let sealed = encryption::encrypt(&mut *acceptor, protocol, &echo(&plain)).unwrap();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, sealed.content_type)
+        .body(Full::new(Bytes::from(sealed.body)))
+        .unwrap()
+}
+
+pub(crate) fn echo(body: &[u8]) -> Vec<u8> {
+    [b"<echo>".as_slice(), body, b"</echo>"].concat()
+}
+
+// ---------------------------------------------------------------------------------------
+// The client side: the engine's context driven over one hyper connection, the way the
+// engine's transport drives it (empty-body legs, then sealed bodies).
+
+pub(crate) struct HttpSession {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    pub(crate) context: ClientContext,
+}
+
+/// Why [`HttpSession::authenticate`] ended without a 200.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The server answered this status without a token to continue with.
+    Status(StatusCode),
+    /// The client context refused a server token (a CredSSP error TSRequest, ...).
+    Auth(AuthError),
+}
+
+impl HttpSession {
+    pub(crate) async fn connect(addr: SocketAddr, context: ClientContext) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Self { sender, context }
+    }
+
+    async fn post(
+        &mut self,
+        body: Vec<u8>,
+        content_type: &str,
+        authorization: Option<String>,
+    ) -> Response<Bytes> {
+        let mut request = Request::post("/wsman")
+            .header(hyper::header::HOST, HOST)
+            .header(hyper::header::CONTENT_TYPE, content_type);
+        if let Some(value) = authorization {
+            request = request.header(hyper::header::AUTHORIZATION, value);
+        }
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+    }
+
+    /// Runs the empty-body legs until a 200; returns the number of legs, or why not.
+    pub(crate) async fn authenticate(&mut self) -> Result<usize, Refusal> {
+        let scheme = self.context.mechanism().http_scheme();
+        let mut input: Option<Vec<u8>> = None;
+        for leg in 1..=8 {
+            let step = self
+                .context
+                .step_async(input.as_deref())
+                .await
+                .map_err(Refusal::Auth)?;
+            let token = step.token.expect("a token for the server");
+            let response = self
+                .post(
+                    Vec::new(),
+                    "application/soap+xml;charset=UTF-8",
+                    Some(format!("{scheme} {}", BASE64.encode(token))),
+                )
+                .await;
+            let server_token = response
+                .headers()
+                .get(hyper::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix(scheme))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| BASE64.decode(t).unwrap());
+            match response.status() {
+                StatusCode::OK => {
+                    if !self.context.is_complete() {
+                        let last = self
+                            .context
+                            .step_async(server_token.as_deref())
+                            .await
+                            .unwrap();
+                        assert!(last.complete && last.token.is_none());
+                    }
+                    return Ok(leg);
+                }
+                StatusCode::UNAUTHORIZED if server_token.is_some() => input = server_token,
+                other => return Err(Refusal::Status(other)),
+            }
+        }
+        panic!("too many legs");
+    }
+
+    /// Sends sealed bodies and checks the sealed echoes; returns how many round trips.
+    pub(crate) async fn round_trips(&mut self, protocol: Protocol) -> usize {
+        let bodies: Vec<Vec<u8>> = vec![
+            b"<s:Envelope/>".to_vec(),
+            (0..=255u8).cycle().take(5000).collect(),
+            vec![b'x'; 150_000],
+            b"<after-the-large-one/>".to_vec(),
+        ];
+        for body in &bodies {
+            let sealed = encryption::encrypt(&mut self.context, protocol, body).unwrap();
+            assert!(sealed.content_type.contains(protocol.mime_type()));
+            let response = self.post(sealed.body, &sealed.content_type, None).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let content_type = response.headers()[hyper::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let plain =
+                encryption::decrypt(&mut self.context, &content_type, response.body()).unwrap();
+            assert_eq!(plain, echo(body));
+        }
+        bodies.len()
+    }
+}
