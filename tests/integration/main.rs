@@ -1,6 +1,8 @@
 //! psfleet's one integration-test binary (one link step for every integration test).
 //!
 //! Modules by area:
+//! - `client_ops`: the engine's operations (cmd, PowerShell, cancel, auth, typed errors) against
+//!   simulated hosts.
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
@@ -11,6 +13,7 @@
 //! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
+mod client_ops;
 mod conformance;
 mod credssp;
 mod fuzz_replay;
