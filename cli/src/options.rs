@@ -364,6 +364,43 @@ impl<'de> Deserialize<'de> for ResolveEntry {
     }
 }
 
+/// A run named on the command line (`report`, `diff`): `last`, `previous` (the one before
+/// `last`) or a run id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunRef {
+    /// The newest run in the state directory.
+    Last,
+    /// The run before the newest.
+    Previous,
+    /// A run id (`psfleet runs` lists them).
+    Id(String),
+}
+
+impl FromStr for RunRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "last" => Ok(RunRef::Last),
+            "previous" | "prev" => Ok(RunRef::Previous),
+            other => match other.parse::<ResumeFrom>()? {
+                ResumeFrom::Last => Ok(RunRef::Last),
+                ResumeFrom::Run(id) => Ok(RunRef::Id(id)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RunRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunRef::Last => f.write_str("last"),
+            RunRef::Previous => f.write_str("previous"),
+            RunRef::Id(id) => f.write_str(id),
+        }
+    }
+}
+
 /// How to reach and authenticate to hosts (PowerShell's names).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Connection (as Invoke-Command / New-PSSessionOption)")]

@@ -625,3 +625,241 @@ fn colours_follow_the_color_option_and_no_color() {
     let no_color = sb.run(&args, &[("NO_COLOR", "1"), ("PSFLEET_COLOR", "auto")]);
     assert!(!text(&no_color.stderr).contains('\u{1b}'));
 }
+
+/// A host record as the run loop writes it.
+fn record(
+    run: &str,
+    host: &str,
+    bucket: Option<psfleet_core::taxonomy::Bucket>,
+) -> psfleet_engine::record::HostRecord {
+    use psfleet_engine::record::{HostRecord, JobKind, RunId, Status};
+    HostRecord {
+        run_id: RunId(run.into()),
+        host: host.into(),
+        address: Some("127.30.0.1".into()),
+        group: Some("web".into()),
+        job: JobKind::Script,
+        status: if bucket.is_some() {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        },
+        bucket,
+        message: bucket.map_or_else(|| "ok".into(), |b| b.message(host, "5985")),
+        attempts: 1,
+        started: "2026-11-21T10:00:00.000Z".into(),
+        finished: "2026-11-21T10:00:01.000Z".into(),
+        duration_ms: 1000,
+        exit_code: Some(0),
+        pipeline_state: Some("Completed".into()),
+        error_id: None,
+        output_excerpt: format!("hello from {host}"),
+        output: vec![],
+        output_truncated: 0,
+        errors: vec![],
+        warnings: vec![],
+    }
+}
+
+/// Two journaled runs of the same inventory in `state`: an earlier one killed with srv4 in
+/// flight, and a completed later one where srv1 broke, srv2 recovered and srv5 is new.
+fn two_runs(state: &Path) -> (String, String) {
+    use psfleet_core::taxonomy::Bucket;
+    use psfleet_engine::journal::{EndReason, Entry, Journal, RunEnd, RunMeta};
+    use psfleet_engine::record::{JobKind, RunId};
+    let (a, b) = ("20261121T100000Z-aaaa", "20261121T110000Z-bbbb");
+    let runs: [(&str, Vec<(&str, Option<Bucket>)>, &str); 2] = [
+        (
+            a,
+            vec![
+                ("srv1", None),
+                ("srv2", Some(Bucket::InvalidPort)),
+                ("srv3", None),
+            ],
+            "srv4",
+        ),
+        (
+            b,
+            vec![
+                ("srv1", Some(Bucket::InvalidCredentials)),
+                ("srv2", None),
+                ("srv3", None),
+                ("srv5", None),
+            ],
+            "",
+        ),
+    ];
+    for (id, done, in_flight) in runs {
+        let mut meta = RunMeta::new(RunId(id.into()), JobKind::Script, 4).with_script("hostname");
+        meta.inventory_digest = Some("same-inventory".into());
+        let mut journal = Journal::create(state, &meta).unwrap();
+        for (host, bucket) in done {
+            journal
+                .append(&Entry::Started {
+                    host: host.into(),
+                    at: "2026-11-21T10:00:00.000Z".into(),
+                })
+                .unwrap();
+            journal
+                .append(&Entry::Done {
+                    record: Box::new(record(id, host, bucket)),
+                })
+                .unwrap();
+        }
+        if in_flight.is_empty() {
+            journal
+                .append(&Entry::End(RunEnd {
+                    at: "2026-11-21T11:00:05.000Z".into(),
+                    reason: EndReason::Completed,
+                }))
+                .unwrap();
+        } else {
+            journal
+                .append(&Entry::Started {
+                    host: in_flight.into(),
+                    at: "2026-11-21T10:00:02.000Z".into(),
+                })
+                .unwrap();
+        }
+        journal.commit().unwrap();
+    }
+    (a.into(), b.into())
+}
+
+#[test]
+fn runs_report_and_diff_read_the_journals() {
+    let sb = Sandbox::new("journals");
+    let state = sb.root.join("state/psfleet");
+    let (a, b) = two_runs(&state);
+
+    // runs: newest first, counts from the journals.
+    let out = sb.run(&["runs"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].starts_with(&b) && rows[0].ends_with("completed"),
+        "{table}"
+    );
+    assert!(
+        rows[1].starts_with(&a) && rows[1].contains("stopped (resume it)"),
+        "{table}"
+    );
+    let out = sb.run(&["runs", "-o", "json", "--last", "1"], &[]);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["run_id"], b.as_str());
+    assert_eq!(
+        (lines[0]["succeeded"].as_u64(), lines[0]["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+
+    // report: CSV and JSON lines of the last run, in its own folder.
+    let out = sb.run(&["report", "last", "--format", "csv,json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run_dir = state.join("runs").join(&b);
+    let paths: Vec<PathBuf> = text(&out.stdout).lines().map(PathBuf::from).collect();
+    assert_eq!(
+        paths,
+        [
+            run_dir.join("hosts.csv"),
+            run_dir.join("buckets.csv"),
+            run_dir.join("hosts.jsonl")
+        ]
+    );
+    let csv = std::fs::read_to_string(run_dir.join("hosts.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let jsonl = std::fs::read_to_string(run_dir.join("hosts.jsonl")).unwrap();
+    let buckets: Vec<(String, serde_json::Value)> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["host"].as_str().unwrap().to_owned(), v["bucket"].clone()))
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            ("srv1".to_owned(), serde_json::json!("InvalidCredentials")),
+            ("srv2".to_owned(), serde_json::Value::Null),
+            ("srv3".to_owned(), serde_json::Value::Null),
+            ("srv5".to_owned(), serde_json::Value::Null),
+        ]
+    );
+    // The killed run's in-flight host is reported Interrupted; HTML into another folder.
+    let elsewhere = sb.root.join("reports");
+    let out = sb.run(
+        &[
+            "report",
+            "previous",
+            "--format",
+            "json",
+            "--format",
+            "html",
+            "--out",
+            elsewhere.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jsonl = std::fs::read_to_string(elsewhere.join("hosts.jsonl")).unwrap();
+    assert!(
+        jsonl
+            .lines()
+            .any(|l| l.contains("\"host\":\"srv4\"") && l.contains("\"bucket\":\"Interrupted\"")),
+        "{jsonl}"
+    );
+    let html = std::fs::read_to_string(elsewhere.join("report.html")).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") || html.starts_with("<!doctype html>"),
+        "{}",
+        &html[..40.min(html.len())]
+    );
+    let out = sb.run(&["report", "20261121T120000Z-zzzz"], &[]);
+    assert_eq!(out.status.code(), Some(USAGE));
+    assert!(
+        text(&out.stderr).contains("no run 20261121T120000Z-zzzz in"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // diff: one line per changed host.
+    let out = sb.run(&["diff", "previous", "last", "-o", "json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let changes: Vec<(String, String)> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["host"].as_str().unwrap().to_owned(),
+                v["change"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("srv1", "newly_failing"),
+        ("srv2", "recovered"),
+        ("srv4", "removed"),
+        ("srv5", "added"),
+    ]
+    .iter()
+    .map(|(h, c)| ((*h).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(changes, expected);
+    let out = sb.run(&["diff", &a, &b], &[]);
+    let diff = text(&out.stdout);
+    assert!(
+        diff.starts_with(&format!(
+            "{a} -> {b}: 4 hosts changed (1 added, 1 newly_failing, 1 recovered, 1 removed)\n"
+        )),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("  newly_failing   srv1  succeeded -> failed [InvalidCredentials]\n"),
+        "{diff}"
+    );
+    let out = sb.run(&["diff", &b, "last"], &[]);
+    assert_eq!(out.status.code(), Some(USAGE), "the same run twice");
+}
