@@ -668,7 +668,8 @@ fn two_runs(state: &Path) -> (String, String) {
     use psfleet_engine::journal::{EndReason, Entry, Journal, RunEnd, RunMeta};
     use psfleet_engine::record::{JobKind, RunId};
     let (a, b) = ("20261121T100000Z-aaaa", "20261121T110000Z-bbbb");
-    let runs: [(&str, Vec<(&str, Option<Bucket>)>, &str); 2] = [
+    type Run<'a> = (&'a str, Vec<(&'a str, Option<Bucket>)>, &'a str);
+    let runs: [Run<'_>; 2] = [
         (
             a,
             vec![
