@@ -4,7 +4,7 @@
 //! binding), and the typed errors a classifier reads: wrong password, scheme not offered,
 //! wrong-name and self-signed certificates, plaintext refused, trusted hosts.
 //!
-//! Every host is a real listener on its own 127.78.x.y address; the client connects by name
+//! Every host is a real listener on its own loopback address; the client connects by name
 //! with the host's address given as the inventory address.
 
 // Test support: failing loudly is the point.
@@ -22,7 +22,7 @@ use psfleet_engine::http::{AuthMethod, Encryption, TransportError};
 use psfleet_engine::ops::{ClientOptions, HostClient, RunControl};
 use psfleet_engine::target::{ClientPolicy, Endpoint, Scheme, TrustedHosts};
 use psfleet_engine::tls::{TlsClient, TlsFailure, TlsOptions};
-use psfleet_sim::fleet::{Fleet, FleetHandle, FleetOptions};
+use psfleet_sim::fleet::{FleetHandle, FleetOptions};
 use psfleet_sim::profile::Profile;
 use serde_json::json;
 
@@ -58,7 +58,11 @@ certificate = "self-signed"
 "#;
 
 /// The script of the streams test: one statement per stream, and the two arguments.
-const STREAMS_SCRIPT: &str = "Write-Output $args[0]
+/// Verbose and debug records are only written when their preference says Continue (the
+/// defaults are SilentlyContinue, as on Windows).
+const STREAMS_SCRIPT: &str = "$VerbosePreference = 'Continue'
+$DebugPreference = 'Continue'
+Write-Output $args[0]
 $args[1]
 Write-Error 'bad thing'
 Write-Warning 'careful'
@@ -70,7 +74,7 @@ hostname";
 
 #[tokio::test]
 async fn script_with_arguments_returns_objects_and_every_stream() {
-    let fleet = fleet(1).await;
+    let fleet = fleet().await;
     let (name, address) = host(&fleet, "plain");
     let mut client = client(&fleet, "plain", Scheme::Http, negotiate(&fleet));
     let spec = ScriptSpec::new(STREAMS_SCRIPT)
@@ -109,7 +113,7 @@ async fn script_with_arguments_returns_objects_and_every_stream() {
 
 #[tokio::test]
 async fn a_terminating_error_is_a_failed_pipeline_with_its_record() {
-    let fleet = fleet(2).await;
+    let fleet = fleet().await;
     let mut client = client(&fleet, "plain", Scheme::Http, negotiate(&fleet));
     let spec = ScriptSpec::new("Write-Output 'before'\nthrow 'boom'");
     let result = client.run_script(spec, RunControl::none()).await.unwrap();
@@ -123,14 +127,14 @@ async fn a_terminating_error_is_a_failed_pipeline_with_its_record() {
 
 #[tokio::test]
 async fn cmd_returns_stdout_stderr_and_exit_code() {
-    let fleet = fleet(3).await;
+    let fleet = fleet().await;
     let mut client = client(&fleet, "plain", Scheme::Http, negotiate(&fleet));
     let result = client
         .run_cmd(
             "cmd.exe",
             &[
                 "/c".to_owned(),
-                "echo hello & nosuchcommand & exit /b 3".to_owned(),
+                "echo hello& nosuchcommand & exit /b 3".to_owned(),
             ],
             b"",
             RunControl::none(),
@@ -148,7 +152,7 @@ async fn cmd_returns_stdout_stderr_and_exit_code() {
 
 #[tokio::test]
 async fn operations_share_one_kept_alive_connection() {
-    let fleet = fleet(4).await;
+    let fleet = fleet().await;
     let mut client = client(&fleet, "plain", Scheme::Http, negotiate(&fleet));
     let identity = client.identify(true).await.unwrap();
     assert!(identity.security_profiles.is_some());
@@ -180,7 +184,7 @@ async fn operations_share_one_kept_alive_connection() {
 
 #[tokio::test]
 async fn cancelled_and_timed_out_runs_leave_no_open_shell() {
-    let fleet = fleet(5).await;
+    let fleet = fleet().await;
     let mut client = client(&fleet, "plain", Scheme::Http, negotiate(&fleet));
 
     // Cancelled while the script sleeps: ctrl_c, then Delete on a fresh connection.
@@ -226,7 +230,7 @@ async fn cancelled_and_timed_out_runs_leave_no_open_shell() {
 
 #[tokio::test]
 async fn basic_and_negotiate_over_https() {
-    let fleet = fleet(6).await;
+    let fleet = fleet().await;
     let tls = TlsOptions {
         system_roots: false,
         ca_pem: Some(fleet.ca_pem().to_owned()),
@@ -262,7 +266,7 @@ async fn basic_and_negotiate_over_https() {
 
 #[tokio::test]
 async fn failures_come_out_typed_with_their_bucket() {
-    let fleet = fleet(7).await;
+    let fleet = fleet().await;
     let (user, _) = admin(&fleet);
     let ca = TlsOptions {
         system_roots: false,
@@ -359,7 +363,7 @@ async fn failures_come_out_typed_with_their_bucket() {
 
 #[tokio::test]
 async fn pre_send_refusals_send_nothing() {
-    let fleet = fleet(8).await;
+    let fleet = fleet().await;
     let (_, address) = host(&fleet, "plain");
     let before = fleet.host_of_class("plain").unwrap().stats.snapshot();
 
@@ -386,7 +390,7 @@ async fn pre_send_refusals_send_nothing() {
     // With the address trusted, the same target works.
     let mut options = negotiate(&fleet);
     options.policy = ClientPolicy {
-        trusted_hosts: TrustedHosts::parse("127.78.*"),
+        trusted_hosts: TrustedHosts::parse("127.*"),
         allow_unencrypted: false,
     };
     let mut client = HostClient::new(ip, Arc::new(options)).unwrap();
@@ -395,12 +399,11 @@ async fn pre_send_refusals_send_nothing() {
 
 // ---------------------------------------------------------------------------------------
 
-async fn fleet(block: u8) -> FleetHandle {
+async fn fleet() -> FleetHandle {
     let profile = Profile::parse("client-ops", "<test>", PROFILE).unwrap();
     let hosts = profile.classes.len();
-    let mut options = FleetOptions::new(profile, hosts, 7);
-    options.first_address = Ipv4Addr::new(127, 78, block, 1);
-    Fleet::start(options).await.unwrap()
+    let options = FleetOptions::new(profile, hosts, 7);
+    psfleet_tests::fleet::start(options).await
 }
 
 fn host(fleet: &FleetHandle, class: &str) -> (String, Ipv4Addr) {
@@ -460,9 +463,8 @@ async fn mixed_profile_hosts_land_in_their_expected_buckets() {
     // correct client reports for it in the inventory. The client's own bucket hints must
     // agree, class by class, before any classifier logic.
     let profile = Profile::load("mixed").unwrap();
-    let mut options = FleetOptions::new(profile, 60, 3);
-    options.first_address = Ipv4Addr::new(127, 78, 20, 1);
-    let fleet = Fleet::start(options).await.unwrap();
+    let options = FleetOptions::new(profile, 60, 3);
+    let fleet = psfleet_tests::fleet::start(options).await;
     let tls = TlsClient::new(&TlsOptions {
         system_roots: false,
         ca_pem: Some(fleet.ca_pem().to_owned()),

@@ -6,4 +6,5 @@
 
 pub mod canonical;
 pub mod corpus;
+pub mod fleet;
 pub mod shared;
