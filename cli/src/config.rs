@@ -20,7 +20,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::options::{
-    AuthMethod, ColorChoice, DurationArg, EncryptionMode, OutputFormat, ResolveEntry,
+    AuthMethod, ColorChoice, DurationArg, EncryptionMode, InventoryFormat, OutputFormat,
+    ResolveEntry,
 };
 
 /// The file name searched for in the working directory and the configuration directory.
@@ -117,6 +118,7 @@ pub struct FileValues {
     // Fleet.
     pub inventory: Option<Spanned<OneOrMany>>,
     pub limit: Option<Spanned<String>>,
+    pub inventory_format: Option<Spanned<InventoryFormat>>,
     pub forks: Option<Spanned<usize>>,
     pub rate: Option<Spanned<RateValue>>,
     pub per_host_rate: Option<Spanned<RateValue>>,
@@ -157,6 +159,7 @@ pub const KEYS: &[&str] = &[
     "password-file",
     "inventory",
     "limit",
+    "inventory-format",
     "forks",
     "rate",
     "per-host-rate",

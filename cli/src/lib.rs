@@ -3,7 +3,7 @@
 //!
 //! One module per concern:
 //! [`options`] (clap option groups), [`config`] (psfleet.toml), [`settings`] (precedence),
-//! [`credentials`] and [`tty`] (the password), [`exit`] (exit codes), [`console`] and
+//! [`credentials`] and [`tty`] (the password), [`hosts`] (inventories to hosts), [`exit`] (exit codes), [`console`] and
 //! [`logging`] (stderr around the bars), [`progress`], [`output`], [`drive`] (the run loop),
 //! and [`commands`] (one module per command; `psfleet sim` is [`sim_cmd`], the simulator's). docs/cli.md documents the surface.
 
@@ -14,6 +14,7 @@ pub mod console;
 pub mod credentials;
 pub mod drive;
 pub mod exit;
+pub mod hosts;
 pub mod logging;
 pub mod options;
 pub mod output;

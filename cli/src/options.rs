@@ -502,6 +502,89 @@ pub struct SelectArgs {
     /// intersect, `:` or `,` between them (as ansible --limit).
     #[arg(short = 'l', long, env = "PSFLEET_LIMIT", value_name = "PATTERN")]
     pub limit: Option<String>,
+    /// Read every inventory in this format instead of guessing from the extension and the
+    /// content.
+    #[arg(
+        long,
+        env = "PSFLEET_INVENTORY_FORMAT",
+        value_name = "FORMAT",
+        value_enum
+    )]
+    pub inventory_format: Option<InventoryFormat>,
+    /// A variable for every host, beating the inventory's (as ansible -e); repeatable.
+    #[arg(short = 'e', long = "extra-var", value_name = "NAME=VALUE")]
+    pub extra_vars: Vec<ExtraVar>,
+}
+
+/// An inventory format (`--inventory-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InventoryFormat {
+    /// CSV with a header row.
+    Csv,
+    /// One host per line.
+    Text,
+    /// Ansible INI.
+    Ini,
+    /// Ansible YAML.
+    Yaml,
+}
+
+impl InventoryFormat {
+    /// The inventories crate's format.
+    pub fn format(self) -> psfleet_inventories::Format {
+        match self {
+            InventoryFormat::Csv => psfleet_inventories::Format::Csv,
+            InventoryFormat::Text => psfleet_inventories::Format::Text,
+            InventoryFormat::Ini => psfleet_inventories::Format::Ini,
+            InventoryFormat::Yaml => psfleet_inventories::Format::Yaml,
+        }
+    }
+
+    /// The name on the command line and in the configuration file.
+    pub fn name(self) -> &'static str {
+        self.format().name()
+    }
+}
+
+/// A `-e NAME=VALUE` variable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExtraVar {
+    /// The variable.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl FromStr for ExtraVar {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, value) = s
+            .split_once('=')
+            .ok_or_else(|| "expected NAME=VALUE, e.g. -e owner=team-web".to_owned())?;
+        let name = name.trim();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "{name:?} is not a variable name (letters, digits, '_')"
+            ));
+        }
+        if psfleet_inventories::is_secret_name(name) {
+            return Err(format!(
+                "-e {name}=... would put a secret on the command line; use PSFLEET_PASSWORD, \
+                 --password-file or the prompt"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+    }
 }
 
 /// How to spread the work over the fleet (Ansible's names where it has them).

@@ -20,8 +20,8 @@ use toml::Spanned;
 use crate::config::ConfigFile;
 use crate::exit::CliError;
 use crate::options::{
-    AuthMethod, ColorChoice, ConnectionArgs, DurationArg, EncryptionMode, FleetArgs, OutputArgs,
-    OutputFormat, ResolveEntry, ResumeFrom, SelectArgs,
+    AuthMethod, ColorChoice, ConnectionArgs, DurationArg, EncryptionMode, ExtraVar, FleetArgs,
+    InventoryFormat, OutputArgs, OutputFormat, ResolveEntry, ResumeFrom, SelectArgs,
 };
 
 /// Default WinRM port over HTTP (MS-WSMV 2.1: 5985 since WinRM 2.0).
@@ -578,6 +578,10 @@ pub struct Selection {
     pub inventory: Setting<Vec<String>>,
     /// The --limit pattern.
     pub limit: Option<Setting<String>>,
+    /// The format every inventory is read in (else guessed per source).
+    pub inventory_format: Option<Setting<InventoryFormat>>,
+    /// `-e NAME=VALUE` variables (command line only).
+    pub extra_vars: Vec<ExtraVar>,
 }
 
 impl Selection {
@@ -608,6 +612,12 @@ impl Selection {
         let selection = Self {
             inventory,
             limit: layers.pick_same("limit", args.limit.clone(), f.limit.as_ref()),
+            inventory_format: layers.pick_same(
+                "inventory_format",
+                args.inventory_format,
+                f.inventory_format.as_ref(),
+            ),
+            extra_vars: args.extra_vars.clone(),
         };
         if let Some(limit) = &selection.limit
             && limit.value.trim().is_empty()
@@ -659,6 +669,7 @@ impl Selection {
         vec![
             row("inventory", &self.inventory),
             opt_row("limit", self.limit.as_ref()),
+            opt_row("inventory-format", self.inventory_format.as_ref()),
         ]
     }
 }
@@ -920,6 +931,7 @@ text_as_toml!(
     EncryptionMode => |e| e.name().to_owned(),
     OutputFormat => |o| o.name().to_owned(),
     ColorChoice => |c| c.name().to_owned(),
+    InventoryFormat => |f| f.name().to_owned(),
 );
 
 impl<T: AsToml> AsToml for Vec<T> {
