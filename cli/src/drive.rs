@@ -1,17 +1,21 @@
-//! The run loop shared by `run`, `sweep` and `cleanup`: starts the scheduler over the jobs,
-//! turns each finished job into its run record, feeds the progress display and the output,
-//! and handles Ctrl-C (docs/scheduling.md, "Ctrl-C"): the first stops the run gracefully,
-//! the second aborts it.
+//! The run loop shared by `run`, `sweep` and `cleanup`: it watches a run's events, feeds
+//! the progress display and the output, and handles Ctrl-C (docs/scheduling.md, "Ctrl-C"):
+//! the first stops the run gracefully, the second aborts it.
 //!
-//! The loop is generic over the job ([`HostJob`]); what a finished job becomes is the
-//! caller's [`RunObserver`] (the classifier and the journal live there), so this file knows
-//! nothing about WinRM and is tested with synthetic jobs.
+//! [`watch`] does not care where the events come from: it takes any event type and a
+//! function saying what each one means ([`Observed`]), and stops the run through
+//! [`RunControl`] (the scheduler itself, or the engine's fleet-run handle, which has the
+//! same three methods). [`drive`] is the case of a bare scheduler over [`HostJob`]s, with the
+//! caller's [`RunObserver`] turning finished jobs into run records; the tests use it with
+//! synthetic jobs, so this file knows nothing about WinRM.
 
 use std::time::Duration;
 
 use psfleet_engine::budget::BudgetView;
 use psfleet_engine::record::HostRecord;
-use psfleet_engine::scheduler::{EventKind, Finished, HostJob, Scheduler, StopLevel, Summary};
+use psfleet_engine::scheduler::{
+    Event, EventKind, Finished, HostJob, Progress, Scheduler, StopLevel, Summary,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -20,82 +24,113 @@ use crate::exit::{CliError, Exit};
 use crate::output::Reporter;
 use crate::progress::ProgressDisplay;
 
-/// How often the display is refreshed from the scheduler's counters.
+/// How often the display is refreshed from the run's counters.
 pub const TICK: Duration = Duration::from_millis(250);
 
 /// Events buffered between the scheduler and this loop (a slow terminal slows the run
 /// rather than growing memory).
 const EVENT_BUFFER: usize = 1024;
 
-/// What the caller does with a run's events.
-pub trait RunObserver<J: HostJob> {
-    /// Turns a finished job into its run record (classify, journal, keep facts).
-    fn finished(&mut self, finished: Finished<J>) -> HostRecord;
-
-    /// A host's shell budget changed (keep it for the next run).
-    fn budget_learned(&mut self, _host: &str, _budget: BudgetView) {}
+/// Stopping a run and reading its counters: the scheduler, or the engine's run handle.
+pub trait RunControl {
+    /// Ctrl-C: the first call stops gracefully, the second aborts; returns the level reached.
+    fn stop(&self) -> StopLevel;
+    /// How far a stop has gone.
+    fn stop_level(&self) -> StopLevel;
+    /// The counters now (`None` before the run started).
+    fn progress(&self) -> Option<Progress>;
 }
 
-/// How the run ended.
+impl RunControl for Scheduler {
+    fn stop(&self) -> StopLevel {
+        Scheduler::stop(self)
+    }
+
+    fn stop_level(&self) -> StopLevel {
+        Scheduler::stop_level(self)
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        Some(Scheduler::progress(self))
+    }
+}
+
+/// What one event means to the display.
+#[derive(Debug)]
+pub enum Observed {
+    /// A host is done: its durable record.
+    Finished(Box<HostRecord>),
+    /// An attempt failed and another is scheduled (logged at info).
+    Retrying {
+        /// The host.
+        host: String,
+        /// The next attempt's number.
+        attempt: u32,
+        /// The back-off.
+        after: Duration,
+        /// The error's text.
+        detail: String,
+    },
+    /// A line for the operator (warnings from the run itself, such as a journal failure).
+    Notice(String),
+    /// Nothing to show (the counters say it).
+    Nothing,
+}
+
+/// What [`watch`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunEnd {
-    /// The scheduler's summary.
-    pub summary: Summary,
-    /// The exit code it means.
+pub struct Watched {
+    /// The exit code the run means.
     pub exit: Exit,
-    /// Wall time of the run.
+    /// Wall time from the start of the watch.
     pub elapsed: Duration,
+    /// The run was stopped (Ctrl-C) or aborted.
+    pub interrupted: bool,
 }
 
-/// Runs `jobs` on `scheduler` until every job finished (or a second interrupt), reporting
-/// as it goes. Each `()` on `interrupts` is one Ctrl-C.
+/// Watches a run until its event channel closes: each event goes through `observe`, finished
+/// hosts to the display and the output, the counters are polled every [`TICK`], and each
+/// `()` on `interrupts` (Ctrl-C) stops the run one level further. Ends with the summary and
+/// the exit code (interrupted, some hosts failed, or success).
 #[allow(clippy::too_many_arguments)] // Each is one distinct collaborator of the loop.
-pub async fn drive<J, I, O>(
-    scheduler: &Scheduler,
-    jobs: I,
-    observer: &mut O,
+pub async fn watch<E>(
+    mut events: mpsc::Receiver<E>,
+    mut observe: impl FnMut(E) -> Observed,
+    control: &impl RunControl,
     progress: &mut ProgressDisplay,
     reporter: &mut Reporter,
     sink: &Sink,
     what: &str,
     mut interrupts: mpsc::UnboundedReceiver<()>,
-) -> Result<RunEnd, CliError>
-where
-    J: HostJob,
-    I: IntoIterator<Item = J>,
-    I::IntoIter: Send + 'static,
-    O: RunObserver<J>,
-{
+) -> Watched {
     let start = Instant::now();
-    let mut run = scheduler.start(jobs, EVENT_BUFFER);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interrupts_open = true;
     loop {
         tokio::select! {
-            event = run.events.recv() => {
+            event = events.recv() => {
                 let Some(event) = event else { break };
-                match event.kind {
-                    EventKind::Finished(finished) => {
-                        let record = observer.finished(*finished);
+                match observe(event) {
+                    Observed::Finished(record) => {
                         progress.finished(record.status, record.bucket);
                         reporter.host(&record);
                     }
-                    EventKind::BudgetLearned { budget } => {
-                        observer.budget_learned(&event.host, budget);
+                    Observed::Retrying { host, attempt, after, detail } => {
+                        tracing::info!(%host, attempt, after_ms = after.as_millis() as u64, %detail, "retrying");
                     }
-                    EventKind::Retrying { attempt, after, detail, .. } => {
-                        tracing::info!(host = %event.host, attempt, after_ms = after.as_millis() as u64, %detail, "retrying");
-                    }
-                    EventKind::Queued | EventKind::WaitingForShellSlot { .. } | EventKind::Started { .. } => {}
+                    Observed::Notice(text) => sink.err(&format!("{text}\n")),
+                    Observed::Nothing => {}
                 }
             }
             _ = ticker.tick() => {
-                progress.tick(scheduler.progress(), start.elapsed());
+                if let Some(counters) = control.progress() {
+                    progress.tick(counters, start.elapsed());
+                }
             }
             signal = interrupts.recv(), if interrupts_open => {
                 match signal {
-                    Some(()) => match scheduler.stop() {
+                    Some(()) => match control.stop() {
                         StopLevel::Stopping => sink.err(
                             "Stopping: no new hosts start; hosts in flight are stopped and their \
                              shells deleted. Press Ctrl-C again to exit at once.\n",
@@ -107,13 +142,9 @@ where
             }
         }
     }
-    let summary = run
-        .done
-        .await
-        .map_err(|e| CliError::Internal(format!("the scheduler task failed: {e}")))?;
     let elapsed = start.elapsed();
-    progress.finish(scheduler.progress(), elapsed);
-    let interrupted = summary.aborted || scheduler.stop_level() >= StopLevel::Stopping;
+    progress.finish(control.progress().unwrap_or_default(), elapsed);
+    let interrupted = control.stop_level() >= StopLevel::Stopping;
     let tally = progress.tally();
     reporter.summary(what, tally, elapsed, interrupted);
     let exit = if interrupted
@@ -127,10 +158,91 @@ where
     } else {
         Exit::Success
     };
+    Watched {
+        exit,
+        elapsed,
+        interrupted,
+    }
+}
+
+/// What the caller does with a bare scheduler's events ([`drive`]).
+pub trait RunObserver<J: HostJob> {
+    /// Turns a finished job into its run record (classify, journal, keep facts).
+    fn finished(&mut self, finished: Finished<J>) -> HostRecord;
+
+    /// A host's shell budget changed (keep it for the next run).
+    fn budget_learned(&mut self, _host: &str, _budget: BudgetView) {}
+}
+
+/// How a [`drive`]n run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd {
+    /// The scheduler's summary.
+    pub summary: Summary,
+    /// The exit code it means (an aborted run is interrupted).
+    pub exit: Exit,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// Runs `jobs` on `scheduler` until every job finished (or a second interrupt), reporting
+/// as it goes through [`watch`].
+#[allow(clippy::too_many_arguments)] // Each is one distinct collaborator of the loop.
+pub async fn drive<J, I, O>(
+    scheduler: &Scheduler,
+    jobs: I,
+    observer: &mut O,
+    progress: &mut ProgressDisplay,
+    reporter: &mut Reporter,
+    sink: &Sink,
+    what: &str,
+    interrupts: mpsc::UnboundedReceiver<()>,
+) -> Result<RunEnd, CliError>
+where
+    J: HostJob,
+    I: IntoIterator<Item = J>,
+    I::IntoIter: Send + 'static,
+    O: RunObserver<J>,
+{
+    let run = scheduler.start(jobs, EVENT_BUFFER);
+    let observe = |event: Event<J>| match event.kind {
+        EventKind::Finished(finished) => Observed::Finished(Box::new(observer.finished(*finished))),
+        EventKind::BudgetLearned { budget } => {
+            observer.budget_learned(&event.host, budget);
+            Observed::Nothing
+        }
+        EventKind::Retrying {
+            attempt,
+            after,
+            detail,
+            ..
+        } => Observed::Retrying {
+            host: event.host.to_string(),
+            attempt,
+            after,
+            detail,
+        },
+        EventKind::Queued | EventKind::WaitingForShellSlot { .. } | EventKind::Started { .. } => {
+            Observed::Nothing
+        }
+    };
+    let watched = watch(
+        run.events, observe, scheduler, progress, reporter, sink, what, interrupts,
+    )
+    .await;
+    let summary = run
+        .done
+        .await
+        .map_err(|e| CliError::Internal(format!("the scheduler task failed: {e}")))?;
+    let exit = if summary.aborted {
+        Exit::Interrupted
+    } else {
+        watched.exit
+    };
     Ok(RunEnd {
         summary,
         exit,
-        elapsed,
+        elapsed: watched.elapsed,
     })
 }
 
