@@ -516,6 +516,39 @@ pub struct SelectArgs {
     pub extra_vars: Vec<ExtraVar>,
 }
 
+/// An inventory to take one host's settings from (`enter`, `doctor`): no `--limit`.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Inventory (optional)")]
+pub struct HostInventoryArgs {
+    /// Inventory holding the host's settings (repeatable); without one, the connection
+    /// options alone say how to connect.
+    #[arg(short = 'i', long, env = "PSFLEET_INVENTORY", value_name = "FILE")]
+    pub inventory: Vec<String>,
+    /// Read every inventory in this format instead of guessing.
+    #[arg(
+        long,
+        env = "PSFLEET_INVENTORY_FORMAT",
+        value_name = "FORMAT",
+        value_enum
+    )]
+    pub inventory_format: Option<InventoryFormat>,
+    /// A variable for the host, beating the inventory's (as ansible -e); repeatable.
+    #[arg(short = 'e', long = "extra-var", value_name = "NAME=VALUE")]
+    pub extra_vars: Vec<ExtraVar>,
+}
+
+impl HostInventoryArgs {
+    /// The same selection, without a limit.
+    pub fn select(&self) -> SelectArgs {
+        SelectArgs {
+            inventory: self.inventory.clone(),
+            limit: None,
+            inventory_format: self.inventory_format,
+            extra_vars: self.extra_vars.clone(),
+        }
+    }
+}
+
 /// An inventory format (`--inventory-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -594,6 +627,18 @@ pub struct FleetArgs {
     /// The hosts.
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Pace and bounds.
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    /// Continuing an earlier run.
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+}
+
+/// How fast and how hard to go (the scheduler's settings; docs/scheduling.md).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Fleet (as ansible / ansible-playbook)")]
+pub struct ScheduleArgs {
     /// Most hosts in flight at once [default: 256] (Invoke-Command -ThrottleLimit).
     #[arg(short = 'f', long, env = "PSFLEET_FORKS", value_name = "N")]
     pub forks: Option<usize>,
@@ -614,6 +659,12 @@ pub struct FleetArgs {
     /// MaxShellsPerUser assumed for a host psfleet knows nothing about [default: 5].
     #[arg(long, env = "PSFLEET_MAX_SHELLS_DEFAULT", value_name = "N")]
     pub max_shells_default: Option<u32>,
+}
+
+/// Continuing an earlier run of the same command.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Fleet (as ansible / ansible-playbook)")]
+pub struct ResumeArgs {
     /// Continue a run: RUN is a run id (`psfleet runs`) or `last`; hosts already done are
     /// skipped, never rerun.
     #[arg(long, value_name = "RUN|last")]

@@ -21,7 +21,8 @@ use crate::config::ConfigFile;
 use crate::exit::CliError;
 use crate::options::{
     AuthMethod, ColorChoice, ConnectionArgs, DurationArg, EncryptionMode, ExtraVar, FleetArgs,
-    InventoryFormat, OutputArgs, OutputFormat, ResolveEntry, ResumeFrom, SelectArgs,
+    InventoryFormat, OutputArgs, OutputFormat, ResolveEntry, ResumeArgs, ResumeFrom, ScheduleArgs,
+    SelectArgs,
 };
 
 /// Default WinRM port over HTTP (MS-WSMV 2.1: 5985 since WinRM 2.0).
@@ -700,8 +701,20 @@ pub struct FleetSettings {
 impl FleetSettings {
     /// Merges and validates the fleet options.
     pub fn resolve(args: &FleetArgs, layers: Layers<'_>) -> Result<Self, CliError> {
+        Self::resolve_parts(&args.select, &args.schedule, Some(&args.resume), layers)
+    }
+
+    /// Merges and validates the parts a command has (`cleanup` resumes nothing).
+    pub fn resolve_parts(
+        select: &SelectArgs,
+        args: &ScheduleArgs,
+        resume: Option<&ResumeArgs>,
+        layers: Layers<'_>,
+    ) -> Result<Self, CliError> {
         let f = &layers.file().values;
-        let select = Selection::resolve(&args.select, layers)?;
+        let select = Selection::resolve(select, layers)?;
+        let no_resume = ResumeArgs::default();
+        let resume_args = resume.unwrap_or(&no_resume);
         let defaults = psfleet_engine::retry::RetryPolicy::default();
         let settings = Self {
             select,
@@ -737,11 +750,11 @@ impl FleetSettings {
                 .unwrap_or(Setting::default_value(
                     psfleet_engine::budget::DEFAULT_MAX_SHELLS,
                 )),
-            resume: args.resume.clone(),
+            resume: resume_args.resume.clone(),
             rerun_interrupted: layers
                 .pick_same(
                     "rerun_interrupted",
-                    args.rerun_interrupted,
+                    resume_args.rerun_interrupted,
                     f.rerun_interrupted.as_ref(),
                 )
                 .unwrap_or(Setting::default_value(false)),

@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::cli::Context;
 use crate::exit::{CliError, Exit};
-use crate::options::{ConnectionArgs, FleetArgs, OutputArgs};
+use crate::options::{ConnectionArgs, OutputArgs, ScheduleArgs, SelectArgs};
 use crate::settings::{ConnectionSettings, FleetSettings, OutputSettings};
 
 /// `psfleet cleanup` options.
@@ -18,9 +18,12 @@ pub struct CleanupArgs {
     /// Connection options.
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    /// Fleet options.
+    /// The hosts.
     #[command(flatten)]
-    pub fleet: FleetArgs,
+    pub select: SelectArgs,
+    /// Pace and bounds.
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     /// Output options.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -29,7 +32,7 @@ pub struct CleanupArgs {
 /// Runs `psfleet cleanup`.
 pub fn execute(args: CleanupArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     let connection = ConnectionSettings::resolve(&args.connection, ctx.layers())?;
-    let fleet = FleetSettings::resolve(&args.fleet, ctx.layers())?;
+    let fleet = FleetSettings::resolve_parts(&args.select, &args.schedule, None, ctx.layers())?;
     let output = OutputSettings::resolve(&args.output, ctx.layers())?;
     fleet.select.require_inventory()?;
     if fleet.resume.is_some() {

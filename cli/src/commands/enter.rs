@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::cli::Context;
 use crate::exit::{CliError, Exit};
-use crate::options::{ConnectionArgs, SelectArgs};
+use crate::options::{ConnectionArgs, HostInventoryArgs};
 use crate::settings::{ConnectionSettings, Selection};
 
 /// `psfleet enter` options.
@@ -17,7 +17,7 @@ pub struct EnterArgs {
     pub host: String,
     /// An inventory to take the host's settings from (optional).
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub inventory: HostInventoryArgs,
     /// Connection options.
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -27,12 +27,7 @@ pub struct EnterArgs {
 pub fn execute(args: EnterArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     super::check_host_argument(&args.host)?;
     let connection = ConnectionSettings::resolve(&args.connection, ctx.layers())?;
-    let select = Selection::resolve(&args.select, ctx.layers())?;
-    if select.limit.is_some() {
-        return Err(CliError::usage(
-            "enter takes one HOST; --limit does not apply",
-        ));
-    }
+    let select = Selection::resolve(&args.inventory.select(), ctx.layers())?;
     enter_session(&args.host, &connection, &select, ctx)
 }
 
