@@ -309,3 +309,65 @@ mod tests {
         assert!(seen > 30, "{seen}");
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// docs/cli.md names every command, every long option, every environment variable and
+    /// every configuration key (`psfleet sim`'s own options: docs/simulator.md, which the
+    /// simulator's owners keep).
+    #[test]
+    fn docs_cover_the_whole_command_line() {
+        let docs = include_str!("../../docs/cli.md");
+        let sim_docs = include_str!("../../docs/simulator.md");
+        fn walk(cmd: &clap::Command, path: &str, docs: &str, missing: &mut Vec<String>) {
+            let sim_docs = include_str!("../../docs/simulator.md");
+            let docs = if path == "psfleet sim" {
+                sim_docs
+            } else {
+                docs
+            };
+            for arg in cmd.get_arguments() {
+                if arg.is_global_set() && path != "psfleet" {
+                    continue;
+                }
+                if let Some(long) = arg.get_long()
+                    && !["help", "version"].contains(&long)
+                    && !docs.contains(&format!("--{long}"))
+                {
+                    missing.push(format!("{path} --{long}"));
+                }
+                if let Some(env) = arg.get_env()
+                    && !docs.contains(env.to_str().unwrap_or_default())
+                {
+                    missing.push(format!("{path} {env:?}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help"
+                    && !docs.contains(&format!("`{}", name.trim_start_matches("psfleet ")))
+                    && !docs.contains(&format!("psfleet {}", sub.get_name()))
+                {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, docs, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "psfleet", docs, &mut missing);
+        for key in crate::config::KEYS {
+            if !docs.contains(&format!("`{key}`")) {
+                missing.push(format!("config key {key}"));
+            }
+        }
+        assert!(sim_docs.contains("psfleet sim"));
+        for var in ["PSFLEET_PASSWORD", "PSFLEET_LOG", "NO_COLOR"] {
+            if !docs.contains(var) {
+                missing.push(var.to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "docs/cli.md lacks: {missing:?}");
+    }
+}

@@ -1,9 +1,11 @@
 //! Where the password comes from: never the command line (docs/cli.md, "Credentials").
 //!
 //! 1. `--password-file FILE` given on the command line;
-//! 2. the `PSFLEET_PASSWORD` environment variable;
-//! 3. `password-file` from `PSFLEET_PASSWORD_FILE` or the configuration file;
-//! 4. a prompt on the terminal (no echo), when the method needs a password and there is one.
+//! 2. a host's reference in the inventory (`env:NAME`, `file:PATH`, `prompt`,
+//!    `kerberos-cache`; [`CredentialCache::for_host`]);
+//! 3. the `PSFLEET_PASSWORD` environment variable;
+//! 4. `password-file` from `PSFLEET_PASSWORD_FILE` or the configuration file;
+//! 5. a prompt on the terminal (no echo), when the method needs a password and there is one.
 //!
 //! A password file must not be readable or writable by group or others (as ssh insists for
 //! keys): a file anyone can read is a password anyone has. `--password` on the command line
@@ -18,6 +20,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use psfleet_engine::auth::Credential;
+use psfleet_inventories::SecretRef;
 
 use crate::options::{AuthMethod, PasswordNeed};
 use crate::settings::{ConnectionSettings, Origin};
@@ -41,6 +44,8 @@ others (chmod 600 FILE);
 pub enum PasswordSource {
     /// `PSFLEET_PASSWORD`.
     Env,
+    /// Another environment variable, named by an inventory reference (`env:NAME`).
+    EnvVar(String),
     /// A password file.
     File(PathBuf),
     /// The terminal prompt.
@@ -116,6 +121,21 @@ pub enum CredentialError {
     /// The terminal could not be read.
     #[error("cannot read the password from the terminal: {0}")]
     Prompt(#[source] std::io::Error),
+    /// An inventory's `env:NAME` reference names a variable that is not set.
+    #[error("the inventory's password reference env:{name} names an unset environment variable")]
+    EnvNotSet {
+        /// The variable.
+        name: String,
+    },
+    /// A host's credential could not be put together.
+    #[error("{host}: {source}")]
+    ForHost {
+        /// The host.
+        host: String,
+        /// Why.
+        #[source]
+        source: Box<CredentialError>,
+    },
     /// The user name is not one Windows accepts.
     #[error("--user: {0}")]
     InvalidUser(#[source] psfleet_engine::auth::AuthError),
@@ -149,70 +169,156 @@ pub fn obtain(
     env: &dyn Fn(&str) -> Option<OsString>,
     prompt: &mut dyn PasswordPrompt,
 ) -> Result<Credentials, CredentialError> {
-    let method = conn.authentication.value;
+    let cli_file = conn
+        .password_file
+        .as_ref()
+        .filter(|f| f.origin == Origin::CommandLine)
+        .map(|f| SecretRef::File(f.value.clone()));
+    obtain_for(
+        conn.authentication.value,
+        conn.user.as_ref().map(|u| u.value.as_str()),
+        cli_file.as_ref(),
+        conn,
+        env,
+        prompt,
+    )
+}
+
+/// The credential of one inventory host: its method and user as resolved (command line,
+/// inventory, defaults), and its password reference when it has one (`--password-file` on
+/// the command line, or the inventory's `env:`/`file:`/`prompt`/`kerberos-cache`); without
+/// one, `PSFLEET_PASSWORD`, then the configured `password-file`, then the prompt.
+pub fn obtain_for(
+    method: AuthMethod,
+    user: Option<&str>,
+    secret: Option<&SecretRef>,
+    conn: &ConnectionSettings,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    prompt: &mut dyn PasswordPrompt,
+) -> Result<Credentials, CredentialError> {
+    let none = || Credentials {
+        credential: None,
+        source: None,
+    };
     let need = method.password();
-    if need == PasswordNeed::Never {
-        return Ok(Credentials {
-            credential: None,
-            source: None,
-        });
+    if need == PasswordNeed::Never || secret == Some(&SecretRef::KerberosCache) {
+        return Ok(none());
     }
-    let user = match (&conn.user, method) {
-        (Some(user), _) => user.value.clone(),
+    let user = match (user, method) {
+        (Some(user), _) => user.to_owned(),
         // Kerberos: the principal comes from the ticket cache.
-        (None, AuthMethod::Kerberos) => {
-            return Ok(Credentials {
-                credential: None,
-                source: None,
-            });
-        }
+        (None, AuthMethod::Kerberos) => return Ok(none()),
         (None, _) => {
             return Err(CredentialError::NoUser {
                 method: method.name(),
             });
         }
     };
-    let env_password = env("PSFLEET_PASSWORD").filter(|v| !v.is_empty());
-    let file = conn.password_file.as_ref();
+    let ask = |prompt: &mut dyn PasswordPrompt| {
+        let text = format!("Password for {user}: ");
+        match prompt.ask(&text) {
+            Ok(Some(PromptOutcome::Entered(p))) => Ok((p, PasswordSource::Prompt)),
+            Ok(Some(PromptOutcome::Cancelled)) => Err(CredentialError::Cancelled),
+            Ok(None) => Err(CredentialError::NoTerminal { user: user.clone() }),
+            Err(e) => Err(CredentialError::Prompt(e)),
+        }
+    };
     let from_file =
         |path: &Path| read_password_file(path).map(|p| (p, PasswordSource::File(path.to_owned())));
-    let found = match (file, env_password) {
-        (Some(file), _) if file.origin == Origin::CommandLine => Some(from_file(&file.value)?),
-        (_, Some(value)) => {
-            let text = value
+    let from_env = |name: &str| -> Result<Option<(String, PasswordSource)>, CredentialError> {
+        match env(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(value) => value
                 .into_string()
+                .map(|text| Some((text, PasswordSource::EnvVar(name.to_owned()))))
                 .map_err(|_| CredentialError::FileContent {
-                    path: PathBuf::from("$PSFLEET_PASSWORD"),
+                    path: PathBuf::from(format!("${name}")),
                     problem: "is not UTF-8",
-                })?;
-            Some((text, PasswordSource::Env))
+                }),
         }
-        (Some(file), None) => Some(from_file(&file.value)?),
-        (None, None) => None,
+    };
+    let found = match secret {
+        Some(SecretRef::File(path)) => Some(from_file(path)?),
+        Some(SecretRef::Env(name)) => {
+            Some(from_env(name)?.ok_or_else(|| CredentialError::EnvNotSet { name: name.clone() })?)
+        }
+        Some(SecretRef::Prompt) => Some(ask(prompt)?),
+        Some(SecretRef::KerberosCache) => None,
+        None => match from_env("PSFLEET_PASSWORD")? {
+            Some((text, _)) => Some((text, PasswordSource::Env)),
+            None => match &conn.password_file {
+                Some(file) => Some(from_file(&file.value)?),
+                None => None,
+            },
+        },
     };
     let (password, source) = match found {
         Some(found) => found,
-        None if need == PasswordNeed::IfGiven => {
-            return Ok(Credentials {
-                credential: None,
-                source: None,
-            });
-        }
-        None => {
-            let text = format!("Password for {user}: ");
-            match prompt.ask(&text) {
-                Ok(Some(PromptOutcome::Entered(p))) => (p, PasswordSource::Prompt),
-                Ok(Some(PromptOutcome::Cancelled)) => return Err(CredentialError::Cancelled),
-                Ok(None) => return Err(CredentialError::NoTerminal { user }),
-                Err(e) => return Err(CredentialError::Prompt(e)),
-            }
-        }
+        None if need == PasswordNeed::IfGiven => return Ok(none()),
+        None => ask(prompt)?,
     };
     let credential = Credential::new(&user, password).map_err(CredentialError::InvalidUser)?;
     Ok(Credentials {
         credential: Some(credential),
         source: Some(source),
     })
+}
+
+/// The method of an inventory host, as psfleet's option value.
+pub fn method_of(authentication: psfleet_inventories::Authentication) -> AuthMethod {
+    use psfleet_inventories::Authentication as A;
+    match authentication {
+        A::Basic => AuthMethod::Basic,
+        A::Ntlm => AuthMethod::Ntlm,
+        A::Negotiate => AuthMethod::Negotiate,
+        A::Kerberos => AuthMethod::Kerberos,
+        A::CredSsp => AuthMethod::Credssp,
+        A::Certificate => AuthMethod::Certificate,
+    }
+}
+
+/// Credentials for many hosts, each distinct (method, user, reference) put together once:
+/// a fleet with one account prompts once, a fleet with two accounts twice.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    known: std::collections::HashMap<(AuthMethod, Option<String>, Option<SecretRef>), Credentials>,
+}
+
+impl CredentialCache {
+    /// The credential of `host` (see [`obtain_for`]).
+    pub fn for_host(
+        &mut self,
+        host: &psfleet_inventories::Host,
+        conn: &ConnectionSettings,
+        env: &dyn Fn(&str) -> Option<OsString>,
+        prompt: &mut dyn PasswordPrompt,
+    ) -> Result<Credentials, CredentialError> {
+        let key = (
+            method_of(host.authentication),
+            host.user.clone(),
+            host.password.clone(),
+        );
+        if let Some(found) = self.known.get(&key) {
+            return Ok(found.clone());
+        }
+        let found = obtain_for(key.0, key.1.as_deref(), key.2.as_ref(), conn, env, prompt)
+            .map_err(|e| CredentialError::ForHost {
+                host: host.name.clone(),
+                source: Box::new(e),
+            })?;
+        self.known.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// Distinct credentials put together so far.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
 }
 
 /// The first line of a password file, after checking its permissions.
@@ -364,6 +470,61 @@ mod tests {
         assert!(err.to_string().contains("set PSFLEET_PASSWORD"), "{err}");
         let err = obtain(&c, &no_env, &mut Fake(Some(PromptOutcome::Cancelled), 0)).unwrap_err();
         assert!(matches!(err, CredentialError::Cancelled));
+    }
+
+    #[test]
+    fn inventory_references_beat_the_environment_and_prompt_once_per_account() {
+        let file = temp_file("pw-inv", "from-inventory-file\n", 0o600);
+        let env = |k: &str| match k {
+            "PSFLEET_PASSWORD" => Some(OsString::from("from-env")),
+            "WEB_PW" => Some(OsString::from("from-web-pw")),
+            _ => None,
+        };
+        let c = conn(AuthMethod::Ntlm, None, None);
+        let mut inv = psfleet_inventories::Inventory::default();
+        let text = format!(
+            "[web]\nweb1 ansible_user=ops ansible_password=env:WEB_PW\n\
+             web2 ansible_user=ops ansible_password=file:{}\n\
+             web3 ansible_user=ops\nweb4 ansible_user=ops\n\
+             web5 ansible_user=ops ansible_password=prompt\n\
+             web6 ansible_user=ops ansible_password=env:UNSET_PW\n",
+            file.display()
+        );
+        inv.load_str("hosts.ini", &text, None).unwrap();
+        let defaults = psfleet_inventories::Defaults {
+            authentication: psfleet_inventories::Authentication::Ntlm,
+            ..Default::default()
+        };
+        let hosts = psfleet_inventories::resolve(&inv, &Default::default(), &defaults).unwrap();
+        let mut cache = CredentialCache::default();
+        let mut typed = Fake(Some(PromptOutcome::Entered("typed".into())), 0);
+        let sources: Vec<Option<PasswordSource>> = hosts[..5]
+            .iter()
+            .map(|h| cache.for_host(h, &c, &env, &mut typed).unwrap().source)
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                Some(PasswordSource::EnvVar("WEB_PW".into())),
+                Some(PasswordSource::File(file)),
+                Some(PasswordSource::Env),
+                Some(PasswordSource::Env),
+                Some(PasswordSource::Prompt),
+            ]
+        );
+        assert_eq!(
+            (cache.len(), typed.1),
+            (4, 1),
+            "web3 and web4 share one credential"
+        );
+        let err = cache
+            .for_host(&hosts[5], &c, &env, &mut typed)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "web6: the inventory's password reference env:UNSET_PW names an unset environment variable"
+        );
     }
 
     #[test]
