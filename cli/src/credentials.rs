@@ -141,23 +141,44 @@ pub enum CredentialError {
     InvalidUser(#[source] psfleet_engine::auth::AuthError),
 }
 
-/// Whether argv holds a password option (`--password`, `--password=...`), looked for before
-/// clap parses anything so that no error message can echo the value. Values of
-/// `--argument` and everything after `--` are data, not options.
+/// Whether argv holds a password: a password option (`--password`, `--password=...`), or an
+/// extra variable named like a password (`-e ansible_password=...`). Looked for before clap
+/// parses anything, so that no error message can echo the value. Values of `--argument`,
+/// `-c/--script` and `--cmd`, and everything after `--`, are data, not options.
 pub fn password_on_command_line(args: &[OsString]) -> bool {
-    let mut previous_takes_value = false;
+    let secret_var = |assignment: &str| {
+        assignment
+            .split_once('=')
+            .is_some_and(|(name, _)| psfleet_inventories::is_secret_name(name.trim()))
+    };
+    let mut previous: Option<&str> = None;
     for arg in args.iter().skip(1) {
         let Some(text) = arg.to_str() else {
-            previous_takes_value = false;
+            previous = None;
             continue;
         };
+        match previous {
+            Some("--argument" | "-c" | "--script" | "--cmd") => {
+                previous = None;
+                continue;
+            }
+            Some("-e" | "--extra-var") if secret_var(text) => return true,
+            _ => {}
+        }
         if text == "--" {
             return false;
         }
-        if !previous_takes_value && (text == "--password" || text.starts_with("--password=")) {
+        if text == "--password" || text.starts_with("--password=") {
             return true;
         }
-        previous_takes_value = matches!(text, "--argument" | "-c" | "--script" | "--cmd");
+        if let Some(rest) = text
+            .strip_prefix("--extra-var=")
+            .or_else(|| text.strip_prefix("-e"))
+            && secret_var(rest)
+        {
+            return true;
+        }
+        previous = Some(text);
     }
     false
 }
@@ -388,6 +409,35 @@ mod tests {
             "-c",
             "x",
             "--",
+            "--password"
+        ])));
+        assert!(password_on_command_line(&argv(&[
+            "run",
+            "-e",
+            "ansible_password=x"
+        ])));
+        assert!(password_on_command_line(&argv(&[
+            "run",
+            "-eansible_winrm_pass=x"
+        ])));
+        assert!(password_on_command_line(&argv(&[
+            "run",
+            "--extra-var=db_pwd=x"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "run",
+            "-e",
+            "owner=ops"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "run",
+            "--argument",
+            "-e",
+            "x"
+        ])));
+        assert!(!password_on_command_line(&argv(&[
+            "run",
+            "--cmd",
             "--password"
         ])));
     }

@@ -864,3 +864,105 @@ fn runs_report_and_diff_read_the_journals() {
     let out = sb.run(&["diff", &b, "last"], &[]);
     assert_eq!(out.status.code(), Some(USAGE), "the same run twice");
 }
+
+#[test]
+fn inventory_list_and_check_resolve_hosts_as_run_would() {
+    let sb = Sandbox::new("inventory");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventories/examples");
+    let ini = examples.join("hosts.ini");
+    let ini = ini.to_str().unwrap();
+
+    let out = sb.run(
+        &["inventory", "list", "-i", ini, "-l", "db", "-o", "json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hosts: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["db01.fleet.test", "db02.fleet.test"]);
+    assert_eq!(hosts[0]["authentication"], "kerberos");
+    assert_eq!(hosts[0]["configuration_name"], "JEA_Maintenance");
+    assert_eq!(
+        hosts[0]["password"], "kerberos-cache",
+        "a reference, never a password"
+    );
+    assert_eq!(hosts[1]["port"], 5986);
+
+    // The command line beats the inventory; PSFLEET_* and psfleet.toml do not.
+    let out = sb.run(
+        &[
+            "inventory",
+            "list",
+            "-i",
+            ini,
+            "-l",
+            "web01*",
+            "-o",
+            "json",
+            "--port",
+            "15985",
+        ],
+        &[],
+    );
+    let host: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(host["url"], "http://web01.fleet.test:15985/wsman");
+    let env = [
+        ("PSFLEET_AUTHENTICATION", "ntlm"),
+        ("PSFLEET_USER", "env-user"),
+    ];
+    let args = ["inventory", "list", "-i", ini, "-l", "web01*", "-o", "json"];
+    let out = sb.run(&args, &env);
+    let host: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    // The inventory says nothing about web01's mechanism: the environment's default applies;
+    // it sets the user (windows:vars): the environment's default does not.
+    assert_eq!(host["authentication"], "ntlm");
+    assert_eq!(host["user"], "ops@FLEET.TEST");
+    let out = sb.run(&[&args[..], &["--user", "cli-user"]].concat(), &env);
+    let host: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(host["user"], "cli-user");
+    let out = sb.run(&["inventory", "list", "-i", "jump.fleet.test"], &[]);
+    assert_eq!(out.status.code(), Some(USAGE));
+
+    let out = sb.run(
+        &[
+            "inventory",
+            "check",
+            "-i",
+            ini,
+            "-i",
+            examples.join("fleet.csv").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Malformed inventories: the file and line, the usage/inventory exit code.
+    let bad_csv = sb.write("bad.csv", "name,port\nsrv1,5985\nsrv2,5985,extra\n");
+    let bad_ini = sb.write("bad.ini", "[web]\nweb1 ansible_password=hunter2\n");
+    for (file, place) in [(&bad_csv, ":3:"), (&bad_ini, ":2:")] {
+        let out = sb.run(&["inventory", "check", "-i", file.to_str().unwrap()], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(USAGE), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}{place}", file.display())),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    let out = sb.run(&["inventory", "check", "-i", ini, "-l", "nothing*"], &[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out.stderr));
+    let out = sb.run(
+        &["inventory", "list", "-i", ini, "-e", "ansible_password=x"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("=x"), "{}", text(&out.stderr));
+}
