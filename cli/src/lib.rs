@@ -3,11 +3,12 @@
 //!
 //! One module per concern:
 //! [`options`] (clap option groups), [`config`] (psfleet.toml), [`settings`] (precedence),
-//! [`credentials`] and [`tty`] (the password), [`hosts`] (inventories to hosts), [`exit`] (exit codes), [`console`] and
+//! [`credentials`] and [`tty`] (the password), [`hosts`] (inventories to hosts), [`client`] (settings to the engine's client options), [`exit`] (exit codes), [`console`] and
 //! [`logging`] (stderr around the bars), [`progress`], [`output`], [`drive`] (the run loop),
 //! and [`commands`] (one module per command; `psfleet sim` is [`sim_cmd`], the simulator's). docs/cli.md documents the surface.
 
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod console;

@@ -474,8 +474,8 @@ pub struct ConnectionArgs {
     /// Kerberos KDC (host or host:port) instead of krb5.conf's.
     #[arg(long, env = "PSFLEET_KDC", value_name = "HOST[:PORT]")]
     pub kdc: Option<String>,
-    /// Service class of the host's SPN [default: WSMAN] (`HTTP` for hosts without a WSMAN
-    /// SPN).
+    /// Service class of the host's SPN [default: HTTP, as the Windows client] (`WSMAN` for
+    /// hosts registered only under it).
     #[arg(long, env = "PSFLEET_SPN_SERVICE", value_name = "SERVICE")]
     pub spn_service: Option<String>,
     /// TCP connect plus TLS handshake timeout [default: 30s] (-OpenTimeout).

@@ -33,8 +33,9 @@ pub const DEFAULT_HTTPS_PORT: u16 = 5986;
 pub const DEFAULT_CONFIGURATION_NAME: &str = "Microsoft.PowerShell";
 /// Default URL path of the listener.
 pub const DEFAULT_URL_PREFIX: &str = "wsman";
-/// Default SPN service class (PowerShell asks for `WSMAN/host`).
-pub const DEFAULT_SPN_SERVICE: &str = "WSMAN";
+/// Default SPN service class: `HTTP/host`, what the Windows WinRM client asks the KDC for
+/// (and the engine's default).
+pub const DEFAULT_SPN_SERVICE: &str = "HTTP";
 /// Default TCP connect plus TLS handshake timeout (pypsrp and winrm-rs use 30 s too).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default WS-Man OperationTimeout (pywinrm and pypsrp use 20 s).
