@@ -262,6 +262,24 @@ fn usage_errors_exit_with_the_usage_code() {
         &["enter", ""],
         &["diff", "last", "last"],
         &["completions", "tcsh"],
+        &[
+            "sim",
+            "--hosts",
+            "1",
+            "--profile",
+            "mixed",
+            "--out",
+            "sim-out",
+        ],
+        &[
+            "sim",
+            "--hosts",
+            "1",
+            "--profile",
+            "/nonexistent/profile.toml",
+            "--out",
+            "sim-out",
+        ],
         &["config", "show", "-v", "-q"],
     ];
     for args in cases {

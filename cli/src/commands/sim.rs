@@ -6,6 +6,7 @@ use crate::cli::Context;
 use crate::exit::{CliError, Exit};
 pub use crate::sim_cmd::SimArgs;
 use crate::sim_cmd::SimError;
+use psfleet_sim::fleet::FleetError;
 
 /// Runs `psfleet sim` until Ctrl-C or SIGTERM.
 pub fn execute(args: SimArgs, _ctx: &Context<'_>) -> Result<Exit, CliError> {
@@ -21,8 +22,15 @@ pub fn execute(args: SimArgs, _ctx: &Context<'_>) -> Result<Exit, CliError> {
         crate::sim_cmd::serve(args, stopped, &mut std::io::stdout())
             .await
             .map_err(|e| match e {
-                // A profile that does not load is the user's to fix (file:line in the text).
-                SimError::Profile(_) => CliError::usage(e.to_string()),
+                // What the user asked for cannot be: a profile that does not load or cannot
+                // make this many hosts, a keytab that does not read, too many hosts for the
+                // descriptor limit (the text says what to change).
+                SimError::Profile(_)
+                | SimError::Fleet(
+                    FleetError::Profile(_)
+                    | FleetError::Keytab { .. }
+                    | FleetError::TooManyDescriptors { .. },
+                ) => CliError::usage(e.to_string()),
                 other => CliError::Internal(other.to_string()),
             })
     });
