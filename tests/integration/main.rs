@@ -8,6 +8,8 @@
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
+//! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
+//!   deadlines, stop and resume, sweeps, cleanup.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
 //!   literal_eval, fnmatch), malformed inputs with file:line errors.
@@ -23,6 +25,7 @@ mod cli;
 mod client_ops;
 mod conformance;
 mod credssp;
+mod fleet_run;
 mod fuzz_replay;
 mod inventories;
 mod kerberos;
