@@ -2,7 +2,8 @@
 //!
 //! 1. `--password-file FILE` given on the command line;
 //! 2. a host's reference in the inventory (`env:NAME`, `file:PATH`, `prompt`,
-//!    `kerberos-cache`; [`CredentialCache::for_host`]);
+//!    `kerberos-cache` is refused: the engine does not read ticket caches;
+//!    [`CredentialCache::for_host`]);
 //! 3. the `PSFLEET_PASSWORD` environment variable;
 //! 4. `password-file` from `PSFLEET_PASSWORD_FILE` or the configuration file;
 //! 5. a prompt on the terminal (no echo), when the method needs a password and there is one.
@@ -56,7 +57,7 @@ pub enum PasswordSource {
 #[derive(Debug, Clone)]
 pub struct Credentials {
     /// The user and password, when the method uses them (`None`: certificate
-    /// authentication, or Kerberos from the ticket cache).
+    /// authentication).
     pub credential: Option<Credential>,
     /// Where the password came from.
     pub source: Option<PasswordSource>,
@@ -121,6 +122,13 @@ pub enum CredentialError {
     /// The terminal could not be read.
     #[error("cannot read the password from the terminal: {0}")]
     Prompt(#[source] std::io::Error),
+    /// The inventory says `kerberos-cache`, which this build cannot use.
+    #[error(
+        "the inventory's password reference kerberos-cache cannot be used: psfleet asks the \
+         KDC for tickets itself and does not read ticket caches in this build; give the \
+         password (PSFLEET_PASSWORD, --password-file, an env:/file: reference, or the prompt)"
+    )]
+    TicketCache,
     /// An inventory's `env:NAME` reference names a variable that is not set.
     #[error("the inventory's password reference env:{name} names an unset environment variable")]
     EnvNotSet {
@@ -222,14 +230,15 @@ pub fn obtain_for(
         source: None,
     };
     let need = method.password();
-    if need == PasswordNeed::Never || secret == Some(&SecretRef::KerberosCache) {
+    if need == PasswordNeed::Never {
         return Ok(none());
     }
-    let user = match (user, method) {
-        (Some(user), _) => user.to_owned(),
-        // Kerberos: the principal comes from the ticket cache.
-        (None, AuthMethod::Kerberos) => return Ok(none()),
-        (None, _) => {
+    if secret == Some(&SecretRef::KerberosCache) {
+        return Err(CredentialError::TicketCache);
+    }
+    let user = match user {
+        Some(user) => user.to_owned(),
+        None => {
             return Err(CredentialError::NoUser {
                 method: method.name(),
             });
@@ -264,7 +273,7 @@ pub fn obtain_for(
             Some(from_env(name)?.ok_or_else(|| CredentialError::EnvNotSet { name: name.clone() })?)
         }
         Some(SecretRef::Prompt) => Some(ask(prompt)?),
-        Some(SecretRef::KerberosCache) => None,
+        Some(SecretRef::KerberosCache) => return Err(CredentialError::TicketCache),
         None => match from_env("PSFLEET_PASSWORD")? {
             Some((text, _)) => Some((text, PasswordSource::Env)),
             None => match &conn.password_file {
@@ -275,7 +284,6 @@ pub fn obtain_for(
     };
     let (password, source) = match found {
         Some(found) => found,
-        None if need == PasswordNeed::IfGiven => return Ok(none()),
         None => ask(prompt)?,
     };
     let credential = Credential::new(&user, password).map_err(CredentialError::InvalidUser)?;
@@ -581,20 +589,6 @@ mod tests {
     fn methods_without_passwords_never_prompt() {
         let no_env = |_: &str| None;
         let mut never = Fake(None, 0);
-        let c = conn(AuthMethod::Kerberos, None, None);
-        assert!(
-            obtain(&c, &no_env, &mut never)
-                .unwrap()
-                .credential
-                .is_none()
-        );
-        let c = conn(AuthMethod::Kerberos, Some("ops@FLEET.TEST"), None);
-        assert!(
-            obtain(&c, &no_env, &mut never)
-                .unwrap()
-                .credential
-                .is_none()
-        );
         let c = conn(AuthMethod::Certificate, None, None);
         assert!(
             obtain(&c, &no_env, &mut never)
@@ -605,6 +599,16 @@ mod tests {
         assert_eq!(never.1, 0);
         let c = conn(AuthMethod::Basic, None, None);
         let err = obtain(&c, &no_env, &mut never).unwrap_err();
+        // Kerberos needs the password too: the engine asks the KDC with it.
+        let k = conn(AuthMethod::Kerberos, Some("ops@FLEET.TEST"), None);
+        let mut typed = Fake(Some(PromptOutcome::Entered("typed".into())), 0);
+        assert!(
+            obtain(&k, &no_env, &mut typed)
+                .unwrap()
+                .credential
+                .is_some()
+        );
+        assert_eq!(typed.1, 1);
         assert!(
             err.to_string()
                 .starts_with("--authentication basic needs a user"),

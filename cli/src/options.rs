@@ -36,7 +36,8 @@ pub enum AuthMethod {
     /// Negotiate (SPNEGO): Kerberos when the host has an SPN and a KDC is reachable, NTLM
     /// otherwise. The default, as in PowerShell.
     Negotiate,
-    /// Kerberos only (a ticket cache, or the password for a new ticket).
+    /// Kerberos only (psfleet asks the KDC for tickets with the password; ticket caches are
+    /// not read in this build).
     Kerberos,
     /// CredSSP: the credentials are delegated to the host (for second hops).
     Credssp,
@@ -57,12 +58,11 @@ impl AuthMethod {
         }
     }
 
-    /// Whether the method needs a password: certificate authentication never does, and
-    /// Kerberos can use the ticket cache instead.
+    /// Whether the method needs a password: certificate authentication never does; every
+    /// other method does (the engine's Kerberos runs its own AS exchange with it).
     pub fn password(self) -> PasswordNeed {
         match self {
             AuthMethod::Certificate => PasswordNeed::Never,
-            AuthMethod::Kerberos => PasswordNeed::IfGiven,
             _ => PasswordNeed::Required,
         }
     }
@@ -73,8 +73,6 @@ impl AuthMethod {
 pub enum PasswordNeed {
     /// Always (from PSFLEET_PASSWORD, --password-file or the prompt).
     Required,
-    /// Used when given (PSFLEET_PASSWORD or --password-file), never prompted for.
-    IfGiven,
     /// Never read.
     Never,
 }
@@ -764,7 +762,7 @@ mod tests {
     #[test]
     fn password_need_follows_the_method() {
         assert_eq!(AuthMethod::Ntlm.password(), PasswordNeed::Required);
-        assert_eq!(AuthMethod::Kerberos.password(), PasswordNeed::IfGiven);
+        assert_eq!(AuthMethod::Kerberos.password(), PasswordNeed::Required);
         assert_eq!(AuthMethod::Certificate.password(), PasswordNeed::Never);
     }
 }
