@@ -8,6 +8,8 @@
 //! - `client_ops`: the engine's operations (cmd, PowerShell, cancel, auth, typed errors) against
 //!   simulated hosts.
 //! - `conformance`: the protocol core against recorded Windows traffic.
+//! - `crash`: five SIGKILL and five power-loss cycles of tests/crash/harness.py (the smoke
+//!   size of scripts/crash-kill and scripts/crash-powerloss).
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
@@ -20,6 +22,7 @@
 //!   literal_eval, fnmatch), malformed inputs with file:line errors.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
+//! - `secrets`: the password of a run in no argument, log, state file, report or output.
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
 //!   and pywinrm.
 //! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
@@ -30,6 +33,7 @@ mod auth_matrix;
 mod cli;
 mod client_ops;
 mod conformance;
+mod crash;
 mod credssp;
 mod fleet_run;
 mod fuzz_replay;
@@ -38,6 +42,7 @@ mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
 mod reports;
+mod secrets;
 mod sim_interop;
 mod sim_network;
 mod state;
