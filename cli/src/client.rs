@@ -57,8 +57,9 @@ pub fn client_options(
             .trusted_hosts
             .as_ref()
             .map_or_else(TrustedHosts::none, |t| TrustedHosts::parse(&t.value)),
-        // Asking for no encryption is what AllowUnencrypted=true on a Windows client says.
-        allow_unencrypted: conn.encryption.value == EncryptionMode::Never,
+        // AllowUnencrypted on a Windows client; asking for no encryption implies it.
+        allow_unencrypted: conn.allow_unencrypted.value
+            || conn.encryption.value == EncryptionMode::Never,
     };
     options.tls = Some(tls_client(conn, None, None)?);
     options.kerberos = KerberosOptions {
