@@ -14,6 +14,7 @@
 // Test support: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -101,6 +102,11 @@ impl Sandbox {
 
     /// `psfleet args...` in the work directory with a clean environment plus `env`.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().unwrap()
+    }
+
+    /// The command [`Sandbox::run`] runs, to spawn it instead.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(binary());
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -112,7 +118,7 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        cmd
     }
 }
 
@@ -983,4 +989,298 @@ fn inventory_list_and_check_resolve_hosts_as_run_would() {
     );
     assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("=x"), "{}", text(&out.stderr));
+}
+
+/// A simulated fleet on its own loopback block, served by its own runtime for as long as the
+/// value lives; its inventory, CA and accounts are written to `dir`.
+struct SimFleet {
+    runtime: tokio::runtime::Runtime,
+    fleet: Option<psfleet_sim::fleet::FleetHandle>,
+    dir: PathBuf,
+}
+
+impl SimFleet {
+    fn start(profile: &str, hosts: usize, latency_ms: Option<u64>, dir: PathBuf) -> Self {
+        use psfleet_sim::fleet::FleetOptions;
+        use psfleet_sim::profile::Profile;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut options = FleetOptions::new(Profile::load(profile).unwrap(), hosts, 5);
+        options.out_dir = Some(dir.clone());
+        options.latency = latency_ms.map(std::time::Duration::from_millis);
+        let fleet = runtime.block_on(psfleet_tests::fleet::start(options));
+        Self {
+            runtime,
+            fleet: Some(fleet),
+            dir,
+        }
+    }
+
+    fn fleet(&self) -> &psfleet_sim::fleet::FleetHandle {
+        self.fleet.as_ref().unwrap()
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// PSFLEET_USER and PSFLEET_PASSWORD of the fleet's administrator.
+    fn admin_env(&self) -> Vec<(&'static str, String)> {
+        let admin = self.fleet().accounts().iter().find(|a| a.admin).unwrap();
+        vec![
+            ("PSFLEET_USER", admin.name.clone()),
+            ("PSFLEET_PASSWORD", admin.password.clone()),
+        ]
+    }
+
+    /// Script executions per host name.
+    fn executions(&self) -> BTreeMap<String, u64> {
+        self.fleet()
+            .hosts()
+            .iter()
+            .map(|h| {
+                (
+                    h.spec.name.clone(),
+                    h.service().counters().totals.script_executions,
+                )
+            })
+            .collect()
+    }
+
+    fn open_shells(&self) -> u64 {
+        self.fleet()
+            .hosts()
+            .iter()
+            .map(|h| h.service().counters().totals.shells_open)
+            .sum()
+    }
+}
+
+impl Drop for SimFleet {
+    fn drop(&mut self) {
+        if let Some(fleet) = self.fleet.take() {
+            let _ = self.runtime.block_on(fleet.shutdown());
+        }
+    }
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Every host once on standard output as JSON, nothing else there, the same bucket as the
+/// run's hosts.csv, and the exit code "some hosts failed".
+#[test]
+fn run_over_a_simulated_fleet_prints_one_json_record_per_host_with_the_csv_buckets() {
+    let sb = Sandbox::new("run-mixed");
+    let sim = SimFleet::start("mixed", 30, None, sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let out = sb.run(
+        &[
+            "run",
+            "-i",
+            &inventory,
+            "-c",
+            "hostname",
+            "--ca-file",
+            &ca,
+            "--allow-unencrypted",
+            "-o",
+            "json",
+            "--timeout",
+            "8s",
+        ],
+        &env_refs(&env),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut hosts: Vec<&str> = records
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    hosts.sort_unstable();
+    let mut names: Vec<&str> = sim
+        .fleet()
+        .inventory()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(hosts, names, "each host exactly once");
+    let succeeded = records
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .count();
+    assert!(succeeded >= 3, "{succeeded} succeeded\n{stderr}");
+    assert!(
+        stderr.contains(&format!("psfleet run: 30 hosts in ")),
+        "{stderr}"
+    );
+
+    // The run's own CSV (written at the end) has the same bucket for every host.
+    let run_dir = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|l| l.split_once(": "))
+                .map(|(_, d)| d.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no run folder in {stderr}"));
+    let mut csv = csv::Reader::from_path(Path::new(&run_dir).join("hosts.csv")).unwrap();
+    let headers = csv.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (host_col, bucket_col) = (col("host"), col("bucket"));
+    let csv_buckets: BTreeMap<String, String> = csv
+        .records()
+        .map(|r| r.unwrap())
+        .map(|r| (r[host_col].to_owned(), r[bucket_col].to_owned()))
+        .collect();
+    assert_eq!(csv_buckets.len(), 30);
+    for record in &records {
+        let host = record["host"].as_str().unwrap();
+        let bucket = record["bucket"].as_str().unwrap_or("");
+        assert_eq!(csv_buckets[host], bucket, "{host}");
+    }
+    assert!(Path::new(&run_dir).join("report.html").is_file());
+    assert_eq!(
+        sim.open_shells(),
+        0,
+        "every shell the run opened was deleted"
+    );
+
+    // Text output of the same run: failure lines and the bucket summary with the fixes.
+    let out = sb.run(
+        &[
+            "run",
+            "-i",
+            &inventory,
+            "-c",
+            "hostname",
+            "--ca-file",
+            &ca,
+            "--allow-unencrypted",
+            "--timeout",
+            "8s",
+            "-l",
+            "closed_port,script_fails",
+        ],
+        &env_refs(&env),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("FAILED ") && stdout.contains("[InvalidPort]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[ScriptFailed]"), "{stdout}");
+    assert!(stdout.contains("  Fix: "), "{stdout}");
+}
+
+/// Ctrl-C stops a run (exit 3, every host reported), `--resume last --rerun-interrupted`
+/// finishes it, and no host that succeeded ran its script twice.
+#[test]
+fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
+    let sb = Sandbox::new("run-resume");
+    let sim = SimFleet::start("healthy", 24, Some(150), sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let args = [
+        "run",
+        "-i",
+        &inventory,
+        "-c",
+        "hostname",
+        "--ca-file",
+        &ca,
+        "-o",
+        "json",
+        "-f",
+        "3",
+    ];
+    let child = sb
+        .command(&args, &env_refs(&env))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("Stopping: no new hosts start"), "{stderr}");
+    let first: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(first.len(), 24, "every host reported once: {stderr}");
+    let done_first: Vec<String> = first
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| r["host"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !done_first.is_empty() && done_first.len() < 24,
+        "{} succeeded before the stop",
+        done_first.len()
+    );
+    assert_eq!(
+        sim.open_shells(),
+        0,
+        "the stop deleted the shells of the hosts in flight"
+    );
+
+    let resume: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--resume", "last", "--rerun-interrupted"])
+        .collect();
+    let out = sb.run(&resume, &env_refs(&env));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("psfleet: resuming run "), "{stderr}");
+    let second: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        second.len(),
+        24 - done_first.len(),
+        "only the hosts not done ran: {stderr}"
+    );
+    assert!(
+        second.iter().all(|r| r["status"] == "succeeded"),
+        "{second:?}"
+    );
+    let executions = sim.executions();
+    for host in &done_first {
+        assert_eq!(executions[host], 1, "{host} ran once");
+    }
+    // The journal now says every host succeeded, once.
+    let out = sb.run(
+        &["report", "last", "--format", "json"],
+        &[("PSFLEET_STATE_DIR", "")],
+    );
+    let _ = out;
+    let out = sb.run(&["runs", "-o", "json", "--last", "1"], &[]);
+    let run: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (run["succeeded"].as_u64(), run["done"].as_u64()),
+        (Some(24), Some(24)),
+        "{run}"
+    );
 }
