@@ -1121,10 +1121,7 @@ fn run_over_a_simulated_fleet_prints_one_json_record_per_host_with_the_csv_bucke
         .filter(|r| r["status"] == "succeeded")
         .count();
     assert!(succeeded >= 3, "{succeeded} succeeded\n{stderr}");
-    assert!(
-        stderr.contains(&format!("psfleet run: 30 hosts in ")),
-        "{stderr}"
-    );
+    assert!(stderr.contains("psfleet run: 30 hosts in "), "{stderr}");
 
     // The run's own CSV (written at the end) has the same bucket for every host.
     let run_dir = stderr
@@ -1271,16 +1268,16 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
         assert_eq!(executions[host], 1, "{host} ran once");
     }
     // The journal now says every host succeeded, once.
-    let out = sb.run(
-        &["report", "last", "--format", "json"],
-        &[("PSFLEET_STATE_DIR", "")],
-    );
-    let _ = out;
     let out = sb.run(&["runs", "-o", "json", "--last", "1"], &[]);
     let run: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(
         (run["succeeded"].as_u64(), run["done"].as_u64()),
         (Some(24), Some(24)),
         "{run}"
+    );
+    println!(
+        "Ctrl-C after 4 s: {} of 24 hosts done, the rest interrupted or skipped; the resume ran {}",
+        done_first.len(),
+        second.len()
     );
 }
