@@ -245,14 +245,10 @@ fn targets(
         let account = account_of(&credentials, host);
         let options = match &base {
             None => {
-                let credential = credentials
-                    .credential
-                    .clone()
-                    .ok_or(CliError::NotAvailable {
-                        command: "run --authentication certificate",
-                        missing: "client certificate authentication in the WinRM client",
-                    })?;
-                let options = Arc::new(crate::client::client_options(conn, credential)?);
+                let options = Arc::new(crate::client::client_options(
+                    conn,
+                    credentials.credential.clone(),
+                )?);
                 let own = crate::client::for_host(&options, conn, host, None)?;
                 base = Some((Arc::clone(&options), account));
                 own

@@ -1281,3 +1281,73 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
         second.len()
     );
 }
+
+/// `--authentication certificate`: the client certificate from PEM files, over HTTPS, no
+/// password anywhere.
+#[test]
+fn certificate_authentication_runs_with_pem_files_and_no_password() {
+    let sb = Sandbox::new("run-cert");
+    let profile = sb.write(
+        "cert.toml",
+        "description = \"HTTPS hosts that map client certificates\"\n\
+         [[class]]\nname = \"cert\"\npercent = 100\nexpected = \"Succeeded\"\n\
+         listeners = [\"https\"]\nauth = [\"certificate\"]\n",
+    );
+    let sim = SimFleet::start(profile.to_str().unwrap(), 4, None, sb.root.join("fleet"));
+    let admin = sim.fleet().accounts().iter().find(|a| a.admin).unwrap();
+    let cert = sim.fleet().client_certificate(&admin.name).unwrap();
+    let cert_file = sb.write("client.pem", &cert.certificate_pem);
+    let key_file = sb.write("client.key", &cert.key_pem);
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let args = [
+        "run",
+        "-i",
+        &inventory,
+        "-c",
+        "$env:COMPUTERNAME",
+        "--use-ssl",
+        "--authentication",
+        "certificate",
+        "--certificate-file",
+        cert_file.to_str().unwrap(),
+        "--certificate-key-file",
+        key_file.to_str().unwrap(),
+        "--ca-file",
+        &ca,
+        "-o",
+        "json",
+    ];
+    let out = sb.run(&args, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stderr}\n{}",
+        text(&out.stdout)
+    );
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    assert!(
+        records.iter().all(|r| r["status"] == "succeeded"),
+        "{records:?}"
+    );
+    // A key that is not the certificate's is a usage error before anything is sent.
+    let other = sim.fleet().accounts().iter().find(|a| !a.admin).unwrap();
+    let wrong_key = sb.write(
+        "wrong.key",
+        &sim.fleet().client_certificate(&other.name).unwrap().key_pem,
+    );
+    let mut bad = args;
+    bad[11] = wrong_key.to_str().unwrap();
+    let out = sb.run(&bad, &[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--certificate-file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
