@@ -33,6 +33,50 @@ use crate::tty::TerminalPrompt;
 /// Events buffered between the runner and the display.
 const EVENT_BUFFER: usize = 1024;
 
+/// A lookup of environment variables (the process's, or a stand-in).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+/// What a caller other than the command line changes about a run (`psfleet demo`).
+pub struct RunTweaks<'a> {
+    /// Where `PSFLEET_PASSWORD` and inventory `env:` references are looked up, instead of
+    /// the process environment.
+    pub env: Option<Env<'a>>,
+    /// A change to the run's client options (every host's options derive from them).
+    pub client: Option<&'a dyn Fn(&mut ClientOptions)>,
+    /// A change to the plan (scheduler settings, output caps).
+    pub plan: Option<&'a dyn Fn(&mut RunPlan)>,
+    /// The state directory, instead of the global one.
+    pub state_dir: Option<PathBuf>,
+    /// Text output without a line per failed host (the summary only).
+    pub summary_only: bool,
+    /// Text summaries with each bucket's message and fix (the default), or the table only.
+    pub details: bool,
+}
+
+impl Default for RunTweaks<'_> {
+    fn default() -> Self {
+        Self {
+            env: None,
+            client: None,
+            plan: None,
+            state_dir: None,
+            summary_only: false,
+            details: true,
+        }
+    }
+}
+
+/// How a run went, for callers that go on after it.
+#[derive(Debug, Clone)]
+pub struct FleetOutcome {
+    /// The exit code the run means.
+    pub exit: Exit,
+    /// The run.
+    pub run_id: RunId,
+    /// The reports written at the end (`None`: aborted, or the writing failed).
+    pub reports: Option<psfleet_reports::ReportFiles>,
+}
+
 /// Runs `kind` over the hosts `fleet` selects and returns the exit code (docs/cli.md).
 /// `what` names the command in the summary (`psfleet run`).
 pub fn run_fleet(
@@ -43,6 +87,20 @@ pub fn run_fleet(
     output: &OutputSettings,
     ctx: &Context<'_>,
 ) -> Result<Exit, CliError> {
+    run_fleet_with(kind, what, conn, fleet, output, ctx, &RunTweaks::default()).map(|o| o.exit)
+}
+
+/// [`run_fleet`] with `tweaks`.
+#[allow(clippy::too_many_arguments)] // The settings groups of a run, and the tweaks.
+pub fn run_fleet_with(
+    kind: RunKind,
+    what: &'static str,
+    conn: &ConnectionSettings,
+    fleet: &FleetSettings,
+    output: &OutputSettings,
+    ctx: &Context<'_>,
+    tweaks: &RunTweaks<'_>,
+) -> Result<FleetOutcome, CliError> {
     // 1. The hosts: inventory errors before any prompt.
     let loaded = crate::hosts::load(&fleet.select, conn)?;
     if !ctx.quiet() {
@@ -50,11 +108,15 @@ pub fn run_fleet(
             ctx.sink.err(&format!("{warning}\n"));
         }
     }
-    let state_dir = ctx.global.state_dir()?.to_owned();
+    let state_dir = match &tweaks.state_dir {
+        Some(dir) => dir.clone(),
+        None => ctx.global.state_dir()?.to_owned(),
+    };
 
     // 2. Credentials (one prompt per account at most) and client options.
     let mut prompt = TerminalPrompt;
-    let targets = targets(&loaded.hosts, conn, ctx, &mut prompt)?;
+    let env = tweaks.env.unwrap_or(ctx.env);
+    let targets = targets(&loaded.hosts, conn, env, tweaks.client, &mut prompt)?;
     let Some(base) = targets.base else {
         return Err(CliError::Inventory("the inventory selects no host".into()));
     };
@@ -87,6 +149,9 @@ pub fn run_fleet(
         inventory_digest: Some(loaded.digest.clone()),
         options: run_options(conn, fleet),
     };
+    if let Some(tweak) = tweaks.plan {
+        tweak(&mut plan);
+    }
     let handle = plan.handle();
 
     // 5. The run, watched.
@@ -110,6 +175,8 @@ pub fn run_fleet(
             ctx.verbosity > 0,
             quiet,
         );
+        reporter.set_host_lines(!tweaks.summary_only);
+        reporter.set_details(tweaks.details);
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let observe = move |event: RunEvent| observe(event, quiet);
         let (result, watched) = tokio::join!(
@@ -140,23 +207,32 @@ pub fn run_fleet(
     }
 
     // 6. Reports (not after a second Ctrl-C: that means "exit now").
+    let mut reports = None;
     if handle.stop_level() < StopLevel::Aborted {
         match write_reports(&store, &summary.run_id) {
-            Ok(files) if !quiet => ctx.sink.err(&format!(
-                "run {}: {}\nreports: {} {}\n",
-                summary.run_id,
-                summary.run_dir.display(),
-                files.html.display(),
-                files.hosts_csv.display()
-            )),
-            Ok(_) => {}
+            Ok(files) => {
+                if !quiet {
+                    ctx.sink.err(&format!(
+                        "run {}: {}\nreports: {} {}\n",
+                        summary.run_id,
+                        summary.run_dir.display(),
+                        files.html.display(),
+                        files.hosts_csv.display()
+                    ));
+                }
+                reports = Some(files);
+            }
             Err(e) => ctx.sink.err(&format!(
                 "psfleet: the reports could not be written ({e}); `psfleet report {}` retries\n",
                 summary.run_id
             )),
         }
     }
-    Ok(watched.exit)
+    Ok(FleetOutcome {
+        exit: watched.exit,
+        run_id: summary.run_id,
+        reports,
+    })
 }
 
 /// What a runner event means to the display.
@@ -217,7 +293,8 @@ type OptionsKey = (usize, String, bool, Option<PathBuf>, String);
 fn targets(
     hosts: &[Host],
     conn: &ConnectionSettings,
-    ctx: &Context<'_>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    tweak: Option<&dyn Fn(&mut ClientOptions)>,
     prompt: &mut TerminalPrompt,
 ) -> Result<Targets, CliError> {
     let mut cache = CredentialCache::default();
@@ -241,14 +318,16 @@ fn targets(
     let mut shared: HashMap<OptionsKey, Option<Arc<ClientOptions>>> = HashMap::new();
     let mut targets = Vec::with_capacity(hosts.len());
     for host in hosts {
-        let credentials = cache.for_host(host, conn, ctx.env, prompt)?;
+        let credentials = cache.for_host(host, conn, env, prompt)?;
         let account = account_of(&credentials, host);
         let options = match &base {
             None => {
-                let options = Arc::new(crate::client::client_options(
-                    conn,
-                    credentials.credential.clone(),
-                )?);
+                let mut options =
+                    crate::client::client_options(conn, credentials.credential.clone())?;
+                if let Some(tweak) = tweak {
+                    tweak(&mut options);
+                }
+                let options = Arc::new(options);
                 let own = crate::client::for_host(&options, conn, host, None)?;
                 base = Some((Arc::clone(&options), account));
                 own

@@ -1351,3 +1351,59 @@ fn certificate_authentication_runs_with_pem_files_and_no_password() {
         text(&out.stderr)
     );
 }
+
+/// `psfleet demo`: a mixed fleet, a sweep and a script run, both reports, every failure
+/// bucket represented, nothing to configure (a clean environment, no password given).
+#[test]
+fn the_demo_shows_every_failure_bucket_and_writes_both_reports() {
+    let sb = Sandbox::new("demo");
+    let out_dir = sb.root.join("demo");
+    let started = std::time::Instant::now();
+    let out = sb.run(
+        &[
+            "demo",
+            "--hosts",
+            "60",
+            "--seed",
+            "3",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let elapsed = started.elapsed();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("psfleet demo sweep: 60 hosts in "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("psfleet demo run: 60 hosts in "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("psfleet demo: 19 of the 19 failure buckets seen"),
+        "{stdout}"
+    );
+    let reports: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("script run: ")
+                .or_else(|| l.trim().strip_prefix("sweep: "))
+        })
+        .collect();
+    assert_eq!(reports.len(), 7, "{stdout}");
+    for path in &reports {
+        assert!(Path::new(path).is_file(), "{path}");
+    }
+    assert!(
+        reports.iter().any(|p| p.ends_with("config.csv")),
+        "the sweep's fleet configuration"
+    );
+    println!(
+        "psfleet demo --hosts 60: {:.1} s (debug build)",
+        elapsed.as_secs_f64()
+    );
+}
