@@ -16,6 +16,8 @@
 //! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
 //!   literal_eval, fnmatch), malformed inputs with file:line errors.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
+//! - `rate`: the global connection rate limit against the simulator's log of accepted
+//!   connections (1,000 hosts at 50/s).
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
 //!   and pywinrm.
@@ -33,6 +35,7 @@ mod fuzz_replay;
 mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
+mod rate;
 mod reports;
 mod sim_interop;
 mod sim_network;
