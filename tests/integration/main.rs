@@ -12,6 +12,9 @@
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
 //!   deadlines, stop and resume, sweeps, cleanup.
+//! - `hostile`: hostile servers (huge, endless and trickled replies, redirections, garbage TLS,
+//!   endless challenges, DTDs, deep XML and CLIXML, invalid UTF-8, wrong RelatesTo) against the
+//!   client: bucket, deadline, memory bound, healthy hosts unaffected.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
 //!   literal_eval, fnmatch), malformed inputs with file:line errors.
@@ -32,6 +35,7 @@ mod conformance;
 mod credssp;
 mod fleet_run;
 mod fuzz_replay;
+mod hostile;
 mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
