@@ -1407,3 +1407,54 @@ fn the_demo_shows_every_failure_bucket_and_writes_both_reports() {
         elapsed.as_secs_f64()
     );
 }
+
+/// A run killed with SIGKILL leaves shells open; `cleanup --dry-run` lists the ones the
+/// state store recorded, and `cleanup` deletes them (the simulator's open shells go to 0).
+#[test]
+fn cleanup_reaps_the_shells_a_killed_run_left_open() {
+    let sb = Sandbox::new("cleanup");
+    let sim = SimFleet::start("healthy", 4, Some(2500), sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let mut child = sb
+        .command(
+            &["run", "-i", &inventory, "-c", "hostname", "-o", "json"],
+            &env_refs(&env),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until every host has a shell open (the Create answers after the latency).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim.open_shells() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A little longer, so the journal has the shell_opened lines the answers produced.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let leaked = sim.open_shells();
+    assert!(leaked > 0, "the killed run left shells open");
+
+    let out = sb.run(&["cleanup", "-i", &inventory, "--dry-run"], &env_refs(&env));
+    let listed = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        listed.lines().count() >= 1,
+        "{listed}\n{}",
+        text(&out.stderr)
+    );
+    assert_eq!(sim.open_shells(), leaked, "a dry run deletes nothing");
+
+    let out = sb.run(
+        &["cleanup", "-i", &inventory, "-o", "json"],
+        &env_refs(&env),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sim.open_shells(), 0, "{}", text(&out.stderr));
+    println!(
+        "cleanup: {leaked} shells left by a killed run, {} listed by --dry-run, all reaped",
+        listed.lines().count()
+    );
+}
