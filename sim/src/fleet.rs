@@ -412,7 +412,7 @@ impl FleetHandle {
     /// Every TCP connection accepted so far, fleet-wide, with its time since start-up
     /// (ascending; bounded, see [`crate::stats::CONNECTION_LOG_CAP`]).
     pub fn connection_log(&self) -> ConnectionLogSnapshot {
-        self.shared.connections.snapshot()
+        self.shared.connections.snapshot(self.shared.start)
     }
 
     /// Stops every listener and connection, then writes the final `stats.json`.

@@ -9,7 +9,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -180,12 +180,13 @@ impl ConnectionLog {
         }
     }
 
-    /// A copy of the log, sorted by time.
-    pub fn snapshot(&self) -> ConnectionLogSnapshot {
+    /// A copy of the log, sorted by time; `origin` is the instant the times count from.
+    pub fn snapshot(&self, origin: Instant) -> ConnectionLogSnapshot {
         let mut times: Vec<u64> = self.times.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Accept tasks run in parallel: pushes may land slightly out of time order.
         times.sort_unstable();
         ConnectionLogSnapshot {
+            origin,
             times: times.into_iter().map(Duration::from_micros).collect(),
             dropped: self.dropped.load(Ordering::Relaxed),
         }
@@ -193,8 +194,11 @@ impl ConnectionLog {
 }
 
 /// A copy of a [`ConnectionLog`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLogSnapshot {
+    /// The instant `times` count from (the fleet's start), to line them up with a client's
+    /// own clock.
+    pub origin: Instant,
     /// Accept times since the fleet started, ascending.
     pub times: Vec<Duration>,
     /// Connections accepted after the log was full (not in `times`).
@@ -246,7 +250,9 @@ mod tests {
         for ms in [1_500, 0, 10, 999, 1_000, 1_001, 2_600] {
             log.record(Duration::from_millis(ms));
         }
-        let snap = log.snapshot();
+        let origin = Instant::now();
+        let snap = log.snapshot(origin);
+        assert_eq!(snap.origin, origin);
         assert_eq!(snap.len(), 7);
         assert_eq!(snap.dropped, 0);
         assert_eq!(snap.times[0], Duration::ZERO);
@@ -261,7 +267,9 @@ mod tests {
             (2, Duration::from_millis(999))
         );
         assert_eq!(
-            ConnectionLogSnapshot::default().max_in_window(Duration::from_secs(1)),
+            ConnectionLog::default()
+                .snapshot(origin)
+                .max_in_window(Duration::from_secs(1)),
             (0, Duration::ZERO)
         );
     }
@@ -272,7 +280,7 @@ mod tests {
         for i in 0..CONNECTION_LOG_CAP as u64 + 3 {
             log.record(Duration::from_micros(i));
         }
-        let snap = log.snapshot();
+        let snap = log.snapshot(Instant::now());
         assert_eq!((snap.len(), snap.dropped), (CONNECTION_LOG_CAP, 3));
         assert_eq!(
             snap.max_in_window(Duration::from_millis(1)),
