@@ -431,6 +431,16 @@ impl HostClient {
         &self.endpoint
     }
 
+    /// The shared options.
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The `wsmv:SessionId` of every request this client sends.
+    pub(crate) fn session_id(&self) -> Uuid {
+        self.session_id
+    }
+
     /// The schemes the host offered in its last 401 (a host fact).
     pub fn offered_schemes(&self) -> &[String] {
         &self.offered
@@ -673,7 +683,7 @@ impl HostClient {
 
     // ----- private -----
 
-    fn connection_config(&self) -> ConnectionConfig {
+    pub(crate) fn connection_config(&self) -> ConnectionConfig {
         let options = &self.options;
         let mut config = ConnectionConfig::for_endpoint(
             &self.endpoint,
@@ -741,7 +751,7 @@ impl HostClient {
     }
 
     /// Sends one request and parses the reply (a fault is returned as a response body).
-    async fn send_request(
+    pub(crate) async fn send_request(
         &mut self,
         request: &Request,
         operation: &'static str,
@@ -923,13 +933,13 @@ pub fn annotate(value: &mut serde_json::Value, computer_name: &str, runspace_id:
 }
 
 /// Fresh random GUIDs (v4) from the system's secure generator.
-struct RandomIds {
+pub(crate) struct RandomIds {
     rng: ring::rand::SystemRandom,
     fallback: u64,
 }
 
 impl RandomIds {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -1211,7 +1221,7 @@ fn winrs_error(error: WinrsError) -> ClientError {
     }
 }
 
-fn psrp_error(error: PsrpClientError) -> ClientError {
+pub(crate) fn psrp_error(error: PsrpClientError) -> ClientError {
     match error {
         PsrpClientError::Fault { operation, fault } => ClientError::Fault {
             operation: format!("{operation:?}"),

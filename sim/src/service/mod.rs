@@ -693,6 +693,7 @@ impl HostService {
                     &job.create,
                     &job.input,
                     restricted,
+                    &job.earlier,
                     rpid,
                     job.pid,
                 ),
