@@ -521,6 +521,7 @@ enum TcpOutcome {
     Refused(SocketAddr),
     TimedOut(SocketAddr),
     Failed(SocketAddr, io::Error),
+    NoAddress,
 }
 
 impl<F: FnMut(&Step)> Doctor<'_, F> {
@@ -568,31 +569,42 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
             Scheme::Http => (endpoint.port, Scheme::Https.default_port()),
             Scheme::Https => (Scheme::Http.default_port(), endpoint.port),
         };
-        let http = self
-            .tcp(
-                StepId::TcpHttp,
-                Scheme::Http,
-                http_port,
-                &endpoint,
-                &addresses,
-            )
-            .await;
+        let timeout = self.options.connect_timeout;
+        let http = probe_port(http_port, &addresses, timeout).await;
         let https = if https_port == http_port {
-            self.push(Step::skip(
-                StepId::TcpHttps,
-                format!("TCP {https_port} (HTTPS)"),
-                format!("the connection uses port {https_port} over HTTP (checked above)"),
-            ));
             None
         } else {
-            self.tcp(
+            Some(probe_port(https_port, &addresses, timeout).await)
+        };
+        let https_open = https
+            .as_ref()
+            .is_some_and(|o| matches!(o, TcpOutcome::Open(_)));
+        let http_open = matches!(http, TcpOutcome::Open(_));
+        let http = self.tcp(
+            StepId::TcpHttp,
+            Scheme::Http,
+            http_port,
+            &endpoint,
+            http,
+            https_open.then_some(https_port),
+        );
+        let https = match https {
+            None => {
+                self.push(Step::skip(
+                    StepId::TcpHttps,
+                    format!("TCP {https_port} (HTTPS)"),
+                    format!("the connection uses port {https_port} over HTTP (checked above)"),
+                ));
+                None
+            }
+            Some(outcome) => self.tcp(
                 StepId::TcpHttps,
                 Scheme::Https,
                 https_port,
                 &endpoint,
-                &addresses,
-            )
-            .await
+                outcome,
+                http_open.then_some(http_port),
+            ),
         };
         let used = match endpoint.scheme {
             Scheme::Http => http,
@@ -710,59 +722,59 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
         }
     }
 
-    /// Connects to `port` on each address in turn; the step fails (or, for the listener
-    /// the connection does not use, warns) when none answers.
-    async fn tcp(
+    /// Reports a TCP probe of `port`; the step fails (or, for the listener the connection
+    /// does not use, warns) when nothing answered. `other_open` is the other listener's
+    /// port when it answered (a hint about the scheme).
+    fn tcp(
         &mut self,
         id: StepId,
         scheme: Scheme,
         port: u16,
         endpoint: &Endpoint,
-        addresses: &[SocketAddr],
+        outcome: TcpOutcome,
+        other_open: Option<u16>,
     ) -> Option<SocketAddr> {
         let title = format!("TCP {port} ({})", scheme.as_str().to_uppercase());
         let used = scheme == endpoint.scheme;
-        let mut last = None;
-        for address in addresses {
-            let address = SocketAddr::new(address.ip(), port);
-            match tcp_connect(address, self.options.connect_timeout).await {
-                TcpOutcome::Open(addr) => {
-                    let role = if used {
-                        "the connection's listener"
-                    } else {
-                        "not used by this connection"
-                    };
-                    self.push(Step::pass(
-                        id,
-                        title,
-                        format!("{addr} accepts connections ({role})"),
-                    ));
-                    return Some(addr);
-                }
-                other => last = Some(other),
+        let (mut detail, bucket) = match outcome {
+            TcpOutcome::Open(addr) => {
+                let role = if used {
+                    "the connection's listener"
+                } else {
+                    "not used by this connection"
+                };
+                self.push(Step::pass(
+                    id,
+                    title,
+                    format!("{addr} accepts connections ({role})"),
+                ));
+                return Some(addr);
             }
-        }
-        let (detail, bucket) = match last {
-            Some(TcpOutcome::Refused(addr)) => (
+            TcpOutcome::Refused(addr) => (
                 format!("{addr} refused the connection: nothing listens on port {port}"),
                 Bucket::InvalidPort,
             ),
-            Some(TcpOutcome::TimedOut(addr)) => (
+            TcpOutcome::TimedOut(addr) => (
                 format!(
                     "{addr} did not answer within {:?}: the host is down or a firewall drops the port",
                     self.options.connect_timeout
                 ),
                 Bucket::InvalidHostName,
             ),
-            Some(TcpOutcome::Failed(addr, error)) => (
+            TcpOutcome::Failed(addr, error) => (
                 format!("cannot connect to {addr}: {error}"),
                 Bucket::InvalidHostName,
             ),
-            Some(TcpOutcome::Open(_)) | None => {
-                ("no address to try".to_owned(), Bucket::InvalidHostName)
-            }
+            TcpOutcome::NoAddress => ("no address to try".to_owned(), Bucket::InvalidHostName),
         };
         if used {
+            if let Some(other) = other_open {
+                let advice = match scheme {
+                    Scheme::Http => "the host may listen for HTTPS only: try --use-ssl",
+                    Scheme::Https => "the host may listen for HTTP only",
+                };
+                detail.push_str(&format!("; port {other} accepts connections ({advice})"));
+            }
             let step = Step::fail(
                 id,
                 title,
@@ -1201,9 +1213,14 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
             Err(_) if refused_plaintext => {}
             Err(error) => {
                 let bucket = error.bucket();
-                let detail_for_message = match bucket {
-                    Some(Bucket::AccessDenied) => self.options.auth.http_scheme().to_owned(),
-                    Some(Bucket::InvalidDomain) => user.rsplit_once('@').map_or_else(
+                let detail_for_message = match (bucket, error) {
+                    (
+                        _,
+                        ClientError::Transport(TransportError::MechanismNotOffered {
+                            scheme, ..
+                        }),
+                    ) => (*scheme).to_owned(),
+                    (Some(Bucket::InvalidDomain), _) => user.rsplit_once('@').map_or_else(
                         || {
                             user.split_once('\\')
                                 .map_or(String::new(), |(d, _)| d.to_owned())
@@ -1307,6 +1324,8 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
                 let bucket = error.bucket();
                 let message_detail = match bucket {
                     Some(Bucket::InvalidPsConfiguration) => name.clone(),
+                    // The plain form: the account, not a mechanism, is refused.
+                    Some(Bucket::AccessDenied) => String::new(),
                     _ => error_detail(&error),
                 };
                 let detail = match bucket {
@@ -1464,6 +1483,18 @@ fn error_detail(error: &SessionError) -> String {
         SessionError::Open(inner) | SessionError::Broken(inner) => inner.to_string(),
         other => other.to_string(),
     }
+}
+
+/// Connects to `port` on each address in turn, until one answers.
+async fn probe_port(port: u16, addresses: &[SocketAddr], timeout: Duration) -> TcpOutcome {
+    let mut last = TcpOutcome::NoAddress;
+    for address in addresses {
+        last = tcp_connect(SocketAddr::new(address.ip(), port), timeout).await;
+        if matches!(last, TcpOutcome::Open(_)) {
+            break;
+        }
+    }
+    last
 }
 
 async fn tcp_connect(address: SocketAddr, timeout: Duration) -> TcpOutcome {

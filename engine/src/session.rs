@@ -894,10 +894,12 @@ impl<W: AsyncWrite + Unpin + Send> EventSink for Renderer<W> {
     }
 }
 
-/// The text of an error record as Windows PowerShell 5.1 prints it:
+/// The text of an error record as Windows PowerShell 5.1 prints it (its NormalView):
+/// the command that raised it (`MyCommand`, or the name that was not found), the message,
+/// the position unless the message already holds it, then the category and the error id:
 ///
 /// ```text
-/// bad thing
+/// Write-Error : bad thing
 /// At line:1 char:1
 /// + Write-Error 'bad thing'
 /// + ~~~~~~~~~~~~~~~~~~~~~~~
@@ -906,14 +908,27 @@ impl<W: AsyncWrite + Unpin + Send> EventSink for Renderer<W> {
 /// ```
 pub fn format_error_record(record: &ErrorRecord) -> String {
     let mut text = String::new();
-    text.push_str(record.message.trim_end());
+    let info = record.invocation.as_ref();
+    let command = info
+        .and_then(|i| i.my_command.as_deref())
+        .filter(|c| !c.is_empty() && !c.contains(['\r', '\n']))
+        .map(str::to_owned)
+        .or_else(|| {
+            (record.reason.as_deref() == Some("CommandNotFoundException"))
+                .then(|| record.target_name.clone())
+                .flatten()
+        });
+    if let Some(command) = command {
+        text.push_str(&command);
+        text.push_str(" : ");
+    }
+    let message = record.message.trim_end();
+    text.push_str(message);
     text.push('\n');
-    if let Some(position) = record
-        .invocation
-        .as_ref()
+    if let Some(position) = info
         .and_then(|i| i.position_message.as_deref())
         .map(str::trim_end)
-        .filter(|p| !p.is_empty())
+        .filter(|p| !p.is_empty() && !message.starts_with(p))
     {
         text.push_str(&position.replace("\r\n", "\n"));
         text.push('\n');

@@ -5,10 +5,12 @@
 //!   simulated hosts.
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
+//! - `doctor`: `psfleet doctor` steps against every failing class of the mixed fleet.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
+//! - `session`: interactive sessions (`psfleet enter`) driven through in-memory pipes.
 //! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
 //!   and pywinrm.
@@ -18,10 +20,12 @@
 mod client_ops;
 mod conformance;
 mod credssp;
+mod doctor;
 mod fuzz_replay;
 mod kerberos;
 mod psrpcore_xcheck;
 mod reports;
+mod session;
 mod sim_interop;
 mod sim_network;
 mod state;

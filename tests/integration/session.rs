@@ -1,0 +1,325 @@
+//! Interactive sessions (`psfleet enter`) against a simulated host: the read-eval-print
+//! loop driven through in-memory pipes, with state shared between commands, multi-line
+//! input, Ctrl-C stopping a running pipeline without leaving the session, `exit` and the
+//! end of the input both deleting the shell (the simulator's counters).
+
+// Test support: failing loudly is the point.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use psfleet_core::psrp::messages::PsInvocationState;
+use psfleet_engine::auth::{Credential, Mechanism};
+use psfleet_engine::ops::{ClientOptions, HostClient};
+use psfleet_engine::session::{
+    ExitReason, RemoteSession, SessionError, SessionSettings, run_interactive,
+};
+use psfleet_engine::target::{Endpoint, Scheme};
+use psfleet_sim::fleet::{FleetHandle, FleetOptions};
+use psfleet_sim::profile::Profile;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const PROFILE: &str = r#"
+[[class]]
+name = "plain"
+count = 1
+
+[[class]]
+name = "broken_modules"
+count = 1
+modules_fail = true
+"#;
+
+/// What the loop wrote so far, shared with the task reading the output pipe.
+#[derive(Clone, Default)]
+struct Screen(Arc<Mutex<Vec<u8>>>);
+
+impl Screen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `needle` (at most 20 s).
+    async fn wait_for(&self, needle: &str) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < until,
+                "{needle:?} never appeared in:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn reading(mut pipe: DuplexStream) -> (Self, tokio::task::JoinHandle<()>) {
+        let screen = Self::default();
+        let shared = screen.clone();
+        let task = tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match pipe.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => shared.0.lock().unwrap().extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        (screen, task)
+    }
+}
+
+#[tokio::test]
+async fn an_interactive_session_keeps_state_reads_blocks_survives_ctrl_c_and_deletes_its_shell() {
+    let fleet = fleet().await;
+    let name = fleet.host_of_class("plain").unwrap().spec.name.clone();
+    let (mut keyboard, input) = tokio::io::duplex(64 * 1024);
+    let (output, screen_pipe) = tokio::io::duplex(1 << 20);
+    let (screen, reader) = Screen::reading(screen_pipe);
+    let (ctrl_c, interrupts) = mpsc::channel(4);
+    let session = tokio::spawn(run_interactive(
+        client(&fleet, "plain"),
+        SessionSettings::default(),
+        BufReader::new(input),
+        output,
+        interrupts,
+    ));
+    let prompt = format!("[{name}]: PS C:\\> ");
+    screen.wait_for(&prompt).await;
+
+    // Three commands in a row share the session's state.
+    keyboard
+        .write_all(b"$x = 5\n$x * 2\n'x is ' + $x\n")
+        .await
+        .unwrap();
+    screen.wait_for("x is 5\n").await;
+
+    // A function over several lines, called from the next command, and an if/else block.
+    keyboard
+        .write_all(
+            b"function Double($n) {\n  $n * 2\n}\nDouble 21\nif ($x -gt 1) {\n  'big'\n} else {\n  'small'\n}\n",
+        )
+        .await
+        .unwrap();
+    screen.wait_for("big\n").await;
+
+    // Streams: an error record in Windows PowerShell's shape, a warning, a thrown error.
+    keyboard
+        .write_all(b"Write-Error 'bad thing'; Write-Warning 'careful'\nthrow 'boom'\n")
+        .await
+        .unwrap();
+    screen.wait_for("boom\n").await;
+
+    // Ctrl-C 200 ms into a 30 s sleep stops the pipeline; the session goes on.
+    let before = scripts_run(&fleet, "plain");
+    keyboard.write_all(b"Start-Sleep 30\n").await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while scripts_run(&fleet, "plain") == before {
+        assert!(Instant::now() < until, "the sleep never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sleeping = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ctrl_c.send(()).await.unwrap();
+    keyboard
+        .write_all(b"'after ' + (Double $x)\n")
+        .await
+        .unwrap();
+    screen.wait_for("after 10\n").await;
+    let stopped_after = sleeping.elapsed();
+    assert!(
+        stopped_after < Duration::from_secs(10),
+        "the sleep was not stopped ({stopped_after:?})"
+    );
+
+    keyboard.write_all(b"exit\n").await.unwrap();
+    let info = tokio::time::timeout(Duration::from_secs(20), session)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    reader.await.unwrap();
+    assert_eq!(info.reason, ExitReason::Exited);
+    // $x = 5, $x * 2, 'x is', function, Double 21, if, Write-Error, throw, sleep, after.
+    assert_eq!(info.commands, 10);
+    assert!(info.shell_deleted);
+
+    let text = screen.text();
+    // Input is not echoed (no terminal), so output follows the prompts on their line.
+    let outputs: Vec<&str> = text
+        .lines()
+        .map(|mut l| {
+            while let Some(rest) = l
+                .strip_prefix(prompt.as_str())
+                .or_else(|| l.strip_prefix(">> "))
+            {
+                l = rest;
+            }
+            l
+        })
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("    +")
+                && !l.starts_with("At line:")
+                && !l.starts_with("+ ")
+        })
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            "10",
+            "x is 5",
+            "42",
+            "big",
+            // PowerShell 5.1 prefixes the command line that wrote the error.
+            "Write-Error 'bad thing'; Write-Warning 'careful' : bad thing",
+            "WARNING: careful",
+            "boom",
+            "after 10"
+        ],
+        "{text}"
+    );
+    // Continuation prompts: 2 for the function's body, 4 for the if/else block.
+    assert_eq!(text.matches(">> ").count(), 6, "{text}");
+    assert!(
+        text.contains(": bad thing\n    + CategoryInfo          : NotSpecified: (:) [Write-Error], WriteErrorException\n    + FullyQualifiedErrorId : Microsoft.PowerShell.Commands.WriteErrorException\n"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "colour is off: {text:?}");
+    // One shell for the whole session, deleted at the end.
+    let (open, created, deleted) = counts(&fleet, "plain");
+    assert_eq!(
+        (open, created, deleted),
+        (0, 1, 1),
+        "open, created, deleted"
+    );
+}
+
+#[tokio::test]
+async fn the_end_of_the_input_leaves_cleanly_and_deletes_the_shell() {
+    let fleet = fleet().await;
+    // All the input at once, ending without `exit` and in the middle of nothing.
+    let input: &[u8] = b"1 + 1\n\n   \n'done'";
+    let mut output = Vec::new();
+    let (_ctrl_c, interrupts) = mpsc::channel(1);
+    let info = run_interactive(
+        client(&fleet, "plain"),
+        SessionSettings {
+            prompt_name: Some("web".to_owned()),
+            color: true,
+            ..SessionSettings::default()
+        },
+        BufReader::new(input),
+        &mut output,
+        interrupts,
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.reason, ExitReason::EndOfInput);
+    assert_eq!(info.commands, 2);
+    assert!(info.shell_deleted);
+    let text = String::from_utf8(output).unwrap();
+    assert!(text.starts_with("[web]: PS C:\\> 2\n"), "{text:?}");
+    assert!(text.contains("done\n"), "{text:?}");
+    assert_eq!(counts(&fleet, "plain"), (0, 1, 1));
+}
+
+#[tokio::test]
+async fn a_session_runs_pipelines_through_the_library_api() {
+    let fleet = fleet().await;
+    let mut client = client(&fleet, "plain");
+    let mut session = RemoteSession::open(&mut client, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(session.shell_id().is_some());
+    assert!(session.ps_version().is_some());
+    let (_ctrl_c, mut interrupts) = mpsc::channel(1);
+    for (script, expected) in [("$n = 2", None), ("$n + 40", Some("42"))] {
+        let mut events = Vec::new();
+        let outcome = session
+            .run(&mut client, script, &mut interrupts, &mut events)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.state, PsInvocationState::Completed);
+        let outputs: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                psfleet_core::psrp::client::PsrpEvent::Output(v) => {
+                    Some(v.display_text().into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outputs, expected.into_iter().collect::<Vec<_>>());
+    }
+    assert_eq!(session.pipelines_run(), 2);
+    let closed = session.close(&mut client).await;
+    assert!(closed.deleted);
+    assert_eq!(counts(&fleet, "plain"), (0, 1, 1));
+
+    // A pool that breaks while opening: ModuleLoadFailure, and no shell left behind.
+    let mut client = self::client(&fleet, "broken_modules");
+    let error = RemoteSession::open(&mut client, Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SessionError::Open(_)), "{error:?}");
+    assert_eq!(
+        error.bucket(),
+        Some(psfleet_core::taxonomy::Bucket::ModuleLoadFailure)
+    );
+    assert_eq!(counts(&fleet, "broken_modules"), (0, 1, 1));
+}
+
+// ---------------------------------------------------------------------------------------
+
+async fn fleet() -> FleetHandle {
+    let profile = Profile::parse("session", "<test>", PROFILE).unwrap();
+    let hosts = profile.classes.len();
+    psfleet_tests::fleet::start(FleetOptions::new(profile, hosts, 5)).await
+}
+
+/// A Negotiate client as the fleet's administrator, by name, to the host's address.
+fn client(fleet: &FleetHandle, class: &str) -> HostClient {
+    let host = fleet.host_of_class(class).unwrap();
+    let account = fleet.accounts().iter().find(|a| a.admin).unwrap();
+    let mut options = ClientOptions::new(
+        Mechanism::Negotiate,
+        Credential::new(&account.name, &account.password).unwrap(),
+    );
+    options.connect_timeout = Duration::from_secs(5);
+    options.request_timeout = Duration::from_secs(10);
+    let endpoint = Endpoint::new(&host.spec.name, Scheme::Http).unwrap();
+    HostClient::new(endpoint, Arc::new(options))
+        .unwrap()
+        .with_address(IpAddr::V4(host.spec.address))
+}
+
+/// (open, created, deleted) shells on the host of `class`.
+fn counts(fleet: &FleetHandle, class: &str) -> (u64, u64, u64) {
+    let totals = fleet
+        .host_of_class(class)
+        .unwrap()
+        .service()
+        .counters()
+        .totals;
+    (
+        totals.shells_open,
+        totals.shells_created,
+        totals.shells_deleted,
+    )
+}
+
+/// Pipelines the host of `class` has run.
+fn scripts_run(fleet: &FleetHandle, class: &str) -> u64 {
+    fleet
+        .host_of_class(class)
+        .unwrap()
+        .service()
+        .counters()
+        .totals
+        .script_executions
+}
