@@ -7,21 +7,27 @@
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
 //! - `doctor`: `psfleet doctor` steps against every failing class of the mixed fleet.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
+//! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
+//!   deadlines, stop and resume, sweeps, cleanup.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
+//! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
+//!   literal_eval, fnmatch), malformed inputs with file:line errors.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
 //! - `session`: interactive sessions (`psfleet enter`) driven through in-memory pipes.
-//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
 //!   and pywinrm.
 //! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
+//! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
 mod client_ops;
 mod conformance;
 mod credssp;
 mod doctor;
+mod fleet_run;
 mod fuzz_replay;
+mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
 mod reports;

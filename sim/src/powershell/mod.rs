@@ -304,6 +304,8 @@ pub fn run_cmd(
 }
 
 mod cmd;
+#[cfg(test)]
+pub(crate) use cmd::CMD_START;
 mod cmdlets;
 mod eval;
 mod lexer;

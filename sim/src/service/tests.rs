@@ -354,7 +354,10 @@ fn winrs_output_comes_when_the_command_ends() {
         .find(|e| e.0 == Action::Receive)
         .map(|e| e.4)
         .unwrap();
-    assert_eq!(receive_answered_at, Duration::from_secs(3));
+    assert_eq!(
+        receive_answered_at,
+        Duration::from_secs(3) + crate::powershell::CMD_START
+    );
 }
 
 #[test]
@@ -837,7 +840,10 @@ fn max_concurrent_users_and_operations_are_enforced() {
         received_at: Duration::ZERO,
         now: Duration::ZERO,
     });
-    assert_eq!(first, ServiceReply::WaitUntil(Duration::from_secs(1)));
+    assert_eq!(
+        first,
+        ServiceReply::WaitUntil(Duration::from_secs(1) + crate::powershell::CMD_START)
+    );
     let get = Request::new(
         header(Action::Get, resources::CONFIG, &mut ids),
         RequestBody::Get,
@@ -855,7 +861,7 @@ fn max_concurrent_users_and_operations_are_enforced() {
         user: ADMIN,
         body: &held,
         received_at: Duration::ZERO,
-        now: Duration::from_secs(1),
+        now: Duration::from_secs(1) + crate::powershell::CMD_START,
     });
     assert!(matches!(again, ServiceReply::Respond { status: 200, .. }));
     assert!(matches!(
