@@ -1095,10 +1095,14 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
             self.push(Step::pass(
                 StepId::AuthSchemes,
                 title,
-                format!(
-                    "offered: {list}; {wanted} ({}) is among them",
-                    self.options.auth
-                ),
+                if self.options.auth.to_string() == wanted {
+                    format!("offered: {list}; {wanted} is among them")
+                } else {
+                    format!(
+                        "offered: {list}; {wanted} (for {}) is among them",
+                        self.options.auth
+                    )
+                },
             ));
             true
         } else {

@@ -170,6 +170,37 @@ impl EventSink for Vec<PsrpEvent> {
     }
 }
 
+/// Where Ctrl-C presses come from: one `()` per press; `None` once the source is gone
+/// (then nothing interrupts any more). Implemented for tokio's bounded and unbounded
+/// channel receivers.
+pub trait Interrupts: Send {
+    /// The next press.
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send;
+
+    /// Forgets the presses already queued.
+    fn drain(&mut self);
+}
+
+impl Interrupts for mpsc::Receiver<()> {
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+
+    fn drain(&mut self) {
+        while self.try_recv().is_ok() {}
+    }
+}
+
+impl Interrupts for mpsc::UnboundedReceiver<()> {
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send {
+        mpsc::UnboundedReceiver::recv(self)
+    }
+
+    fn drain(&mut self) {
+        while self.try_recv().is_ok() {}
+    }
+}
+
 /// A runspace pool open on one host for many pipelines.
 pub struct RemoteSession {
     machine: PsrpSession,
@@ -260,7 +291,7 @@ impl RemoteSession {
         &mut self,
         client: &mut HostClient,
         script: &str,
-        interrupts: &mut mpsc::Receiver<()>,
+        interrupts: &mut impl Interrupts,
         sink: &mut impl EventSink,
     ) -> Result<Result<PipelineOutcome, ClientError>, SessionError> {
         let mut request = self.machine.run(&ScriptSpec::new(script), &mut self.ids)?;
@@ -314,7 +345,7 @@ impl RemoteSession {
                 SessionStep::Send(next) => request = next,
                 SessionStep::PipelineFinished(result) => {
                     // Ctrl-C pressed more than once stops this pipeline only.
-                    while interrupts.try_recv().is_ok() {}
+                    interrupts.drain();
                     if let Some(pending) = side.take() {
                         // Let the stop's reply arrive so its connection can be reused.
                         let wait = self.cleanup_timeout;
@@ -368,6 +399,7 @@ impl RemoteSession {
         first: Box<Request>,
         deadline: Option<Instant>,
     ) -> (SessionStep, Option<ClientError>) {
+        let started = Instant::now();
         let mut error: Option<ClientError> = None;
         let mut request = first;
         let mut cleanup_deadline: Option<Instant> = None;
@@ -379,7 +411,7 @@ impl RemoteSession {
                     .await
                     .unwrap_or_else(|_| {
                         Err(ClientError::Timeout {
-                            elapsed: Duration::ZERO,
+                            elapsed: started.elapsed(),
                         })
                     }),
                 None => client.send_request(&request, operation).await,
@@ -463,7 +495,7 @@ pub async fn run_interactive<R, W>(
     settings: SessionSettings,
     input: R,
     output: W,
-    mut interrupts: mpsc::Receiver<()>,
+    mut interrupts: impl Interrupts,
 ) -> Result<ExitInfo, SessionError>
 where
     R: AsyncBufRead + Unpin + Send,
@@ -504,7 +536,7 @@ async fn repl<R, W>(
     name: &str,
     input: R,
     out: &mut Renderer<W>,
-    interrupts: &mut mpsc::Receiver<()>,
+    interrupts: &mut impl Interrupts,
 ) -> Result<(ExitReason, u64), SessionError>
 where
     R: AsyncBufRead + Unpin + Send,
@@ -607,7 +639,7 @@ async fn run_command<W: AsyncWrite + Unpin + Send>(
     session: &mut RemoteSession,
     text: &str,
     out: &mut Renderer<W>,
-    interrupts: &mut mpsc::Receiver<()>,
+    interrupts: &mut impl Interrupts,
 ) -> Result<(), SessionError> {
     match session.run(client, text, interrupts, out).await? {
         Ok(outcome) => match outcome.state {
@@ -629,7 +661,7 @@ async fn run_command<W: AsyncWrite + Unpin + Send>(
 async fn probe_location(
     client: &mut HostClient,
     session: &mut RemoteSession,
-    interrupts: &mut mpsc::Receiver<()>,
+    interrupts: &mut impl Interrupts,
 ) -> Result<Option<String>, SessionError> {
     let mut events = Vec::new();
     let result = session
