@@ -1178,7 +1178,7 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
         let user = self.options.credential.user().to_owned();
         let mut client = match HostClient::new(endpoint.clone(), Arc::clone(&options)) {
             Ok(client) => client.with_address(address),
-            Err(error) => {
+            Err(error @ ClientError::Target(TargetError::UnencryptedRefused { .. })) => {
                 // What is left of the pre-send checks: unencrypted Basic over plain HTTP.
                 self.push(Step::skip(
                     StepId::Authentication,
@@ -1197,6 +1197,19 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
                 );
                 self.push(step);
                 self.skip_rest("the client refuses to send unencrypted messages");
+                return None;
+            }
+            Err(error) => {
+                let step = Step::fail(
+                    StepId::Authentication,
+                    auth_title,
+                    format!("this client refuses the target: {error}"),
+                    error.bucket(),
+                    &self.host,
+                    "",
+                );
+                self.push(step);
+                self.skip_rest("this client refuses the target");
                 return None;
             }
         };

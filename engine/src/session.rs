@@ -328,6 +328,9 @@ impl RemoteSession {
                             side = None;
                             self.side = conn;
                             self.side_reply(reply);
+                            // Another Ctrl-C is read again; the machine sends a second stop
+                            // only when the first did not get through.
+                            stop_wanted = false;
                         }
                     }
                 }
@@ -375,14 +378,24 @@ impl RemoteSession {
         }
     }
 
-    /// Deletes the shell (within the client's cleanup timeout). Closing a session that
-    /// already ended is a no-op.
+    /// Deletes the shell (within the client's cleanup timeout), stopping a pipeline left
+    /// running first. Closing a session that already ended is a no-op.
     pub async fn close(mut self, client: &mut HostClient) -> Closed {
-        if self.machine.is_ready()
-            && let Ok(delete) = self.machine.close(&mut self.ids)
-        {
+        // Idle: Delete. Left mid-pipeline (the output failed, say): stop it, then Delete.
+        let first = if self.machine.is_ready() {
+            self.machine.close(&mut self.ids).ok()
+        } else if self.machine.is_closed() {
+            None
+        } else {
+            let reason = PsrpClientError::Aborted("the session is closing".to_owned());
+            match self.machine.abort(reason, &mut self.ids) {
+                SessionStep::Send(request) => Some(request),
+                _ => None,
+            }
+        };
+        if let Some(first) = first {
             let deadline = Instant::now() + self.cleanup_timeout;
-            let _ = self.drive(client, delete, Some(deadline)).await;
+            let _ = self.drive(client, first, Some(deadline)).await;
         }
         Closed {
             shell_id: self.shell,
@@ -482,7 +495,11 @@ impl RemoteSession {
             Ok(response) => {
                 let _ = self.machine.handle(response, &mut self.ids);
             }
-            Err(error) => tracing::debug!(%error, "the stop signal failed"),
+            Err(error) => {
+                // Another Ctrl-C may try again.
+                self.machine.stop_failed();
+                tracing::debug!(%error, "the stop signal failed");
+            }
         }
     }
 }

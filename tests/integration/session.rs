@@ -228,6 +228,60 @@ async fn the_end_of_the_input_leaves_cleanly_and_deletes_the_shell() {
     assert_eq!(counts(&fleet, "plain"), (0, 1, 1));
 }
 
+/// A terminal that breaks when it is asked to show an `X`.
+struct BreaksOnX(Vec<u8>);
+
+impl tokio::io::AsyncWrite for BreaksOnX {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if buf.contains(&b'X') {
+            return std::task::Poll::Ready(Err(std::io::Error::other("the terminal went away")));
+        }
+        self.0.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn an_output_failure_mid_pipeline_still_stops_the_pipeline_and_deletes_the_shell() {
+    let fleet = fleet().await;
+    let input: &[u8] = b"'X'; Start-Sleep 30; 'never'\n";
+    let (_ctrl_c, interrupts) = mpsc::channel(1);
+    let started = Instant::now();
+    let error = run_interactive(
+        client(&fleet, "plain"),
+        SessionSettings::default(),
+        BufReader::new(input),
+        BreaksOnX(Vec::new()),
+        interrupts,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, SessionError::Output(_)), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the sleep was not stopped"
+    );
+    assert_eq!(counts(&fleet, "plain"), (0, 1, 1), "open, created, deleted");
+}
+
 #[tokio::test]
 async fn a_session_runs_pipelines_through_the_library_api() {
     let fleet = fleet().await;

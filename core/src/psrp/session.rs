@@ -266,6 +266,12 @@ impl PsrpSession {
         Some(Box::new(request))
     }
 
+    /// The stop Signal got no reply (its connection failed): another [`PsrpSession::stop`]
+    /// may be asked for.
+    pub fn stop_failed(&mut self) {
+        self.stop = None;
+    }
+
     /// Closes the idle session: the Delete to send.
     pub fn close(&mut self, ids: &mut impl IdGenerator) -> Result<Box<Request>, SessionUsageError> {
         let State::Ready { shell } = self.state else {
@@ -341,7 +347,11 @@ impl PsrpSession {
         {
             stop.awaiting = None;
             // A refused stop (the pipeline already ended, say) changes nothing: the
-            // pipeline runs on to its own end and the held Receive reports it.
+            // pipeline runs on to its own end and the held Receive reports it. Another
+            // stop may be asked for.
+            if matches!(response.body, ResponseBody::Fault(_)) {
+                self.stop = None;
+            }
             return SessionStep::Pending;
         }
         if self.state == State::Closed {
@@ -766,6 +776,9 @@ mod tests {
         assert_eq!(sig.command_id, Some(host.pid));
         assert!(session.stop(&mut ids).is_none(), "one stop per pipeline");
         assert!(session.stop_outstanding());
+        // A stop whose connection failed may be asked for again.
+        session.stop_failed();
+        let signal = session.stop(&mut ids).unwrap();
         host.learn(&signal);
         let reply = host.answer(&signal, ResponseBody::SignalResponse);
         assert_eq!(session.handle(reply, &mut ids), SessionStep::Pending);
