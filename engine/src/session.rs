@@ -1145,6 +1145,30 @@ mod tests {
     }
 
     #[test]
+    fn the_loop_and_the_diagnosis_can_run_on_spawned_tasks() {
+        fn assert_send<T: Send>(_: &T) {}
+        let options = std::sync::Arc::new(crate::ops::ClientOptions::new(
+            crate::http::AuthMethod::Basic,
+            crate::auth::Credential::new("u", "p").unwrap(),
+        ));
+        let endpoint = crate::target::Endpoint::new("web01", crate::target::Scheme::Https).unwrap();
+        let client = HostClient::new(endpoint, std::sync::Arc::clone(&options)).unwrap();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let input: &[u8] = b"";
+        let session = run_interactive(
+            client,
+            SessionSettings::default(),
+            tokio::io::BufReader::new(input),
+            Vec::new(),
+            rx,
+        );
+        assert_send(&session);
+        let target = crate::doctor::DoctorTarget::new("web01", crate::target::Scheme::Https);
+        let diagnosis = crate::doctor::diagnose(&target, &options, |_| {});
+        assert_send(&diagnosis);
+    }
+
+    #[test]
     fn exit_words_leave() {
         assert!(is_exit(" exit "));
         assert!(is_exit("Exit-PSSession"));
