@@ -1091,6 +1091,18 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
         } else {
             offered.join(", ")
         };
+        if self.options.auth == AuthMethod::Certificate {
+            // Certificate authentication is the TLS client certificate (the https/mutual
+            // profile): never announced in WWW-Authenticate.
+            self.push(Step::pass(
+                StepId::AuthSchemes,
+                title,
+                format!(
+                    "offered: {list}; certificate authentication is not announced there, the authentication step checks the client certificate"
+                ),
+            ));
+            return true;
+        }
         if offered.iter().any(|s| s.eq_ignore_ascii_case(wanted)) {
             self.push(Step::pass(
                 StepId::AuthSchemes,
@@ -1262,6 +1274,7 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
         let how = match self.options.auth {
             AuthMethod::Basic => "Basic (the credentials were accepted)".to_owned(),
             AuthMethod::Sspi(mechanism) => format!("{mechanism} (the exchange completed)"),
+            AuthMethod::Certificate => "a TLS client certificate (accepted)".to_owned(),
         };
         self.push(Step::pass(
             StepId::Authentication,
@@ -1445,18 +1458,7 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
 
     /// The connection settings a [`HostClient`] would use, to `address`.
     fn connection_config(&self, endpoint: &Endpoint, address: IpAddr) -> ConnectionConfig {
-        let options = self.options;
-        let mut config =
-            ConnectionConfig::for_endpoint(endpoint, options.auth, options.credential.clone());
-        config.encryption = options.encryption;
-        config.tls = options.tls.clone();
-        config.kerberos = options.kerberos.clone();
-        config.resolver = Arc::clone(&options.resolver);
-        config.address = Some(address);
-        config.connect_timeout = options.connect_timeout;
-        config.request_timeout = options.request_timeout;
-        config.max_response_bytes = options.max_response_bytes;
-        config
+        crate::ops::connection_config_for(endpoint, self.options, Some(address))
     }
 
     fn push(&mut self, step: Step) {

@@ -47,7 +47,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::Credential;
+use crate::auth::{ClientCertificate, Credential};
 use crate::error::ClientError;
 use crate::http::{self, AuthMethod, Connection, ConnectionConfig, Encryption};
 use crate::target::{self, ClientPolicy, Endpoint, Resolver};
@@ -81,6 +81,9 @@ pub struct ClientOptions {
     pub policy: ClientPolicy,
     /// The TLS client for HTTPS hosts (`None`: system roots, full verification).
     pub tls: Option<TlsClient>,
+    /// The client certificate of [`AuthMethod::Certificate`] (see
+    /// [`ClientOptions::with_client_certificate`]).
+    pub client_certificate: Option<Arc<ClientCertificate>>,
     /// KDC, realm and SPN settings (Kerberos, and Negotiate trying Kerberos first).
     pub kerberos: crate::kerberos::KerberosOptions,
     /// Name resolution overrides and timeout.
@@ -115,6 +118,7 @@ impl ClientOptions {
             encryption: Encryption::Auto,
             policy: ClientPolicy::default(),
             tls: None,
+            client_certificate: None,
             kerberos: crate::kerberos::KerberosOptions::default(),
             resolver: Arc::new(Resolver::default()),
             connect_timeout: http::DEFAULT_CONNECT_TIMEOUT,
@@ -126,6 +130,16 @@ impl ClientOptions {
             codepage: Some(65001),
             cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
         }
+    }
+
+    /// Certificate authentication with `certificate` (HTTPS only): it is presented in the
+    /// TLS handshake and every request carries the WS-Man `https/mutual` header. The
+    /// credential's password is never sent; its user name (the account the certificate
+    /// maps to) only labels errors.
+    pub fn with_client_certificate(mut self, certificate: ClientCertificate) -> Self {
+        self.auth = AuthMethod::Certificate;
+        self.client_certificate = Some(Arc::new(certificate));
+        self
     }
 
     /// The OperationTimeout actually sent: the configured one, cut so that a held Receive
@@ -495,9 +509,16 @@ impl HostClient {
         self.session_id
     }
 
-    /// The schemes the host offered in its last 401 (a host fact).
+    /// The schemes the host offered in its last 401 (a host fact): from the exchange that
+    /// authenticated the connection, or from the 401 that refused it.
     pub fn offered_schemes(&self) -> &[String] {
         &self.offered
+    }
+
+    /// Whether the open connection authenticated with Kerberos (Kerberos, or Negotiate
+    /// that chose Kerberos over NTLM); `None` when no connection is open.
+    pub fn uses_kerberos(&self) -> Option<bool> {
+        self.conn.as_ref().map(Connection::uses_kerberos)
     }
 
     /// The address of the open connection, if any.
@@ -749,21 +770,7 @@ impl HostClient {
     // ----- private -----
 
     pub(crate) fn connection_config(&self) -> ConnectionConfig {
-        let options = &self.options;
-        let mut config = ConnectionConfig::for_endpoint(
-            &self.endpoint,
-            options.auth,
-            options.credential.clone(),
-        );
-        config.encryption = options.encryption;
-        config.tls = options.tls.clone();
-        config.kerberos = options.kerberos.clone();
-        config.resolver = Arc::clone(&options.resolver);
-        config.address = self.address;
-        config.connect_timeout = options.connect_timeout;
-        config.request_timeout = options.request_timeout;
-        config.max_response_bytes = options.max_response_bytes;
-        config
+        connection_config_for(&self.endpoint, &self.options, self.address)
     }
 
     /// The kept-alive connection, opened (and authenticated) when there is none or the
@@ -778,11 +785,7 @@ impl HostClient {
             let conn = match result {
                 Ok(conn) => conn,
                 Err(error) => {
-                    if let http::TransportError::MechanismNotOffered { offered, .. }
-                    | http::TransportError::CredentialsRejected { offered, .. } = &error
-                    {
-                        self.offered.clone_from(offered);
-                    }
+                    self.note_offered(&error);
                     return Err(error.into());
                 }
             };
@@ -804,14 +807,21 @@ impl HostClient {
         match sent {
             Ok(reply) => Ok(reply),
             Err(error) => {
-                if let http::TransportError::CredentialsRejected { offered, .. }
-                | http::TransportError::MechanismNotOffered { offered, .. } = &error
-                {
-                    self.offered.clone_from(offered);
-                }
+                self.note_offered(&error);
                 self.conn = None;
                 Err(error.into())
             }
+        }
+    }
+
+    /// Keeps the schemes a refusing 401 offered as the host's fact.
+    fn note_offered(&mut self, error: &http::TransportError) {
+        if let http::TransportError::MechanismNotOffered { offered, .. }
+        | http::TransportError::CredentialsRejected { offered, .. }
+        | http::TransportError::HttpStatus { offered, .. } = error
+            && !offered.is_empty()
+        {
+            self.offered.clone_from(offered);
         }
     }
 
@@ -1034,6 +1044,28 @@ pub fn annotate(value: &mut serde_json::Value, computer_name: &str, runspace_id:
             serde_json::Value::Bool(true),
         );
     }
+}
+
+/// The connection settings of a client for `endpoint` with `options`, connecting to
+/// `address` when given (what every connection of a [`HostClient`] uses; the doctor's
+/// probes use the same).
+pub(crate) fn connection_config_for(
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    address: Option<IpAddr>,
+) -> ConnectionConfig {
+    let mut config =
+        ConnectionConfig::for_endpoint(endpoint, options.auth, options.credential.clone());
+    config.encryption = options.encryption;
+    config.tls = options.tls.clone();
+    config.client_certificate = options.client_certificate.clone();
+    config.kerberos = options.kerberos.clone();
+    config.resolver = Arc::clone(&options.resolver);
+    config.address = address;
+    config.connect_timeout = options.connect_timeout;
+    config.request_timeout = options.request_timeout;
+    config.max_response_bytes = options.max_response_bytes;
+    config
 }
 
 /// Fresh random GUIDs (v4) from the system's secure generator.

@@ -292,6 +292,8 @@ impl TlsFailure {
 #[derive(Clone)]
 pub struct TlsClient {
     connector: TlsConnector,
+    /// The configuration behind `connector`, kept to derive a client-certificate variant.
+    config: Arc<ClientConfig>,
     roots: usize,
 }
 
@@ -349,10 +351,32 @@ impl TlsClient {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        let config = Arc::new(config);
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(Arc::clone(&config)),
+            config,
             roots: count,
         })
+    }
+
+    /// This client with the same server checks, presenting the certificate `resolver`
+    /// gives when a server asks for one (WS-Man certificate authentication,
+    /// `crate::auth::ClientCertificate`).
+    pub fn with_client_cert_resolver(
+        &self,
+        resolver: Arc<dyn rustls::client::ResolvesClientCert>,
+    ) -> Self {
+        let mut config = (*self.config).clone();
+        config.client_auth_cert_resolver = resolver;
+        // A resumed session would not present the certificate again; rustls never resumes
+        // across resolvers anyway, and each connection gets its own.
+        config.resumption = rustls::client::Resumption::disabled();
+        let config = Arc::new(config);
+        Self {
+            connector: TlsConnector::from(Arc::clone(&config)),
+            config,
+            roots: self.roots,
+        }
     }
 
     /// The number of trusted roots loaded.

@@ -164,14 +164,15 @@ async fn every_host_of_the_mixed_fleet_lands_in_its_expected_bucket() {
     for record in &records {
         let row = expected[record.host.as_str()];
         let got = record.bucket.map_or("Succeeded", Bucket::name).to_owned();
-        // A JEA endpoint runs in no-language mode and refuses a script
-        // (ScriptsNotAllowed), as Windows does; the inventory's `Succeeded` is for a
-        // command, which psfleet's script runs do not send (see docs/engine.md).
+        // A JEA endpoint runs in no-language mode and refuses a script (ScriptsNotAllowed),
+        // as Windows does; the inventory expects ScriptFailed for it.
         if row.group == "jea" {
-            assert_eq!(got, "ScriptFailed", "{record:?}");
-            assert_eq!(record.error_id.as_deref(), Some("ScriptsNotAllowed"));
+            assert_eq!(
+                record.error_id.as_deref(),
+                Some("ScriptsNotAllowed"),
+                "{record:?}"
+            );
             jea += 1;
-            continue;
         }
         *confusion
             .entry(row.expected.clone())
@@ -189,7 +190,7 @@ async fn every_host_of_the_mixed_fleet_lands_in_its_expected_bucket() {
     for (want, got) in &confusion {
         println!("  {want:<30} {got:?}");
     }
-    println!("  (jea: {jea} hosts ScriptFailed/ScriptsNotAllowed, as a script to JEA)");
+    println!("  (jea: {jea} hosts refused the script with ScriptsNotAllowed)");
     assert!(
         mismatches.is_empty(),
         "mismatches:\n{}",
@@ -239,12 +240,12 @@ async fn every_host_of_the_mixed_fleet_lands_in_its_expected_bucket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn six_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
+async fn eight_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
     let fleet = start_profile(QUOTA_PROFILE, 3, 21).await;
     let state = temp_dir("fleet-quota");
     let store = Store::open(&state).unwrap();
-    // Six inventory entries per host, all naming the same machine: one shell budget.
-    let rows = aliases(fleet.inventory(), 6);
+    // Eight inventory entries per host, all naming the same machine: one shell budget.
+    let rows = aliases(fleet.inventory(), 8);
     let spec = ScriptSpec::new("Start-Sleep -Milliseconds 400\n'ok'");
     let mut plan = new_plan(&fleet, RunKind::Script(spec), &[]);
     plan.hosts = rows;
@@ -253,8 +254,8 @@ async fn six_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
         cap: Duration::from_secs(2),
     };
     let (summary, records) = run(plan, &store).await;
-    assert_eq!(records.len(), 18);
-    assert_eq!(summary.count(Status::Succeeded), 18, "{summary:?}");
+    assert_eq!(records.len(), 24);
+    assert_eq!(summary.count(Status::Succeeded), 24, "{summary:?}");
     assert_eq!(summary.bucket(Bucket::QuotaExceeded), 0);
     assert!(records.iter().all(|r| r.output == [json!("ok")]));
     let mut faults = 0;
@@ -267,7 +268,7 @@ async fn six_jobs_on_a_host_with_two_shells_all_succeed_within_the_quota() {
             host.spec.name,
             admin.max_concurrent_shells
         );
-        assert_eq!(counters.totals.script_executions, 6);
+        assert_eq!(counters.totals.script_executions, 8);
         assert_eq!(counters.totals.shells_open, 0);
         faults += counters.totals.quota_faults;
     }

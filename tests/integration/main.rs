@@ -1,6 +1,10 @@
 //! psfleet's one integration-test binary (one link step for every integration test).
 //!
 //! Modules by area:
+//! - `auth_matrix`: every authentication method through the engine's `HostClient` against
+//!   simulated hosts (and a real MIT KDC), successes and typed failures.
+//! - `cli`: the `psfleet` binary: help, usage errors, the refused --password, configuration
+//!   precedence, PSFLEET_* variables, completions.
 //! - `client_ops`: the engine's operations (cmd, PowerShell, cancel, auth, typed errors) against
 //!   simulated hosts.
 //! - `conformance`: the protocol core against recorded Windows traffic.
@@ -21,6 +25,8 @@
 //! - `state`: the run journal and sled cache under SIGKILL, resume, cache rebuild.
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
+mod auth_matrix;
+mod cli;
 mod client_ops;
 mod conformance;
 mod credssp;
