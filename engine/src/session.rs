@@ -1019,24 +1019,47 @@ fn render_value(value: &Value, out: &mut String, depth: usize) {
     }
 }
 
-/// An object's text: its `ToString`, its primitive, or its properties.
+/// An object's text: its `ToString`, its primitive, or its properties. A `ToString` that
+/// is only the type's name (.NET's default, e.g. a deserialized ServiceController) says
+/// nothing, so such an object is shown as a list of its properties, as `Format-List`
+/// would.
 fn object_text(object: &PsObject) -> String {
+    let properties: Vec<(&str, String)> = object
+        .adapted
+        .iter()
+        .chain(&object.extended)
+        .map(|p| (p.name.as_str(), p.value.display_text().into_owned()))
+        .collect();
     if let Some(text) = &object.to_string {
-        return text.clone();
+        let names_the_type = object
+            .type_names()
+            .iter()
+            .any(|t| t == text || t.strip_prefix("Deserialized.") == Some(text.as_str()));
+        if !names_the_type || properties.is_empty() {
+            return text.clone();
+        }
+        let width = properties
+            .iter()
+            .map(|(name, _)| name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut list = String::from("\n");
+        for (name, value) in &properties {
+            list.push_str(&format!("{name:<width$} : {value}\n"));
+        }
+        return list;
     }
     if let Content::Value(inner) = &object.content {
         return inner.display_text().into_owned();
     }
-    let properties: Vec<String> = object
-        .adapted
-        .iter()
-        .chain(&object.extended)
-        .map(|p| format!("{}={}", p.name, p.value.display_text()))
-        .collect();
     if properties.is_empty() {
         return object.type_names().first().cloned().unwrap_or_default();
     }
-    format!("@{{{}}}", properties.join("; "))
+    let pairs: Vec<String> = properties
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    format!("@{{{}}}", pairs.join("; "))
 }
 
 /// Polls the in-flight stop Signal.
@@ -1211,6 +1234,22 @@ mod tests {
         });
         render_value(&bag, &mut out, 0);
         assert_eq!(out, "True\n10\na\n2\n@{Name=x; Count=3}\n");
+        // A ToString that only names the type: the properties as a list.
+        let service = Value::object(PsObject {
+            type_names: Some(psfleet_core::psrp::clixml::type_names_of(&[
+                "Deserialized.System.ServiceProcess.ServiceController",
+                "Deserialized.System.Object",
+            ])),
+            to_string: Some("System.ServiceProcess.ServiceController".into()),
+            adapted: vec![
+                psfleet_core::psrp::clixml::Property::new("Name", "WinRM"),
+                psfleet_core::psrp::clixml::Property::new("Status", "Running"),
+            ],
+            ..PsObject::default()
+        });
+        let mut out = String::new();
+        render_value(&service, &mut out, 0);
+        assert_eq!(out, "\nName   : WinRM\nStatus : Running\n");
     }
 
     #[tokio::test]
