@@ -822,12 +822,7 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
                 info
             }
             Err(failure) => {
-                let plaintext = matches!(failure, TlsFailure::PlaintextPeer);
-                let bucket = if plaintext {
-                    Bucket::InvalidPort
-                } else {
-                    Bucket::ProtocolError
-                };
+                let bucket = tls_bucket(address, &failure);
                 let detail = format!("no TLS handshake with {address}: {failure}");
                 if used {
                     let step = Step::fail(
@@ -877,11 +872,7 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
                 true
             }
             Err(failure) if used => {
-                let bucket = if failure.is_certificate() {
-                    Bucket::InvalidCertificate
-                } else {
-                    Bucket::ProtocolError
-                };
+                let bucket = tls_bucket(address, &failure);
                 let step = Step::fail(
                     StepId::Tls,
                     title,
@@ -1476,6 +1467,17 @@ impl<F: FnMut(&Step)> Doctor<'_, F> {
             self.push(Step::skip(id, title, format!("skipped: {why}")));
         }
     }
+}
+
+/// The bucket a run reports for a failed handshake (the transport's classification:
+/// certificate checks, a plaintext or silent peer, anything else).
+fn tls_bucket(address: SocketAddr, failure: &TlsFailure) -> Bucket {
+    TransportError::Tls {
+        addr: address,
+        failure: failure.clone(),
+    }
+    .bucket()
+    .unwrap_or(Bucket::ProtocolError)
 }
 
 /// The title of a step that was not run.
