@@ -46,7 +46,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap,
-    HeaderName, HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, LOCATION, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -82,9 +82,28 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `read_timeout`. It must exceed the WS-Man `OperationTimeout` of Receive requests.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default cap on one response body. WinRM's `MaxEnvelopeSizekb` defaults to 500 KB and
-/// sealing adds a few hundred bytes, so this leaves a wide margin.
+/// Default ceiling on one response body, whatever the envelope size asked for. WinRM's
+/// `MaxEnvelopeSizekb` defaults to 500 KB and sealing adds a few hundred bytes, so this
+/// leaves a wide margin; [`response_limit_for_envelope`] is the tighter per-request bound.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What [`response_limit_for_envelope`] adds on top of twice the envelope size: the
+/// `multipart/encrypted` framing and signature (a few hundred bytes, MS-WSMV 2.2.9.1),
+/// CredSSP's TLS record overhead, and room to spare.
+pub const RESPONSE_LIMIT_MARGIN: usize = 64 * 1024;
+
+/// The largest response body accepted when requests ask for envelopes of at most
+/// `max_envelope_size` bytes (`wsman:MaxEnvelopeSize`): twice that plus
+/// [`RESPONSE_LIMIT_MARGIN`]. Windows never sends a larger envelope than the client asked
+/// for (it answers with ERROR_WSMAN_MAX_ENVELOPE_SIZE_EXCEEDED instead, wire-facts 1.14), so
+/// the factor of two only absorbs encoding differences; anything bigger is a hostile or
+/// broken server, refused before it can fill memory (issue 8).
+pub fn response_limit_for_envelope(max_envelope_size: u32) -> usize {
+    usize::try_from(max_envelope_size)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(RESPONSE_LIMIT_MARGIN)
+}
 
 /// The header that asks for an unauthenticated Identify reply (MS-WSMV 3.1.4.1.23).
 pub const WSMANIDENTIFY: &str = "wsmanidentify";
@@ -323,6 +342,11 @@ pub enum ProtocolViolation {
     TokenAfterAccept,
     /// More than the allowed number of authentication legs.
     TooManyLegs,
+    /// A 401 carrying a new NTLM challenge after the client sent its AUTHENTICATE
+    /// message: NTLM has three messages, so the server is restarting the exchange, which
+    /// a hostile server could do forever (issue 8). A refused proof carries no token
+    /// (wire-facts 1.4) and stays [`TransportError::CredentialsRejected`].
+    ChallengeAfterProof,
     /// The response was not valid HTTP/1.1.
     MalformedHttp,
 }
@@ -349,6 +373,9 @@ impl fmt::Display for ProtocolViolation {
                 f.write_str("authentication wanted another leg after the server accepted")
             }
             Self::TooManyLegs => write!(f, "more than {MAX_AUTH_LEGS} authentication legs"),
+            Self::ChallengeAfterProof => {
+                f.write_str("a new NTLM challenge after the authentication proof was sent")
+            }
             Self::MalformedHttp => f.write_str("malformed HTTP response"),
         }
     }
@@ -518,6 +545,19 @@ pub enum TransportError {
     /// number, malformed multipart framing).
     #[error("message encryption failed")]
     Encryption(#[source] FramingError<AuthError>),
+    /// A redirection (301, 302, 303, 307, 308). It is not followed by a [`Connection`]:
+    /// the Windows client refuses redirections unless `-AllowRedirection` is given, since
+    /// following one sends the credentials to another server (`ops` follows them only
+    /// when allowed).
+    #[error("HTTP {status} redirection to {location:?} not followed ({phase})")]
+    Redirected {
+        /// The status code.
+        status: u16,
+        /// The `Location` header (at most 512 characters), if any.
+        location: Option<String>,
+        /// What the request was.
+        phase: Phase,
+    },
     /// A response body exceeded the configured limit.
     #[error("response body exceeds {limit} bytes ({phase})")]
     ResponseTooLarge {
@@ -588,6 +628,7 @@ impl TransportError {
             } => Bucket::ClientAuthenticationDisabled,
             Self::Auth { .. }
             | Self::Encryption(_)
+            | Self::Redirected { .. }
             | Self::ResponseTooLarge { .. }
             | Self::Protocol { .. }
             | Self::Http { .. } => Bucket::ProtocolError,
@@ -857,27 +898,38 @@ impl Connection {
             }
             Some(client) => {
                 let name = host.to_string();
+                let stream = FirstBytes::new(stream);
+                let first = Arc::clone(&stream.record);
                 let (stream, session) = timeout_at(deadline, client.connect(&name, stream))
                     .await
                     .map_err(|_| TransportError::ConnectTimeout {
                         addr: peer,
                         timeout: config.connect_timeout,
                     })?
-                    .map_err(|failure| match (&failure, &certificate) {
-                        // TLS 1.2: the refusal ends the handshake, after the server asked
-                        // for the certificate (cipher and version are settled before that).
-                        (TlsFailure::Handshake(alert), Some(resolver))
-                            if resolver.was_requested() =>
-                        {
-                            TransportError::ClientCertificateRefused {
-                                addr: peer,
-                                alert: alert.clone(),
-                            }
-                        }
-                        _ => TransportError::Tls {
-                            addr: peer,
+                    .map_err(|failure| {
+                        let failure = plaintext_or_garbage(
                             failure,
-                        },
+                            &first
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        );
+                        match (&failure, &certificate) {
+                            // TLS 1.2: the refusal ends the handshake, after the server
+                            // asked for the certificate (cipher and version are settled
+                            // before that).
+                            (TlsFailure::Handshake(alert), Some(resolver))
+                                if resolver.was_requested() =>
+                            {
+                                TransportError::ClientCertificateRefused {
+                                    addr: peer,
+                                    alert: alert.clone(),
+                                }
+                            }
+                            _ => TransportError::Tls {
+                                addr: peer,
+                                failure,
+                            },
+                        }
                     })?;
                 let (sender, driver) = start_http(TokioIo::new(stream)).await?;
                 (sender, driver, Some(session))
@@ -966,6 +1018,12 @@ impl Connection {
                 .map_err(|violation| TransportError::Protocol { phase, violation })?;
             match response.status {
                 StatusCode::UNAUTHORIZED => {
+                    if proof_sent && server_token.as_deref().is_some_and(carries_ntlm_challenge) {
+                        return Err(TransportError::Protocol {
+                            phase,
+                            violation: ProtocolViolation::ChallengeAfterProof,
+                        });
+                    }
                     if !self.offered_scheme(scheme) {
                         return Err(TransportError::MechanismNotOffered {
                             scheme,
@@ -1191,6 +1249,12 @@ impl Connection {
                 .await
                 .map_err(|source| hyper_error(source, phase, scheme))?;
             let (parts, incoming) = response.into_parts();
+            // A declared length over the limit is refused before reading any of it (a
+            // hostile `Content-Length: 1073741824`); an undeclared one (chunked, or read to
+            // the close) is cut off by `Limited` as soon as it passes the limit.
+            if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+                return Err(TransportError::ResponseTooLarge { phase, limit });
+            }
             let body = Limited::new(incoming, limit)
                 .collect()
                 .await
@@ -1268,6 +1332,18 @@ impl Connection {
     }
 
     fn status_error(&self, response: &Response, phase: Phase) -> TransportError {
+        if is_redirection(response.status) {
+            return TransportError::Redirected {
+                status: response.status.as_u16(),
+                location: response.headers.get(LOCATION).map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(512)
+                        .collect()
+                }),
+                phase,
+            };
+        }
         TransportError::HttpStatus {
             status: response.status.as_u16(),
             phase,
@@ -1309,6 +1385,142 @@ pub async fn identify_unauthenticated(
         }
         _ => Err(conn.status_error(&response, Phase::Message)),
     }
+}
+
+/// True for the statuses that redirect a POST elsewhere (RFC 9110 15.4; 300 and 304 do not
+/// name a new target).
+fn is_redirection(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// rustls says "plaintext" for any first byte that is not a TLS record type; only an
+/// answer that starts like `HTTP/` is an HTTP listener on the port (InvalidPort). Anything
+/// else is garbage where a handshake should be: a protocol failure (issue 8).
+fn plaintext_or_garbage(failure: TlsFailure, first: &FirstRecord) -> TlsFailure {
+    match failure {
+        TlsFailure::PlaintextPeer if !first.looks_like_http() => TlsFailure::Handshake(format!(
+            "the server answered the handshake with bytes that are neither TLS nor HTTP ({})",
+            first.hex()
+        )),
+        other => other,
+    }
+}
+
+/// The first bytes a TLS peer sent, recorded by [`FirstBytes`].
+#[derive(Debug, Default)]
+struct FirstRecord {
+    bytes: Vec<u8>,
+}
+
+impl FirstRecord {
+    /// How many bytes are kept: enough for `HTTP/` and a TLS record header.
+    const LEN: usize = 5;
+
+    fn looks_like_http(&self) -> bool {
+        let n = self.bytes.len().min(5);
+        !self.bytes.is_empty() && self.bytes.get(..n) == b"HTTP/".get(..n)
+    }
+
+    fn hex(&self) -> String {
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A TCP stream that keeps a copy of the first bytes read from it, so that a failed TLS
+/// handshake can say what the peer sent instead.
+struct FirstBytes {
+    inner: TcpStream,
+    record: Arc<std::sync::Mutex<FirstRecord>>,
+    /// True once the record is full: later reads skip the lock.
+    full: bool,
+}
+
+impl FirstBytes {
+    fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            record: Arc::default(),
+            full: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstBytes {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.full && matches!(polled, std::task::Poll::Ready(Ok(()))) {
+            let fresh = buf.filled().get(before..).unwrap_or_default();
+            let mut record = self
+                .record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let room = FirstRecord::LEN.saturating_sub(record.bytes.len());
+            record
+                .bytes
+                .extend_from_slice(fresh.get(..room.min(fresh.len())).unwrap_or_default());
+            let full = record.bytes.len() >= FirstRecord::LEN;
+            drop(record);
+            self.full = full;
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstBytes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The `Content-Length` header, when present and a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// True when an authentication token is, or wraps (SPNEGO), an NTLM CHALLENGE message
+/// (MS-NLMP 2.2.1.2: the signature `NTLMSSP\0` and message type 2). A Kerberos error or an
+/// SPNEGO reject token never contains one.
+fn carries_ntlm_challenge(token: &[u8]) -> bool {
+    const CHALLENGE: &[u8; 12] = b"NTLMSSP\0\x02\0\0\0";
+    token.windows(CHALLENGE.len()).any(|w| w == CHALLENGE)
 }
 
 /// The Content-Type header as text (empty when absent or not text).
@@ -1631,6 +1843,69 @@ mod tests {
             negotiate_token(&challenges, "Negotiate"),
             Err(ProtocolViolation::BadTokenEncoding)
         );
+    }
+
+    #[test]
+    fn response_limit_follows_the_envelope_size() {
+        assert_eq!(
+            response_limit_for_envelope(153_600),
+            2 * 153_600 + 64 * 1024
+        );
+        assert_eq!(response_limit_for_envelope(512_000), 1_024_000 + 64 * 1024);
+        assert!(response_limit_for_envelope(u32::MAX) > u32::MAX as usize);
+    }
+
+    #[test]
+    fn ntlm_challenges_are_recognised_raw_or_wrapped() {
+        let challenge = b"NTLMSSP\0\x02\0\0\0rest of it";
+        assert!(carries_ntlm_challenge(challenge));
+        let mut wrapped = vec![0xa1, 0x81, 0x90, 0x30];
+        wrapped.extend_from_slice(challenge);
+        assert!(carries_ntlm_challenge(&wrapped));
+        // NEGOTIATE and AUTHENTICATE messages, and an SPNEGO reject, are not challenges.
+        assert!(!carries_ntlm_challenge(b"NTLMSSP\0\x01\0\0\0"));
+        assert!(!carries_ntlm_challenge(b"NTLMSSP\0\x03\0\0\0"));
+        assert!(!carries_ntlm_challenge(
+            &BASE64.decode("oQcwBaADCgEC").unwrap()
+        ));
+    }
+
+    #[test]
+    fn plaintext_peers_must_look_like_http() {
+        let record = |bytes: &[u8]| FirstRecord {
+            bytes: bytes.to_vec(),
+        };
+        for http in [&b"HTTP/"[..], b"HTT", b"H"] {
+            assert_eq!(
+                plaintext_or_garbage(TlsFailure::PlaintextPeer, &record(http)),
+                TlsFailure::PlaintextPeer
+            );
+        }
+        for garbage in [&b"\x00\x01\x02\x03\x04"[..], b"HTTX/", b""] {
+            let failure = plaintext_or_garbage(TlsFailure::PlaintextPeer, &record(garbage));
+            assert!(matches!(failure, TlsFailure::Handshake(_)), "{garbage:?}");
+        }
+        assert_eq!(
+            plaintext_or_garbage(TlsFailure::Closed, &record(b"")),
+            TlsFailure::Closed
+        );
+    }
+
+    #[test]
+    fn redirections_are_the_five_statuses() {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(is_redirection(StatusCode::from_u16(status).unwrap()));
+        }
+        for status in [200, 300, 304, 401, 500] {
+            assert!(!is_redirection(StatusCode::from_u16(status).unwrap()));
+        }
+        let error = TransportError::Redirected {
+            status: 302,
+            location: Some("http://elsewhere/wsman".into()),
+            phase: Phase::Message,
+        };
+        assert_eq!(error.bucket(), Some(Bucket::ProtocolError));
+        assert!(!error.is_transient());
     }
 
     #[test]

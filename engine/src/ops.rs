@@ -65,6 +65,10 @@ const MAX_PULLS: usize = 1_000;
 /// Deepest CLIXML nesting rendered as JSON structure; deeper values become their text.
 const MAX_JSON_DEPTH: usize = 64;
 
+/// Most redirections followed for one request when [`ClientOptions::allow_redirection`] is
+/// on (PowerShell's `MaximumConnectionRedirectionCount` default).
+pub const MAX_REDIRECTIONS: usize = 5;
+
 /// The time a Receive may be held open must leave the request this much of its timeout.
 const OPERATION_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
@@ -96,8 +100,16 @@ pub struct ClientOptions {
     pub operation_timeout: Duration,
     /// `wsman:MaxEnvelopeSize`.
     pub max_envelope_size: u32,
-    /// The largest response body accepted.
+    /// Ceiling on one response body; the limit applied is the smaller of this and the
+    /// bound derived from `max_envelope_size` ([`Self::effective_max_response_bytes`]).
     pub max_response_bytes: usize,
+    /// Follow HTTP redirections (up to [`MAX_REDIRECTIONS`] per request), as
+    /// `-AllowRedirection`. Off by default: a redirection is then the typed error
+    /// [`http::TransportError::Redirected`] and nothing is sent to the new address.
+    pub allow_redirection: bool,
+    /// Largest PSRP message accepted from a host, and most bytes of partly received
+    /// messages held for it (`PsrpSettings::max_received_message_bytes`, 16 MiB).
+    pub max_received_message_bytes: usize,
     /// The PowerShell session configuration (`Microsoft.PowerShell`).
     pub configuration_name: String,
     /// `WINRS_CODEPAGE` of cmd shells (65001: UTF-8 output).
@@ -126,10 +138,20 @@ impl ClientOptions {
             operation_timeout: psfleet_core::wsman::DEFAULT_OPERATION_TIMEOUT,
             max_envelope_size: psfleet_core::wsman::DEFAULT_MAX_ENVELOPE_SIZE,
             max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
+            allow_redirection: false,
+            max_received_message_bytes:
+                psfleet_core::psrp::client::DEFAULT_MAX_RECEIVED_MESSAGE_BYTES,
             configuration_name: resources::DEFAULT_CONFIGURATION_NAME.to_owned(),
             codepage: Some(65001),
             cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
         }
+    }
+
+    /// The response body limit actually applied: [`Self::max_response_bytes`], or less when
+    /// the envelope size asked for allows less ([`http::response_limit_for_envelope`]).
+    pub fn effective_max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+            .min(http::response_limit_for_envelope(self.max_envelope_size))
     }
 
     /// Certificate authentication with `certificate` (HTTPS only): it is presented in the
@@ -541,10 +563,7 @@ impl HostClient {
     pub async fn identify(&mut self, authenticated: bool) -> Result<IdentifyResponse, ClientError> {
         let body = IdentifyRequest.to_xml();
         let reply = if authenticated {
-            let conn = self.connection().await?;
-            let sent = conn.send(&body).await;
-            self.requests += 1;
-            self.keep_or_drop(sent)?
+            self.send_xml(&body).await?
         } else {
             self.requests += 1;
             http::identify_unauthenticated(&self.connection_config(), &body).await?
@@ -720,6 +739,7 @@ impl HostClient {
             max_envelope_size: self.options.max_envelope_size,
             operation_timeout: self.options.effective_operation_timeout(),
             protocol_version: ProtocolVersion::V2_3,
+            max_received_message_bytes: self.options.max_received_message_bytes,
             ..PsrpSettings::new(self.endpoint.url())
         };
         let resource_uri = format!(
@@ -831,12 +851,64 @@ impl HostClient {
         request: &Request,
         operation: &'static str,
     ) -> Result<Response, ClientError> {
-        let xml = request.to_xml();
-        let conn = self.connection().await?;
-        let sent = conn.send(&xml).await;
-        self.requests += 1;
-        let reply = self.keep_or_drop(sent)?;
+        let reply = self.send_xml(&request.to_xml()).await?;
         Response::parse(&reply.body).map_err(|e| protocol(operation, e))
+    }
+
+    /// Sends one envelope on the kept-alive connection (opening one when needed), following
+    /// redirections when [`ClientOptions::allow_redirection`] is on.
+    async fn send_xml(&mut self, xml: &[u8]) -> Result<http::Reply, ClientError> {
+        let mut followed = 0;
+        loop {
+            let result = match self.connection().await {
+                Ok(conn) => {
+                    let sent = conn.send(xml).await;
+                    self.requests += 1;
+                    self.keep_or_drop(sent)
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Err(ClientError::Transport(http::TransportError::Redirected {
+                    location: Some(location),
+                    ..
+                })) if self.options.allow_redirection && followed < MAX_REDIRECTIONS => {
+                    followed += 1;
+                    self.follow_redirection(&location)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Points the client at a redirection's `Location` (absolute, or a path on the same
+    /// host) after the pre-send checks pass for it; the inventory address no longer
+    /// applies. The next request opens (and authenticates) a new connection.
+    fn follow_redirection(&mut self, location: &str) -> Result<(), ClientError> {
+        let endpoint = if location.starts_with('/') {
+            self.endpoint.clone().with_path(location)?
+        } else {
+            Endpoint::parse_uri(location)?
+        };
+        let mut config = ConnectionConfig::for_endpoint(
+            &endpoint,
+            self.options.auth,
+            self.options.credential.clone(),
+        );
+        config.encryption = self.options.encryption;
+        target::check_before_send(
+            &endpoint,
+            &self.options.auth,
+            config.plaintext_over_http(),
+            &self.options.policy,
+        )?;
+        tracing::debug!(from = %self.endpoint, to = %endpoint, "following a redirection");
+        if endpoint.host != self.endpoint.host {
+            self.address = None;
+        }
+        self.endpoint = endpoint;
+        self.conn = None;
+        Ok(())
     }
 
     /// Sends one request and turns a fault into [`ClientError::Fault`].
@@ -1064,7 +1136,7 @@ pub(crate) fn connection_config_for(
     config.address = address;
     config.connect_timeout = options.connect_timeout;
     config.request_timeout = options.request_timeout;
-    config.max_response_bytes = options.max_response_bytes;
+    config.max_response_bytes = options.effective_max_response_bytes();
     config
 }
 

@@ -239,6 +239,7 @@ impl RemoteSession {
             max_envelope_size: options.max_envelope_size,
             operation_timeout: options.effective_operation_timeout(),
             protocol_version: ProtocolVersion::V2_3,
+            max_received_message_bytes: options.max_received_message_bytes,
             ..PsrpSettings::new(client.endpoint().url())
         };
         let cleanup_timeout = options.cleanup_timeout;

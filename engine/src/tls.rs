@@ -29,7 +29,6 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, InvalidMessage, OtherError,
     RootCertStore, SignatureScheme,
 };
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -384,13 +383,16 @@ impl TlsClient {
         self.roots
     }
 
-    /// Runs the handshake on `tcp`, verifying the certificate for `name` (a DNS name or
-    /// an IP address).
-    pub async fn connect(
+    /// Runs the handshake on `tcp` (a `TcpStream`, or a wrapper around one), verifying the
+    /// certificate for `name` (a DNS name or an IP address).
+    pub async fn connect<IO>(
         &self,
         name: &str,
-        tcp: TcpStream,
-    ) -> Result<(TlsStream<TcpStream>, TlsSession), TlsFailure> {
+        tcp: IO,
+    ) -> Result<(TlsStream<IO>, TlsSession), TlsFailure>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let server_name =
             ServerName::try_from(name.to_owned()).map_err(|_| TlsFailure::NameMismatch {
                 name: name.to_owned(),

@@ -58,7 +58,7 @@ use crate::profile::DOMAIN;
 use crate::profile::ExtraBehaviour;
 use crate::rng::{Rng, mix};
 use crate::service::{HostService, ServiceReply, ServiceRequest};
-use crate::stats::{Counter, HostStats};
+use crate::stats::{ConnectionLog, Counter, HostStats};
 use crate::tls::{HostTls, SimCa};
 
 /// The `Server` header http.sys sends (wire-facts 1.2 capture).
@@ -101,6 +101,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Kerberos service keys (`HTTP/<host name>`), when the fleet has a KDC.
     pub keytab: Option<Arc<Keytab>>,
+    /// Every accepted TCP connection with its time, fleet-wide.
+    pub connections: Arc<ConnectionLog>,
 }
 
 /// One running host: its spec, counters, and the service and TLS set-up it creates on
@@ -195,6 +197,9 @@ pub async fn run_listener(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Timed here, before the spawn, so the log is as close to the handshake
+                // as the simulator can see it.
+                shared.connections.record(shared.start.elapsed());
                 let host = Arc::clone(&host);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {

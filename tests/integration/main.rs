@@ -13,10 +13,15 @@
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
 //!   deadlines, stop and resume, sweeps, cleanup.
+//! - `hostile`: hostile servers (huge, endless and trickled replies, redirections, garbage TLS,
+//!   endless challenges, DTDs, deep XML and CLIXML, invalid UTF-8, wrong RelatesTo) against the
+//!   client: bucket, deadline, memory bound, healthy hosts unaffected.
 //! - `fuzz_replay`: the committed fuzz corpus and crash regressions, replayed on stable.
 //! - `inventories`: the example and simulator inventories, Python cross-checks (PyYAML, shlex,
 //!   literal_eval, fnmatch), malformed inputs with file:line errors.
 //! - `psrpcore_xcheck`: the PSRP codec against psrpcore, in both directions.
+//! - `rate`: the global connection rate limit against the simulator's log of accepted
+//!   connections (1,000 hosts at 50/s).
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
 //! - `session`: interactive sessions (`psfleet enter`) driven through in-memory pipes.
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
@@ -33,9 +38,11 @@ mod credssp;
 mod doctor;
 mod fleet_run;
 mod fuzz_replay;
+mod hostile;
 mod inventories;
 mod kerberos;
 mod psrpcore_xcheck;
+mod rate;
 mod reports;
 mod session;
 mod sim_interop;

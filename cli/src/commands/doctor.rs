@@ -111,14 +111,8 @@ pub fn one_host(
     ctx: &Context<'_>,
 ) -> Result<OneHost, CliError> {
     let mut prompt = crate::tty::TerminalPrompt;
-    let no_certificates = || CliError::NotAvailable {
-        command: "--authentication certificate",
-        missing: "client certificate authentication for one host",
-    };
     if select.inventory.value.is_empty() {
-        let credential = crate::credentials::obtain(connection, ctx.env, &mut prompt)?
-            .credential
-            .ok_or_else(no_certificates)?;
+        let credentials = crate::credentials::obtain(connection, ctx.env, &mut prompt)?;
         return Ok(OneHost {
             host: host.trim().to_owned(),
             address: None,
@@ -129,7 +123,7 @@ pub fn one_host(
             },
             port: connection.port().value,
             path: format!("/{}", connection.url_prefix.value.trim_matches('/')),
-            options: crate::client::client_options(connection, credential)?,
+            options: crate::client::client_options(connection, credentials.credential)?,
         });
     }
     let loaded = crate::hosts::load(select, connection)?;
@@ -138,26 +132,18 @@ pub fn one_host(
         .into_iter()
         .find(|h| h.name.eq_ignore_ascii_case(host.trim()))
         .ok_or_else(|| CliError::Inventory(format!("{host} is not in the inventory")))?;
-    let method = crate::credentials::method_of(found.authentication);
-    let user = found
-        .user
-        .clone()
-        .or_else(|| connection.user.as_ref().map(|u| u.value.clone()));
-    let credential = crate::credentials::obtain_for(
-        method,
-        user.as_deref(),
-        found.password.as_ref(),
+    // As a run builds the options of its first host (crate::fleet_run).
+    let credentials = crate::credentials::CredentialCache::default().for_host(
+        &found,
         connection,
         ctx.env,
         &mut prompt,
-    )?
-    .credential
-    .ok_or_else(no_certificates)?;
+    )?;
     let base = Arc::new(crate::client::client_options(
         connection,
-        credential.clone(),
+        credentials.credential,
     )?);
-    let options = match crate::client::for_host(&base, connection, &found, Some(credential))? {
+    let options = match crate::client::for_host(&base, connection, &found, None)? {
         Some(own) => (*own).clone(),
         None => (*base).clone(),
     };
