@@ -760,6 +760,10 @@ impl Conn<'_> {
                 received_at,
                 now,
             };
+            // Registered before asking, so a change while the service answers is not missed.
+            let changed = service.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             match service.handle(&request) {
                 ServiceReply::Respond { status, body } => return Some((status, body)),
                 ServiceReply::WaitUntil(at) => {
@@ -768,6 +772,8 @@ impl Conn<'_> {
                     let deadline = tokio::time::Instant::from_std(self.shared.start + at);
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {}
+                        // Another request (a ctrl_c Signal, say) may have given it an answer.
+                        () = &mut changed => {}
                         _ = stopped(&mut shutdown) => return None,
                     }
                 }

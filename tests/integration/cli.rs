@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 /// The exit codes (docs/cli.md, "Exit codes").
 const USAGE: i32 = 4;
 
-fn binary() -> &'static Path {
+pub(crate) fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("PSFLEET_BIN") {

@@ -9,6 +9,7 @@
 //!   simulated hosts.
 //! - `conformance`: the protocol core against recorded Windows traffic.
 //! - `credssp`: CredSSP against the simulator's acceptor and pyspnego's.
+//! - `doctor`: `psfleet doctor` steps against every failing class of the mixed fleet.
 //! - `kerberos`: Kerberos against a real MIT KDC on 127.0.0.1 (scripts/kdc).
 //! - `fleet_run`: the fleet runner (engine::fleet) against simulated fleets: buckets, quotas,
 //!   deadlines, stop and resume, sweeps, cleanup.
@@ -22,6 +23,7 @@
 //! - `rate`: the global connection rate limit against the simulator's log of accepted
 //!   connections (1,000 hosts at 50/s).
 //! - `reports`: CSV, JSON lines and the HTML report (in headless Chromium).
+//! - `session`: interactive sessions (`psfleet enter`) driven through in-memory pipes.
 //! - `sim_interop`: the simulator's WS-Man service against recorded Windows replies, pypsrp
 //!   and pywinrm.
 //! - `sim_network`: the simulator's HTTP(S) layer (http.sys behaviour, auth, TLS, failures).
@@ -33,6 +35,7 @@ mod cli;
 mod client_ops;
 mod conformance;
 mod credssp;
+mod doctor;
 mod fleet_run;
 mod fuzz_replay;
 mod hostile;
@@ -41,6 +44,7 @@ mod kerberos;
 mod psrpcore_xcheck;
 mod rate;
 mod reports;
+mod session;
 mod sim_interop;
 mod sim_network;
 mod state;
