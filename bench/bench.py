@@ -94,9 +94,10 @@ def parse_args():
     p.add_argument("--peers", default="psfleet,pypsrp,pywinrm,ansible",
                    help="comma-separated: psfleet (psfleet run, and psfleet-engine), psfleet-engine, pypsrp, pywinrm, ansible, or all")
     p.add_argument("--sweep-blackhole", action="store_true",
-                   help="30%% of the hosts blackholed (connect never completes); psfleet only")
+                   help="30%% of the hosts blackholed (connect never completes); psfleet only, "
+                        "sweep job (Identify, authenticate, read winrm/config)")
     p.add_argument("--connect-timeout-ms", type=int, default=None,
-                   help="client connect timeout (default 30000; 2000 with --sweep-blackhole)")
+                   help="client connect timeout (default 30000; 5000 with --sweep-blackhole)")
     p.add_argument("--plot", help="comma-separated concurrencies: run every peer at each and write the SVG")
     p.add_argument("--ansible-hosts", type=int,
                    help="run Ansible on the first M hosts only (its figures are per host; say so)")
@@ -121,7 +122,7 @@ def parse_args():
     if args.concurrency is None:
         args.concurrency = 1000 if args.sweep_blackhole else 64
     if args.connect_timeout_ms is None:
-        args.connect_timeout_ms = 2000 if args.sweep_blackhole else 30000
+        args.connect_timeout_ms = 5000 if args.sweep_blackhole else 30000
     return args
 
 
@@ -445,7 +446,8 @@ def peer_command(peer, args, fleet, concurrency, work, limit):
     if peer == "psfleet-engine":
         if not os.path.exists(args.bench_bin):
             return None, f"{args.bench_bin} not built (cargo build --release -p psfleet-bench)"
-        return [args.bench_bin, *common, "--threads", str(args.threads),
+        job = ["--job", "sweep"] if args.sweep_blackhole else []
+        return [args.bench_bin, *common, *job, "--threads", str(args.threads),
                 "--results", os.path.join(work, "psfleet-engine.hosts.jsonl")], env
     if peer == "psfleet":
         return psfleet_run_command(args, fleet, concurrency, work, limit, env)

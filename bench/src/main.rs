@@ -72,6 +72,20 @@ struct Args {
     /// Write one JSON line per host here.
     #[arg(long)]
     results: Option<PathBuf>,
+    /// What each host does: `script` (the script over PSRP, as `psfleet run`) or `sweep`
+    /// (unauthenticated Identify, then authenticate and read `winrm/config`, as
+    /// `psfleet sweep`).
+    #[arg(long, value_enum, default_value_t = Job::Script)]
+    job: Job,
+}
+
+/// The work done on each host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Job {
+    /// Run the script (PSRP runspace pool, one pipeline).
+    Script,
+    /// Identify, authenticate, read the service configuration; nothing runs.
+    Sweep,
 }
 
 /// Why the benchmark could not run at all (per-host failures are counted, not errors).
@@ -190,7 +204,8 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
     }
     .map_err(BenchError::Runtime)?;
     let script = Arc::new(args.script.clone());
-    let (outcomes, wall) = runtime.block_on(run_fleet(rows, options, script, args.concurrency));
+    let (outcomes, wall) =
+        runtime.block_on(run_fleet(rows, options, script, args.concurrency, args.job));
     if let Some(path) = &args.results {
         write_results(path, &outcomes).map_err(BenchError::Results)?;
     }
@@ -259,6 +274,7 @@ async fn run_fleet(
     options: Arc<ClientOptions>,
     script: Arc<String>,
     concurrency: usize,
+    job: Job,
 ) -> (Vec<HostOutcome>, Duration) {
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -273,7 +289,10 @@ async fn run_fleet(
         let options = Arc::clone(&options);
         let script = Arc::clone(&script);
         tasks.spawn(async move {
-            let outcome = run_host(row, options, &script).await;
+            let outcome = match job {
+                Job::Script => run_host(row, options, &script).await,
+                Job::Sweep => sweep_host(row, options).await,
+            };
             drop(permit);
             outcome
         });
@@ -300,8 +319,13 @@ fn joined(done: Result<HostOutcome, tokio::task::JoinError>) -> HostOutcome {
     })
 }
 
-async fn run_host(row: Row, options: Arc<ClientOptions>, script: &str) -> HostOutcome {
-    let started = Instant::now();
+/// A client for the row's host, connecting to its inventory address; or the outcome of a
+/// host refused before any packet.
+fn host_client(
+    row: &Row,
+    options: Arc<ClientOptions>,
+    started: Instant,
+) -> Result<HostClient, HostOutcome> {
     let failed = |outcome: &str, error: String| HostOutcome {
         name: row.name.clone(),
         outcome: outcome.to_owned(),
@@ -318,15 +342,53 @@ async fn run_host(row: Row, options: Arc<ClientOptions>, script: &str) -> HostOu
     };
     let endpoint = match Endpoint::new(&row.name, scheme) {
         Ok(endpoint) => endpoint.with_port(row.port),
-        Err(error) => return failed("InvalidEndpoint", error.to_string()),
+        Err(error) => return Err(failed("InvalidEndpoint", error.to_string())),
     };
-    let mut client = match HostClient::new(endpoint, options) {
-        Ok(client) => client,
-        Err(error) => return failed(bucket_name(error.bucket()), error.to_string()),
-    };
+    let mut client = HostClient::new(endpoint, options)
+        .map_err(|error| failed(bucket_name(error.bucket()), error.to_string()))?;
     if let Ok(address) = row.address.parse::<IpAddr>() {
         client = client.with_address(address);
     }
+    Ok(client)
+}
+
+/// `psfleet sweep`'s work: unauthenticated Identify on a connection of its own (as
+/// Test-WSMan), then authenticate and read `winrm/config`. Succeeds when the host answered
+/// both and its configuration names a MaxEnvelopeSizekb.
+async fn sweep_host(row: Row, options: Arc<ClientOptions>) -> HostOutcome {
+    let started = Instant::now();
+    let mut client = match host_client(&row, options, started) {
+        Ok(client) => client,
+        Err(outcome) => return outcome,
+    };
+    let result = match client.identify(false).await {
+        Ok(_) => client.get_config().await,
+        Err(error) => Err(error),
+    };
+    let outcome = match &result {
+        Ok(config) if config.max_envelope_size_kb.is_some() => "ok".to_owned(),
+        Ok(_) => "wrong_output".to_owned(),
+        Err(error) => bucket_name(error.bucket()).to_owned(),
+    };
+    HostOutcome {
+        name: row.name,
+        outcome,
+        output: None,
+        error: result.err().map(|e| e.to_string()),
+        ms: millis(started.elapsed()),
+        // The client counts per operation only for runs; a sweep is Identify (its own
+        // connection) plus one Get.
+        requests: 2,
+        connections: 0,
+    }
+}
+
+async fn run_host(row: Row, options: Arc<ClientOptions>, script: &str) -> HostOutcome {
+    let started = Instant::now();
+    let mut client = match host_client(&row, options, started) {
+        Ok(client) => client,
+        Err(outcome) => return outcome,
+    };
     let result = client
         .run_script(ScriptSpec::new(script), RunControl::none())
         .await;
