@@ -49,7 +49,7 @@ ROOT = os.path.dirname(BENCH)
 VENV = os.path.join(BENCH, ".venv")
 REQUIREMENTS = os.path.join(BENCH, "requirements.txt")
 RESULTS = os.path.join(BENCH, "results")
-ALL_PEERS = ["psfleet", "psfleet-engine", "pypsrp", "pywinrm", "ansible"]
+ALL_PEERS = ["psfleet", "psfleet-engine", "psfleet-engine-probe", "pypsrp", "pywinrm", "ansible"]
 PYTHON_PEERS = {"pypsrp", "pywinrm", "ansible"}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -61,6 +61,8 @@ def main():
     peers = expand_peers(args.peers)
     if args.sweep_blackhole:
         peers = [p for p in peers if p in ("psfleet", "psfleet-engine")] or ["psfleet-engine"]
+        if args.probe_slots:
+            peers.append("psfleet-engine-probe")
     if PYTHON_PEERS & set(peers):
         ensure_venv()
     os.makedirs(args.work, exist_ok=True)
@@ -98,6 +100,9 @@ def parse_args():
                         "sweep job (Identify, authenticate, read winrm/config)")
     p.add_argument("--connect-timeout-ms", type=int, default=None,
                    help="client connect timeout (default 30000; 5000 with --sweep-blackhole)")
+    p.add_argument("--probe-slots", type=int, default=None,
+                   help="sweep: also run psfleet-engine with a TCP probe stage of this many slots "
+                        "outside the C work slots (default 5000 with --sweep-blackhole; 0: no)")
     p.add_argument("--plot", help="comma-separated concurrencies: run every peer at each and write the SVG")
     p.add_argument("--ansible-hosts", type=int,
                    help="run Ansible on the first M hosts only (its figures are per host; say so)")
@@ -121,6 +126,8 @@ def parse_args():
         args.hosts = 10000 if args.sweep_blackhole else 200
     if args.concurrency is None:
         args.concurrency = 1000 if args.sweep_blackhole else 64
+    if args.probe_slots is None:
+        args.probe_slots = 5000 if args.sweep_blackhole else 0
     if args.connect_timeout_ms is None:
         args.connect_timeout_ms = 5000 if args.sweep_blackhole else 30000
     return args
@@ -443,12 +450,14 @@ def peer_command(peer, args, fleet, concurrency, work, limit):
     if args.https:
         common += ["--ca", fleet.ca()]
     env = dict(os.environ)
-    if peer == "psfleet-engine":
+    if peer in ("psfleet-engine", "psfleet-engine-probe"):
         if not os.path.exists(args.bench_bin):
             return None, f"{args.bench_bin} not built (cargo build --release -p psfleet-bench)"
         job = ["--job", "sweep"] if args.sweep_blackhole else []
+        if peer == "psfleet-engine-probe":
+            job += ["--probe-slots", str(args.probe_slots)]
         return [args.bench_bin, *common, *job, "--threads", str(args.threads),
-                "--results", os.path.join(work, "psfleet-engine.hosts.jsonl")], env
+                "--results", os.path.join(work, f"{peer}.hosts.jsonl")], env
     if peer == "psfleet":
         return psfleet_run_command(args, fleet, concurrency, work, limit, env)
     python = os.path.join(VENV, "bin", "python")
@@ -716,7 +725,8 @@ def document(args, results, mode):
                     "script": args.script, "seed": args.seed,
                     "connect_timeout_ms": args.connect_timeout_ms,
                     "ansible_hosts": args.ansible_hosts, "python_hosts": args.python_hosts,
-                    "threads": args.threads, "git": git_head()},
+                    "threads": args.threads, "probe_slots": args.probe_slots,
+                    "git": git_head()},
         "results": results,
     }
 
@@ -796,7 +806,7 @@ def render_markdown(doc, only_concurrency=None):
     return text[0] + "\n\n" + "\n".join(out)
 
 
-COLOURS = {"psfleet": "#d62728", "psfleet-engine": "#e6550d", "pypsrp": "#1f77b4",
+COLOURS = {"psfleet": "#d62728", "psfleet-engine": "#e6550d", "psfleet-engine-probe": "#fd8d3c", "pypsrp": "#1f77b4",
            "pywinrm": "#2ca02c", "ansible": "#9467bd"}
 
 

@@ -77,6 +77,11 @@ struct Args {
     /// `psfleet sweep`).
     #[arg(long, value_enum, default_value_t = Job::Script)]
     job: Job,
+    /// Probe each host's TCP port (bare connect, `--connect-timeout-ms`) with up to this
+    /// many probes in flight before it takes one of the `--concurrency` work slots; 0 (the
+    /// default) connects inside the work slot, as the engine's scheduler does.
+    #[arg(long, default_value_t = 0)]
+    probe_slots: usize,
 }
 
 /// The work done on each host.
@@ -204,8 +209,11 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
     }
     .map_err(BenchError::Runtime)?;
     let script = Arc::new(args.script.clone());
-    let (outcomes, wall) =
-        runtime.block_on(run_fleet(rows, options, script, args.concurrency, args.job));
+    let limits = Limits {
+        concurrency: args.concurrency,
+        probe_slots: args.probe_slots,
+    };
+    let (outcomes, wall) = runtime.block_on(run_fleet(rows, options, script, limits, args.job));
     if let Some(path) = &args.results {
         write_results(path, &outcomes).map_err(BenchError::Results)?;
     }
@@ -273,22 +281,41 @@ async fn run_fleet(
     rows: Vec<Row>,
     options: Arc<ClientOptions>,
     script: Arc<String>,
-    concurrency: usize,
+    limits: Limits,
     job: Job,
 ) -> (Vec<HostOutcome>, Duration) {
     let started = Instant::now();
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let permits = Arc::new(Semaphore::new(limits.concurrency));
+    // With probing, a host first takes a probe slot (many: a pending connect costs a
+    // socket and nothing else) and keeps it until it has a work slot, so at most
+    // `probe_slots + concurrency` hosts are alive at once.
+    let probe_permits = Arc::new(Semaphore::new(limits.probe_slots.max(1)));
     let mut tasks = JoinSet::new();
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
-        // The permit is taken before the task exists: never more than `concurrency`
-        // hosts (and their buffers) alive at once.
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+        let probing = limits.probe_slots > 0;
+        let gate = if probing { &probe_permits } else { &permits };
+        // The permit is taken before the task exists: the number of hosts (and their
+        // buffers) alive at once stays bounded.
+        let Ok(first_permit) = Arc::clone(gate).acquire_owned().await else {
             break;
         };
         let options = Arc::clone(&options);
         let script = Arc::clone(&script);
+        let permits = Arc::clone(&permits);
         tasks.spawn(async move {
+            let permit = if probing {
+                if let Some(outcome) = probe(&row, options.connect_timeout).await {
+                    return outcome;
+                }
+                let Ok(permit) = permits.acquire_owned().await else {
+                    return probe_failed(&row, "Interrupted", "no work slot".to_owned(), 0.0);
+                };
+                drop(first_permit);
+                permit
+            } else {
+                first_permit
+            };
             let outcome = match job {
                 Job::Script => run_host(row, options, &script).await,
                 Job::Sweep => sweep_host(row, options).await,
@@ -305,6 +332,53 @@ async fn run_fleet(
         outcomes.push(joined(done));
     }
     (outcomes, started.elapsed())
+}
+
+/// How many hosts may be in flight.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Hosts doing the job (connected, authenticating, running).
+    concurrency: usize,
+    /// Hosts whose TCP reachability is being probed before they take a work slot (0: no
+    /// probe; the connect happens inside the work slot, as the engine does it).
+    probe_slots: usize,
+}
+
+/// A bare TCP connect to the row's address within `timeout`: `None` when it connected
+/// (the socket is closed at once), or the host's outcome when it did not.
+async fn probe(row: &Row, timeout: Duration) -> Option<HostOutcome> {
+    let started = Instant::now();
+    let Ok(address) = row.address.parse::<IpAddr>() else {
+        return None;
+    };
+    let target = std::net::SocketAddr::new(address, row.port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
+        Ok(Ok(_stream)) => None,
+        Ok(Err(error)) => Some(probe_failed(
+            row,
+            "InvalidPort",
+            format!("probe: connecting to {target}: {error}"),
+            millis(started.elapsed()),
+        )),
+        Err(_) => Some(probe_failed(
+            row,
+            "InvalidHostName",
+            format!("probe: connecting to {target} timed out after {timeout:?}"),
+            millis(started.elapsed()),
+        )),
+    }
+}
+
+fn probe_failed(row: &Row, outcome: &str, error: String, ms: f64) -> HostOutcome {
+    HostOutcome {
+        name: row.name.clone(),
+        outcome: outcome.to_owned(),
+        output: None,
+        error: Some(error),
+        ms,
+        requests: 0,
+        connections: 0,
+    }
 }
 
 fn joined(done: Result<HostOutcome, tokio::task::JoinError>) -> HostOutcome {
