@@ -58,6 +58,14 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def main():
     args = parse_args()
+    if args.svg:
+        with open(args.svg) as f:
+            doc = json.load(f)
+        path = os.path.join(args.results_dir, "hosts-per-second.svg")
+        with open(path, "w") as f:
+            f.write(render_svg(doc))
+        print(f"bench: plot written to {path}")
+        return
     if args.render:
         for path in args.render:
             with open(path) as f:
@@ -131,6 +139,8 @@ def parse_args():
     p.add_argument("--work", default=os.path.join(ROOT, "target", "bench-work"),
                    help="scratch directory (fleet files, client logs)")
     p.add_argument("--results-dir", default=RESULTS)
+    p.add_argument("--svg", metavar="RESULTS_JSON",
+                   help="redraw bench/results/hosts-per-second.svg from a saved plot run and exit")
     p.add_argument("--render", nargs="+", metavar="RESULTS_JSON",
                    help="print the tables of saved results as Markdown (for BENCHMARKS.md) and exit")
     p.add_argument("--name", help="results file name (default: derived from the options)")
@@ -852,6 +862,10 @@ def render_svg(doc):
     w, h, left, right, top, bottom = 720, 440, 70, 150, 40, 60
     pw, ph = w - left - right, h - top - bottom
     values = [v for pts in series.values() for _, v in pts] or [1.0]
+    rt0 = next((r["round_trips_per_host"] for r in doc["results"]
+                if r["peer"].startswith("psfleet") and not r.get("skipped")), None)
+    if rt0 and doc["options"]["latency_ms"]:
+        values += [c / (rt0 * doc["options"]["latency_ms"] / 1000.0) for c in levels]
     ymin = 10 ** math.floor(math.log10(min(values)))
     ymax = 10 ** math.ceil(math.log10(max(values)))
     if ymax <= ymin:
@@ -893,7 +907,26 @@ def render_svg(doc):
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{h - 18}" text-anchor="middle">concurrency C (log scale)</text>')
     parts.append(f'<text transform="translate(18 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">'
                  f'hosts per second (log scale)</text>')
+    # The latency bound as a rate: C / (RT/host x L), with psfleet's round trips.
+    ref_rt = next((r["round_trips_per_host"] for r in doc["results"]
+                   if r["peer"].startswith("psfleet") and not r.get("skipped")), None)
+    legend_rows = 0
+    if ref_rt and o["latency_ms"]:
+        ideal = [(c, c / (ref_rt * o["latency_ms"] / 1000.0)) for c in levels]
+        ideal = [(c, v) for c, v in ideal if ymin <= v <= ymax]
+        if ideal:
+            path = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in ideal)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="#777777" '
+                         f'stroke-width="1.5" stroke-dasharray="6 4"/>')
+            ly = top + 16
+            parts.append(f'<line x1="{left + pw + 14}" y1="{ly - 4}" x2="{left + pw + 34}" '
+                         f'y2="{ly - 4}" stroke="#777777" stroke-dasharray="6 4"/>')
+            parts.append(f'<text x="{left + pw + 40}" y="{ly}">latency bound</text>')
+            parts.append(f'<text x="{left + pw + 40}" y="{ly + 14}" font-size="10">'
+                         f'C / ({ref_rt:g} RT x {o["latency_ms"]} ms)</text>')
+            legend_rows = 2
     for i, (peer, pts) in enumerate(sorted(series.items(), key=lambda kv: ALL_PEERS.index(kv[0]))):
+        i += legend_rows
         pts.sort()
         colour = COLOURS.get(peer, "#333333")
         path = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in pts)
