@@ -29,6 +29,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// `--features mimalloc`: the allocator experiment of BENCHMARKS.md (glibc malloc is about
+/// 15 % of the client's CPU).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(
