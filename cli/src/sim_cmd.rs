@@ -35,6 +35,10 @@ pub struct SimArgs {
     /// Address of the first host; the others follow it (inside 127.0.0.0/8 only).
     #[arg(long, default_value_t = DEFAULT_FIRST_ADDRESS)]
     pub first_address: Ipv4Addr,
+    /// A keytab with HTTP/<host> keys from the fleet's KDC (scripts/kdc): hosts it has
+    /// keys for accept Kerberos and SPNEGO-Kerberos.
+    #[arg(long)]
+    pub keytab: Option<PathBuf>,
 }
 
 /// Why `psfleet sim` failed.
@@ -83,6 +87,7 @@ pub async fn serve(
     options.latency = args.latency_ms.map(Duration::from_millis);
     options.out_dir = Some(args.out.clone());
     options.first_address = args.first_address;
+    options.keytab = args.keytab.clone();
     let fleet = Fleet::start(options).await?;
     // Console output is best effort: a closed stdout must not stop the fleet.
     let _ = print_started(out, &profile, &fleet, seed, &args);
@@ -91,11 +96,13 @@ pub async fn serve(
     let stats = fleet.shutdown().await?;
     let _ = writeln!(
         out,
-        "psfleet sim: stopped after {:.1} s: {} requests, {} authentications, {} authentication failures; {}",
+        "psfleet sim: stopped after {:.1} s: {} requests, {} authentications, {} authentication failures, {} shells created, {} left open; {}",
         stats.uptime_seconds,
         stats.totals.requests,
         stats.totals.authentications,
         stats.totals.auth_failures,
+        stats.service_totals.shells_created,
+        stats.service_totals.shells_open,
         args.out.join(outputs::STATS).display()
     );
     Ok(stats)
@@ -199,6 +206,7 @@ mod tests {
             seed: Some(77),
             out: dir.clone(),
             first_address: Ipv4Addr::new(127, 79, 0, 1),
+            keytab: None,
         };
         let mut printed = Vec::new();
         let stats = serve(args, async {}, &mut printed).await.unwrap();
@@ -234,6 +242,7 @@ mod tests {
             seed: Some(1),
             out: dir.join("out"),
             first_address: Ipv4Addr::new(127, 79, 1, 1),
+            keytab: None,
         };
         let error = serve(args, async {}, &mut Vec::new())
             .await

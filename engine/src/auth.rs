@@ -16,6 +16,8 @@
 //! RFC 5929 tls-server-end-point).
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use psfleet_core::encryption::{MessageSealer, Protocol, Sealed, Unsealed};
 use psfleet_core::taxonomy::Bucket;
@@ -187,6 +189,8 @@ pub const CERTIFICATE_AUTH_HEADER: &str =
 pub struct ClientCertificate {
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// The chain with its signing key, as the TLS handshake presents it.
+    certified: Arc<rustls::sign::CertifiedKey>,
 }
 
 impl Clone for ClientCertificate {
@@ -194,6 +198,7 @@ impl Clone for ClientCertificate {
         Self {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            certified: Arc::clone(&self.certified),
         }
     }
 }
@@ -234,7 +239,11 @@ impl ClientCertificate {
                 "the private key does not belong to the leaf certificate: {e}"
             ))
         })?;
-        Ok(Self { chain, key })
+        Ok(Self {
+            chain,
+            key,
+            certified: Arc::new(certified),
+        })
     }
 
     /// [`ClientCertificate::from_pem`] from two files.
@@ -255,8 +264,17 @@ impl ClientCertificate {
         &self.chain
     }
 
-    /// Finishes a rustls client configuration with this certificate (the TLS layer calls
-    /// this where it would call `with_no_client_auth`).
+    /// A resolver for one connection's TLS client (`TlsClient::with_client_cert_resolver`):
+    /// it presents this certificate when the server asks, and notes that it asked.
+    pub fn resolver(&self) -> CertificateResolver {
+        CertificateResolver {
+            certified: Arc::clone(&self.certified),
+            requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Finishes a rustls client configuration with this certificate (for a TLS client
+    /// built by hand, where it would call `with_no_client_auth`).
     pub fn apply(
         &self,
         builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
@@ -266,6 +284,47 @@ impl ClientCertificate {
             .map_err(|e| AuthError::ClientCertificate {
                 reason: e.to_string(),
             })
+    }
+}
+
+/// The client certificate of one TLS connection: handed to rustls when the server sends a
+/// CertificateRequest, and the record that it did. A listener without certificate
+/// authentication never asks, so a 401 on such a connection means the mechanism is not
+/// offered rather than that the certificate was refused.
+pub struct CertificateResolver {
+    certified: Arc<rustls::sign::CertifiedKey>,
+    requested: AtomicBool,
+}
+
+impl CertificateResolver {
+    /// True once the server asked for a client certificate (and was given this one).
+    pub fn was_requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for CertificateResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateResolver")
+            .field("certificates", &self.certified.cert.len())
+            .field("requested", &self.was_requested())
+            .finish()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertificateResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        // Relaxed: a flag read after the handshake completed on this same connection.
+        self.requested.store(true, Ordering::Relaxed);
+        Some(Arc::clone(&self.certified))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -538,9 +597,12 @@ impl ClientContext {
         host: &str,
         options: &ContextOptions,
     ) -> Result<Self, AuthError> {
+        // CredSSP binds its inner TLS session to the SPNEGO keys itself (pubKeyAuth,
+        // MS-CSSP 3.1.5); the outer channel's bindings have no place in it.
         let channel_bindings = options
             .channel_bindings
             .as_deref()
+            .filter(|_| mechanism != Mechanism::CredSsp)
             .map(sec_channel_bindings)
             .transpose()?;
         let sspi_err = sspi_error(mechanism, "acquire credentials");
@@ -1333,6 +1395,48 @@ mod tests {
                 other => panic!("{reason}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn certificate_resolvers_note_the_servers_request() {
+        use rustls::client::ResolvesClientCert as _;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let loaded =
+            ClientCertificate::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+                .unwrap();
+        // One resolver per connection: asking on one says nothing about another.
+        let first = loaded.resolver();
+        let second = loaded.resolver();
+        assert!(first.has_certs());
+        assert!(!first.was_requested());
+        let presented = first
+            .resolve(&[], &[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        assert_eq!(presented.cert[0].as_ref(), cert.der().as_ref());
+        assert!(first.was_requested());
+        assert!(!second.was_requested());
+        assert!(!format!("{first:?}").contains("key"));
+    }
+
+    #[test]
+    fn credssp_ignores_the_outer_channel_bindings() {
+        let bindings = Some(b"tls-server-end-point:0123456789abcdef".to_vec());
+        let credssp = ClientContext::with_channel_bindings(
+            Mechanism::CredSsp,
+            &credential(),
+            "web01",
+            bindings.clone(),
+        )
+        .unwrap();
+        assert!(!credssp.is_channel_bound());
+        let ntlm =
+            ClientContext::with_channel_bindings(Mechanism::Ntlm, &credential(), "web01", bindings)
+                .unwrap();
+        assert!(ntlm.is_channel_bound());
     }
 
     #[test]

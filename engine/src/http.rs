@@ -1,5 +1,6 @@
 //! One HTTP/1.1 connection to one WinRM listener, over HTTP or HTTPS, authenticated with
-//! Basic, NTLM or Negotiate, with or without message encryption.
+//! Basic, NTLM, Negotiate, Kerberos, CredSSP or a client certificate, with or without
+//! message encryption.
 //!
 //! NTLM and SPNEGO authenticate the TCP connection, not the request (MS-WSMV 2.2.9.1.1.1),
 //! so this module owns its socket: a hyper HTTP/1.1 client connection on one tokio
@@ -14,9 +15,16 @@
 //! 3. `POST` with an empty body and `Authorization: Negotiate <AUTHENTICATE token>`;
 //! 4. `200`, for SPNEGO with the server's final token (its mechListMIC).
 //!
+//! Kerberos takes one leg (AP-REQ, answered by the 200 carrying the AP-REP); CredSSP six
+//! (the TLS handshake, SPNEGO inside it, pubKeyAuth, the delegated credentials), each
+//! intermediate one answered by a 401 carrying the server's token. KDC traffic goes over
+//! tokio sockets ([`ClientContext::step_async`]), never blocking a runtime thread.
+//!
 //! Over HTTPS the context is bound to the TLS channel (`tls-server-end-point`, RFC 5929)
 //! so that the server can tell the exchange was not relayed. Basic has no exchange: its
-//! header rides on every request.
+//! header rides on every request. Certificate authentication neither: the TLS handshake
+//! presents the client certificate and every request carries the WS-Man `https/mutual`
+//! header (wire-facts 3, [`CERTIFICATE_AUTH_HEADER`]).
 //!
 //! After that [`Connection::send`] sends each SOAP envelope, sealed into a
 //! `multipart/encrypted` body (`psfleet_core::encryption`) when message encryption is on
@@ -38,7 +46,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
     ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap,
-    HeaderName, HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, LOCATION, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -51,7 +59,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::auth::{AuthError, ClientContext, ContextOptions, Credential, Mechanism};
+use crate::auth::{
+    AuthError, CERTIFICATE_AUTH_HEADER, CertificateResolver, ClientCertificate, ClientContext,
+    ContextOptions, Credential, Mechanism,
+};
 use crate::kerberos::KerberosOptions;
 use crate::target::{Endpoint, Host, Resolver, Scheme, TargetError};
 use crate::tls::{TlsClient, TlsFailure, TlsOptions, TlsSession, TlsSetupError};
@@ -71,16 +82,36 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `read_timeout`. It must exceed the WS-Man `OperationTimeout` of Receive requests.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default cap on one response body. WinRM's `MaxEnvelopeSizekb` defaults to 500 KB and
-/// sealing adds a few hundred bytes, so this leaves a wide margin.
+/// Default ceiling on one response body, whatever the envelope size asked for. WinRM's
+/// `MaxEnvelopeSizekb` defaults to 500 KB and sealing adds a few hundred bytes, so this
+/// leaves a wide margin; [`response_limit_for_envelope`] is the tighter per-request bound.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What [`response_limit_for_envelope`] adds on top of twice the envelope size: the
+/// `multipart/encrypted` framing and signature (a few hundred bytes, MS-WSMV 2.2.9.1),
+/// CredSSP's TLS record overhead, and room to spare.
+pub const RESPONSE_LIMIT_MARGIN: usize = 64 * 1024;
+
+/// The largest response body accepted when requests ask for envelopes of at most
+/// `max_envelope_size` bytes (`wsman:MaxEnvelopeSize`): twice that plus
+/// [`RESPONSE_LIMIT_MARGIN`]. Windows never sends a larger envelope than the client asked
+/// for (it answers with ERROR_WSMAN_MAX_ENVELOPE_SIZE_EXCEEDED instead, wire-facts 1.14), so
+/// the factor of two only absorbs encoding differences; anything bigger is a hostile or
+/// broken server, refused before it can fill memory (issue 8).
+pub fn response_limit_for_envelope(max_envelope_size: u32) -> usize {
+    usize::try_from(max_envelope_size)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .saturating_add(RESPONSE_LIMIT_MARGIN)
+}
 
 /// The header that asks for an unauthenticated Identify reply (MS-WSMV 3.1.4.1.23).
 pub const WSMANIDENTIFY: &str = "wsmanidentify";
 
-/// Most requests one authentication exchange may take; NTLM needs two and SPNEGO-wrapped
-/// NTLM two (its final token rides on the 200).
-const MAX_AUTH_LEGS: usize = 4;
+/// Most requests one authentication exchange may take: NTLM and SPNEGO-wrapped NTLM need
+/// two (SPNEGO's final token rides on the 200), Kerberos one, CredSSP six (TLS handshake
+/// two, SPNEGO two, pubKeyAuth, credentials); two to spare.
+const MAX_AUTH_LEGS: usize = 8;
 
 /// Most challenges read from the `WWW-Authenticate` headers of one response.
 const MAX_CHALLENGES: usize = 32;
@@ -96,6 +127,11 @@ pub enum AuthMethod {
     Basic,
     /// An SSPI mechanism (NTLM, Negotiate, ...) authenticating the TCP connection.
     Sspi(Mechanism),
+    /// WS-Man certificate authentication (the `https/mutual` security profile): a TLS
+    /// client certificate ([`ConnectionConfig::client_certificate`]) and
+    /// [`CERTIFICATE_AUTH_HEADER`] on every request. HTTPS only, no message encryption;
+    /// the credential's password is never sent, its user name only labels errors.
+    Certificate,
 }
 
 impl AuthMethod {
@@ -104,6 +140,8 @@ impl AuthMethod {
         match self {
             Self::Basic => "Basic",
             Self::Sspi(mechanism) => mechanism.http_scheme(),
+            // Not an HTTP scheme: WinRM never offers it in `WWW-Authenticate`.
+            Self::Certificate => "Certificate",
         }
     }
 
@@ -130,6 +168,7 @@ impl fmt::Display for AuthMethod {
         match self {
             Self::Basic => f.write_str("Basic"),
             Self::Sspi(mechanism) => write!(f, "{mechanism}"),
+            Self::Certificate => f.write_str("Certificate"),
         }
     }
 }
@@ -167,6 +206,9 @@ pub struct ConnectionConfig {
     /// The TLS client for HTTPS; `None` builds one with [`TlsOptions::default`] (system
     /// roots, full verification) on each connect.
     pub tls: Option<TlsClient>,
+    /// The client certificate of [`AuthMethod::Certificate`], presented when the server
+    /// asks for one in the TLS handshake.
+    pub client_certificate: Option<Arc<ClientCertificate>>,
     /// Where the KDC is and what the service is called (Kerberos, and Negotiate when it
     /// tries Kerberos first).
     pub kerberos: KerberosOptions,
@@ -194,6 +236,7 @@ impl ConnectionConfig {
             credential,
             encryption: Encryption::Auto,
             tls: None,
+            client_certificate: None,
             kerberos: KerberosOptions::default(),
             resolver: Arc::new(Resolver::default()),
             address: None,
@@ -299,6 +342,11 @@ pub enum ProtocolViolation {
     TokenAfterAccept,
     /// More than the allowed number of authentication legs.
     TooManyLegs,
+    /// A 401 carrying a new NTLM challenge after the client sent its AUTHENTICATE
+    /// message: NTLM has three messages, so the server is restarting the exchange, which
+    /// a hostile server could do forever (issue 8). A refused proof carries no token
+    /// (wire-facts 1.4) and stays [`TransportError::CredentialsRejected`].
+    ChallengeAfterProof,
     /// The response was not valid HTTP/1.1.
     MalformedHttp,
 }
@@ -325,6 +373,9 @@ impl fmt::Display for ProtocolViolation {
                 f.write_str("authentication wanted another leg after the server accepted")
             }
             Self::TooManyLegs => write!(f, "more than {MAX_AUTH_LEGS} authentication legs"),
+            Self::ChallengeAfterProof => {
+                f.write_str("a new NTLM challenge after the authentication proof was sent")
+            }
             Self::MalformedHttp => f.write_str("malformed HTTP response"),
         }
     }
@@ -425,7 +476,8 @@ pub enum TransportError {
         source: hyper::Error,
     },
     /// A 401 offering no scheme this method can use (wire-facts 1.2: the mechanism is
-    /// disabled on the server).
+    /// disabled on the server). For certificate authentication, which WinRM never lists:
+    /// a 401 from a listener that did not ask for a client certificate.
     #[error("server does not offer the {scheme} scheme (offered: {offered:?})")]
     MechanismNotOffered {
         /// The scheme wanted.
@@ -433,9 +485,11 @@ pub enum TransportError {
         /// The schemes the 401 offered.
         offered: Vec<String>,
     },
-    /// A 401 after the client sent its proof (the NTLM AUTHENTICATE message, or a Basic
-    /// header): bad password, unknown user, an authorization refusal that looks the same
-    /// on the wire (wire-facts 1.1 and 1.4), or over HTTPS a channel-binding mismatch.
+    /// A 401 after the client sent its proof (the NTLM AUTHENTICATE message, a Kerberos
+    /// AP-REQ, CredSSP's delegated credentials, a Basic header, a client certificate the
+    /// host asked for): bad password, unknown user or unmapped certificate, an
+    /// authorization refusal that looks the same on the wire (wire-facts 1.1 and 1.4), or
+    /// over HTTPS a channel-binding mismatch.
     #[error("credentials for {user:?} rejected (offered: {offered:?})")]
     CredentialsRejected {
         /// The user name that was refused.
@@ -445,6 +499,17 @@ pub enum TransportError {
         /// True when the exchange carried TLS channel bindings (a mismatch would also
         /// end here, wire-facts 1.4).
         channel_bound: bool,
+    },
+    /// The host refused the client certificate of certificate authentication: a fatal TLS
+    /// alert after it asked for the certificate (not issued by a CA it trusts, expired,
+    /// no client-authentication usage). Under TLS 1.3 the alert comes after the client's
+    /// handshake is over, so it surfaces on the first request.
+    #[error("{addr} refused the client certificate (TLS: {alert})")]
+    ClientCertificateRefused {
+        /// The server address.
+        addr: SocketAddr,
+        /// The alert, or the handshake failure, as rustls reported it.
+        alert: String,
     },
     /// The host refused a plaintext message on an authenticated HTTP connection: 500 with
     /// an empty body, or 401 (wire-facts 1.3: AllowUnencrypted is false).
@@ -480,6 +545,19 @@ pub enum TransportError {
     /// number, malformed multipart framing).
     #[error("message encryption failed")]
     Encryption(#[source] FramingError<AuthError>),
+    /// A redirection (301, 302, 303, 307, 308). It is not followed by a [`Connection`]:
+    /// the Windows client refuses redirections unless `-AllowRedirection` is given, since
+    /// following one sends the credentials to another server (`ops` follows them only
+    /// when allowed).
+    #[error("HTTP {status} redirection to {location:?} not followed ({phase})")]
+    Redirected {
+        /// The status code.
+        status: u16,
+        /// The `Location` header (at most 512 characters), if any.
+        location: Option<String>,
+        /// What the request was.
+        phase: Phase,
+    },
     /// A response body exceeded the configured limit.
     #[error("response body exceeds {limit} bytes ({phase})")]
     ResponseTooLarge {
@@ -532,7 +610,9 @@ impl TransportError {
             } => Bucket::InvalidProtocol,
             Self::RequestTimeout { .. } => Bucket::Timeout,
             Self::MechanismNotOffered { .. } => Bucket::AccessDenied,
-            Self::CredentialsRejected { .. } => Bucket::InvalidCredentials,
+            Self::CredentialsRejected { .. } | Self::ClientCertificateRefused { .. } => {
+                Bucket::InvalidCredentials
+            }
             Self::PlaintextRefused { .. } => Bucket::EncryptionRequired,
             // A 401 on an authenticated connection: the service-level authorization
             // refusal of wire-facts 1.1 looks like bad credentials.
@@ -548,6 +628,7 @@ impl TransportError {
             } => Bucket::ClientAuthenticationDisabled,
             Self::Auth { .. }
             | Self::Encryption(_)
+            | Self::Redirected { .. }
             | Self::ResponseTooLarge { .. }
             | Self::Protocol { .. }
             | Self::Http { .. } => Bucket::ProtocolError,
@@ -589,8 +670,13 @@ pub struct Connection {
     driver: JoinHandle<()>,
     /// The connection-bound context (NTLM, Negotiate, ...), if any.
     context: Option<Box<ClientContext>>,
-    /// The Basic header, sent on every request (marked sensitive), if Basic.
-    basic: Option<HeaderValue>,
+    /// The `Authorization` header of a method without an exchange, sent on every request:
+    /// Basic credentials (marked sensitive) or the certificate profile URI.
+    per_request: Option<HeaderValue>,
+    /// How the connection authenticates.
+    auth: AuthMethod,
+    /// Certificate authentication: what the TLS handshake did with the client certificate.
+    certificate: Option<Arc<CertificateResolver>>,
     /// True when messages are sealed with `context`.
     seal: bool,
     uri: Uri,
@@ -612,7 +698,8 @@ impl fmt::Debug for Connection {
             .field("scheme", &self.scheme)
             .field("uri", &self.uri)
             .field("context", &self.context)
-            .field("basic", &self.basic.is_some())
+            .field("auth", &self.auth)
+            .field("per_request", &self.per_request.is_some())
             .field("seal", &self.seal)
             .field("offered", &self.offered)
             .field("usable", &self.usable)
@@ -631,13 +718,34 @@ impl Connection {
     /// Resolves the host, opens the TCP connection (and TLS for HTTPS) and authenticates
     /// it. Nothing is sent when the host, path or settings are unusable.
     pub async fn connect(config: &ConnectionConfig) -> Result<Self, TransportError> {
-        if matches!(config.auth, AuthMethod::Basic) && config.encryption == Encryption::Always {
-            return Err(TransportError::InvalidRequest(
-                "Basic authentication cannot encrypt messages",
-            ));
+        match config.auth {
+            AuthMethod::Basic if config.encryption == Encryption::Always => {
+                return Err(TransportError::InvalidRequest(
+                    "Basic authentication cannot encrypt messages",
+                ));
+            }
+            AuthMethod::Certificate if config.encryption == Encryption::Always => {
+                return Err(TransportError::InvalidRequest(
+                    "certificate authentication cannot encrypt messages",
+                ));
+            }
+            AuthMethod::Certificate if config.scheme != Scheme::Https => {
+                return Err(TransportError::InvalidRequest(
+                    "certificate authentication needs HTTPS",
+                ));
+            }
+            AuthMethod::Certificate if config.client_certificate.is_none() => {
+                return Err(TransportError::InvalidRequest(
+                    "certificate authentication needs a client certificate",
+                ));
+            }
+            _ => {}
         }
         let mut conn = Self::open(config).await?;
         match config.auth {
+            AuthMethod::Certificate => {
+                conn.per_request = Some(HeaderValue::from_static(CERTIFICATE_AUTH_HEADER));
+            }
             AuthMethod::Basic => {
                 let secret = format!(
                     "{}:{}",
@@ -651,7 +759,7 @@ impl Connection {
                         )
                     })?;
                 value.set_sensitive(true);
-                conn.basic = Some(value);
+                conn.per_request = Some(value);
             }
             AuthMethod::Sspi(mechanism) => {
                 let options = ContextOptions {
@@ -698,8 +806,10 @@ impl Connection {
         Ok(reply)
     }
 
-    /// The schemes offered by the last `WWW-Authenticate` headers seen (from the 401s of
-    /// the authentication exchange), as sent (`Negotiate`, `Basic`, ...).
+    /// The schemes offered by the last 401's `WWW-Authenticate` headers, as sent
+    /// (`Negotiate`, `Basic`, ...): a refusal lists every enabled scheme, a 401 that
+    /// continues an exchange only its own; empty when no 401 came (Basic, a certificate,
+    /// Kerberos accepted on its first leg).
     pub fn offered_schemes(&self) -> &[String] {
         &self.offered
     }
@@ -712,6 +822,17 @@ impl Connection {
     /// The authentication mechanism of a connection-bound context, if any.
     pub fn mechanism(&self) -> Option<Mechanism> {
         self.context.as_ref().map(|c| c.mechanism())
+    }
+
+    /// How the connection authenticated.
+    pub fn auth_method(&self) -> AuthMethod {
+        self.auth
+    }
+
+    /// True when the connection authenticated with Kerberos: [`Mechanism::Kerberos`], or
+    /// Negotiate that settled on Kerberos rather than NTLM.
+    pub fn uses_kerberos(&self) -> bool {
+        self.context.as_ref().is_some_and(|c| c.uses_kerberos())
     }
 
     /// True when messages are sealed on this connection.
@@ -739,7 +860,7 @@ impl Connection {
         let host = Host::parse(&config.host)?;
         let host_header = host_header(&host, config.port)?;
         let uri = request_uri(&config.path)?;
-        let tls_client = match (config.scheme, &config.tls) {
+        let mut tls_client = match (config.scheme, &config.tls) {
             (Scheme::Http, _) => None,
             (Scheme::Https, Some(client)) => Some(client.clone()),
             (Scheme::Https, None) => Some(
@@ -747,6 +868,16 @@ impl Connection {
                     .map_err(|e| TransportError::TlsSetup(Arc::new(e)))?,
             ),
         };
+        // Certificate authentication: this connection's TLS client presents the
+        // certificate, through a resolver of its own that notes whether the server asked.
+        let mut certificate = None;
+        if let (AuthMethod::Certificate, Some(client), Some(cert)) =
+            (config.auth, tls_client.as_mut(), &config.client_certificate)
+        {
+            let resolver = Arc::new(cert.resolver());
+            *client = client.with_client_cert_resolver(Arc::clone(&resolver) as _);
+            certificate = Some(resolver);
+        }
         let addrs = match config.address {
             Some(ip) => vec![SocketAddr::new(ip, config.port)],
             None => config
@@ -767,15 +898,38 @@ impl Connection {
             }
             Some(client) => {
                 let name = host.to_string();
+                let stream = FirstBytes::new(stream);
+                let first = Arc::clone(&stream.record);
                 let (stream, session) = timeout_at(deadline, client.connect(&name, stream))
                     .await
                     .map_err(|_| TransportError::ConnectTimeout {
                         addr: peer,
                         timeout: config.connect_timeout,
                     })?
-                    .map_err(|failure| TransportError::Tls {
-                        addr: peer,
-                        failure,
+                    .map_err(|failure| {
+                        let failure = plaintext_or_garbage(
+                            failure,
+                            &first
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        );
+                        match (&failure, &certificate) {
+                            // TLS 1.2: the refusal ends the handshake, after the server
+                            // asked for the certificate (cipher and version are settled
+                            // before that).
+                            (TlsFailure::Handshake(alert), Some(resolver))
+                                if resolver.was_requested() =>
+                            {
+                                TransportError::ClientCertificateRefused {
+                                    addr: peer,
+                                    alert: alert.clone(),
+                                }
+                            }
+                            _ => TransportError::Tls {
+                                addr: peer,
+                                failure,
+                            },
+                        }
                     })?;
                 let (sender, driver) = start_http(TokioIo::new(stream)).await?;
                 (sender, driver, Some(session))
@@ -785,7 +939,9 @@ impl Connection {
             sender,
             driver,
             context: None,
-            basic: None,
+            per_request: None,
+            auth: config.auth,
+            certificate,
             seal: false,
             uri,
             host_header,
@@ -801,13 +957,20 @@ impl Connection {
     }
 
     /// Runs the empty-body authentication legs until the server answers 200.
+    ///
+    /// A 401 carrying a token of the scheme continues the exchange (NTLM's CHALLENGE,
+    /// each CredSSP flight); a 401 without one after the client's proof went out (NTLM's
+    /// AUTHENTICATE, a Kerberos AP-REQ, the delegated CredSSP credentials) is the server
+    /// refusing it (wire-facts 1.4).
     async fn authenticate(&mut self) -> Result<(), TransportError> {
         let context = self.context()?;
-        let scheme = context.mechanism().http_scheme();
+        let mechanism = context.mechanism();
+        let scheme = mechanism.http_scheme();
         let channel_bound = context.is_channel_bound();
         let mut input: Option<Vec<u8>> = None;
-        // True once a sent token answered a server challenge: from then on a 401 means
-        // the server refused the proof (the NTLM AUTHENTICATE message).
+        // True once a sent token carried the client's proof: a token answering a server
+        // token, or a Kerberos AP-REQ (the first token). From then on a 401 without a
+        // token means the server refused it.
         let mut proof_sent = false;
         for leg in 0..MAX_AUTH_LEGS {
             let phase = if leg == 0 {
@@ -815,10 +978,16 @@ impl Connection {
             } else {
                 Phase::Authenticate
             };
-            let step = self
-                .context()?
-                .step(input.as_deref())
-                .map_err(|source| TransportError::Auth { phase, source })?;
+            let step = match self.context()?.step_async(input.as_deref()).await {
+                Ok(step) => step,
+                // A 401 token the context cannot take after the proof went out (an SPNEGO
+                // reject): the server refused the credentials. CredSSP's refusal is an
+                // error TSRequest that names its NTSTATUS, kept as it is.
+                Err(AuthError::Sspi { .. }) if proof_sent && mechanism != Mechanism::CredSsp => {
+                    return Err(self.rejected(channel_bound));
+                }
+                Err(source) => return Err(TransportError::Auth { phase, source }),
+            };
             let Some(token) = step.token else {
                 // Only a complete context has nothing to send, and a complete context
                 // ended the loop below; anything else is a context that stalled.
@@ -827,7 +996,7 @@ impl Connection {
                     violation: ProtocolViolation::AcceptedBeforeComplete,
                 });
             };
-            proof_sent |= input.is_some();
+            proof_sent |= input.is_some() || self.context()?.uses_kerberos();
             let authorization = format!("{scheme} {}", BASE64.encode(&token));
             let authorization = HeaderValue::from_str(&authorization)
                 .map_err(|_| TransportError::InvalidRequest("a token header is not valid"))?;
@@ -841,34 +1010,39 @@ impl Connection {
                 )
                 .await?;
             let challenges = parse_challenges(&response.headers);
-            if !challenges.is_empty() {
+            // What a 401 offers; a 200's header only carries the final token.
+            if response.status == StatusCode::UNAUTHORIZED && !challenges.is_empty() {
                 self.offered = challenges.iter().map(|c| c.scheme.clone()).collect();
             }
             let server_token = negotiate_token(&challenges, scheme)
                 .map_err(|violation| TransportError::Protocol { phase, violation })?;
             match response.status {
                 StatusCode::UNAUTHORIZED => {
+                    if proof_sent && server_token.as_deref().is_some_and(carries_ntlm_challenge) {
+                        return Err(TransportError::Protocol {
+                            phase,
+                            violation: ProtocolViolation::ChallengeAfterProof,
+                        });
+                    }
                     if !self.offered_scheme(scheme) {
                         return Err(TransportError::MechanismNotOffered {
                             scheme,
                             offered: self.offered.clone(),
                         });
                     }
-                    if proof_sent || self.context()?.is_complete() {
-                        return Err(TransportError::CredentialsRejected {
-                            user: self.user.clone(),
-                            offered: self.offered.clone(),
-                            channel_bound,
-                        });
+                    let complete = self.context()?.is_complete();
+                    match server_token {
+                        // The exchange goes on.
+                        Some(server_token) if !complete => input = Some(server_token),
+                        _ if proof_sent || complete => {
+                            return Err(self.rejected(channel_bound));
+                        }
+                        // The server refused the first token itself.
+                        _ => return Err(self.status_error(&response, phase)),
                     }
-                    let Some(server_token) = server_token else {
-                        // The server refused the NEGOTIATE token itself.
-                        return Err(self.status_error(&response, phase));
-                    };
-                    input = Some(server_token);
                 }
                 StatusCode::OK => {
-                    return self.finish_on_accept(server_token, phase);
+                    return self.finish_on_accept(server_token, phase).await;
                 }
                 _ => return Err(self.status_error(&response, phase)),
             }
@@ -877,6 +1051,15 @@ impl Connection {
             phase: Phase::Authenticate,
             violation: ProtocolViolation::TooManyLegs,
         })
+    }
+
+    /// The server refused the credentials after a complete exchange.
+    fn rejected(&self, channel_bound: bool) -> TransportError {
+        TransportError::CredentialsRejected {
+            user: self.user.clone(),
+            offered: self.offered.clone(),
+            channel_bound,
+        }
     }
 
     /// The connection-bound context; only authenticated SSPI connections reach the
@@ -890,7 +1073,7 @@ impl Connection {
     }
 
     /// Completes the context when the server answered 200 to an authentication leg.
-    fn finish_on_accept(
+    async fn finish_on_accept(
         &mut self,
         server_token: Option<Vec<u8>>,
         phase: Phase,
@@ -906,7 +1089,8 @@ impl Connection {
                 });
             };
             let step = context
-                .step(Some(&token))
+                .step_async(Some(&token))
+                .await
                 .map_err(|source| TransportError::Auth { phase, source })?;
             if step.token.is_some() {
                 return Err(TransportError::Protocol {
@@ -972,7 +1156,7 @@ impl Connection {
 
     /// Sends one plaintext message (HTTPS, Basic, or encryption turned off).
     async fn exchange_plain(&mut self, soap: &[u8]) -> Result<Reply, TransportError> {
-        let authorization = self.basic.clone();
+        let authorization = self.per_request.clone();
         let response = self
             .exchange(
                 soap.to_vec(),
@@ -986,24 +1170,13 @@ impl Connection {
         let refused_plaintext = self.scheme == Scheme::Http
             && (status == StatusCode::UNAUTHORIZED
                 || (status == StatusCode::INTERNAL_SERVER_ERROR && response.body.is_empty()));
-        let authenticated = self.basic.is_some() || self.context.is_some();
+        let authenticated = self.per_request.is_some() || self.context.is_some();
         match status {
             StatusCode::OK => {}
             StatusCode::INTERNAL_SERVER_ERROR if !response.body.is_empty() => {}
-            StatusCode::UNAUTHORIZED if self.basic.is_some() => {
+            StatusCode::UNAUTHORIZED if self.per_request.is_some() => {
                 self.note_challenges(&response);
-                return Err(if self.offered_scheme("Basic") {
-                    TransportError::CredentialsRejected {
-                        user: self.user.clone(),
-                        offered: self.offered.clone(),
-                        channel_bound: false,
-                    }
-                } else {
-                    TransportError::MechanismNotOffered {
-                        scheme: "Basic",
-                        offered: self.offered.clone(),
-                    }
-                });
+                return Err(self.per_request_refusal());
             }
             // Authenticated, then refused for being unencrypted (wire-facts 1.3).
             _ if authenticated && refused_plaintext => {
@@ -1076,6 +1249,12 @@ impl Connection {
                 .await
                 .map_err(|source| hyper_error(source, phase, scheme))?;
             let (parts, incoming) = response.into_parts();
+            // A declared length over the limit is refused before reading any of it (a
+            // hostile `Content-Length: 1073741824`); an undeclared one (chunked, or read to
+            // the close) is cut off by `Limited` as soon as it passes the limit.
+            if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+                return Err(TransportError::ResponseTooLarge { phase, limit });
+            }
             let body = Limited::new(incoming, limit)
                 .collect()
                 .await
@@ -1093,6 +1272,27 @@ impl Connection {
                 phase,
                 timeout: self.request_timeout,
             })?
+            .map_err(|error| self.certificate_refusal(error))
+    }
+
+    /// A TLS alert on a connection that presented a client certificate: the host refused
+    /// the certificate (TLS 1.3 sends the refusal after the client's handshake is done).
+    fn certificate_refusal(&self, error: TransportError) -> TransportError {
+        if !self.certificate.as_ref().is_some_and(|c| c.was_requested()) {
+            return error;
+        }
+        let alert = match &error {
+            TransportError::Http { source, .. }
+            | TransportError::ConnectionClosed { source, .. } => tls_alert(source),
+            _ => None,
+        };
+        match alert {
+            Some(alert) => TransportError::ClientCertificateRefused {
+                addr: self.peer,
+                alert: format!("received fatal alert {alert:?}"),
+            },
+            None => error,
+        }
     }
 
     fn note_challenges(&mut self, response: &Response) {
@@ -1104,11 +1304,46 @@ impl Connection {
         }
     }
 
+    /// What a 401 to a request carrying Basic credentials or the certificate header means.
+    fn per_request_refusal(&self) -> TransportError {
+        let not_offered = |scheme| TransportError::MechanismNotOffered {
+            scheme,
+            offered: self.offered.clone(),
+        };
+        match self.auth {
+            // WinRM never lists certificate authentication in `WWW-Authenticate`; a listener
+            // without it does not ask for a client certificate in the handshake.
+            AuthMethod::Certificate
+                if self
+                    .certificate
+                    .as_ref()
+                    .is_some_and(|c| !c.was_requested()) =>
+            {
+                not_offered("Certificate")
+            }
+            AuthMethod::Certificate => self.rejected(false),
+            _ if self.offered_scheme("Basic") => self.rejected(false),
+            _ => not_offered("Basic"),
+        }
+    }
+
     fn offered_scheme(&self, scheme: &str) -> bool {
         self.offered.iter().any(|s| s.eq_ignore_ascii_case(scheme))
     }
 
     fn status_error(&self, response: &Response, phase: Phase) -> TransportError {
+        if is_redirection(response.status) {
+            return TransportError::Redirected {
+                status: response.status.as_u16(),
+                location: response.headers.get(LOCATION).map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(512)
+                        .collect()
+                }),
+                phase,
+            };
+        }
         TransportError::HttpStatus {
             status: response.status.as_u16(),
             phase,
@@ -1150,6 +1385,142 @@ pub async fn identify_unauthenticated(
         }
         _ => Err(conn.status_error(&response, Phase::Message)),
     }
+}
+
+/// True for the statuses that redirect a POST elsewhere (RFC 9110 15.4; 300 and 304 do not
+/// name a new target).
+fn is_redirection(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// rustls says "plaintext" for any first byte that is not a TLS record type; only an
+/// answer that starts like `HTTP/` is an HTTP listener on the port (InvalidPort). Anything
+/// else is garbage where a handshake should be: a protocol failure (issue 8).
+fn plaintext_or_garbage(failure: TlsFailure, first: &FirstRecord) -> TlsFailure {
+    match failure {
+        TlsFailure::PlaintextPeer if !first.looks_like_http() => TlsFailure::Handshake(format!(
+            "the server answered the handshake with bytes that are neither TLS nor HTTP ({})",
+            first.hex()
+        )),
+        other => other,
+    }
+}
+
+/// The first bytes a TLS peer sent, recorded by [`FirstBytes`].
+#[derive(Debug, Default)]
+struct FirstRecord {
+    bytes: Vec<u8>,
+}
+
+impl FirstRecord {
+    /// How many bytes are kept: enough for `HTTP/` and a TLS record header.
+    const LEN: usize = 5;
+
+    fn looks_like_http(&self) -> bool {
+        let n = self.bytes.len().min(5);
+        !self.bytes.is_empty() && self.bytes.get(..n) == b"HTTP/".get(..n)
+    }
+
+    fn hex(&self) -> String {
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A TCP stream that keeps a copy of the first bytes read from it, so that a failed TLS
+/// handshake can say what the peer sent instead.
+struct FirstBytes {
+    inner: TcpStream,
+    record: Arc<std::sync::Mutex<FirstRecord>>,
+    /// True once the record is full: later reads skip the lock.
+    full: bool,
+}
+
+impl FirstBytes {
+    fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            record: Arc::default(),
+            full: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FirstBytes {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.full && matches!(polled, std::task::Poll::Ready(Ok(()))) {
+            let fresh = buf.filled().get(before..).unwrap_or_default();
+            let mut record = self
+                .record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let room = FirstRecord::LEN.saturating_sub(record.bytes.len());
+            record
+                .bytes
+                .extend_from_slice(fresh.get(..room.min(fresh.len())).unwrap_or_default());
+            let full = record.bytes.len() >= FirstRecord::LEN;
+            drop(record);
+            self.full = full;
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstBytes {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The `Content-Length` header, when present and a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// True when an authentication token is, or wraps (SPNEGO), an NTLM CHALLENGE message
+/// (MS-NLMP 2.2.1.2: the signature `NTLMSSP\0` and message type 2). A Kerberos error or an
+/// SPNEGO reject token never contains one.
+fn carries_ntlm_challenge(token: &[u8]) -> bool {
+    const CHALLENGE: &[u8; 12] = b"NTLMSSP\0\x02\0\0\0";
+    token.windows(CHALLENGE.len()).any(|w| w == CHALLENGE)
 }
 
 /// The Content-Type header as text (empty when absent or not text).
@@ -1360,6 +1731,25 @@ fn hyper_error(source: hyper::Error, phase: Phase, scheme: Scheme) -> TransportE
     }
 }
 
+/// The TLS alert a peer sent, when it is what broke `error` (rustls reports an alert as
+/// the I/O error of the read that met it).
+fn tls_alert(error: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut current = Some(error);
+    // Bounded: hyper wraps the I/O error once; a few levels leave room for more layers.
+    for _ in 0..8 {
+        let e = current?;
+        if let Some(rustls::Error::AlertReceived(alert)) = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(*alert);
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// Classifies an error while reading a (length-limited) body.
 fn body_error(
     error: Box<dyn std::error::Error + Send + Sync>,
@@ -1456,6 +1846,69 @@ mod tests {
     }
 
     #[test]
+    fn response_limit_follows_the_envelope_size() {
+        assert_eq!(
+            response_limit_for_envelope(153_600),
+            2 * 153_600 + 64 * 1024
+        );
+        assert_eq!(response_limit_for_envelope(512_000), 1_024_000 + 64 * 1024);
+        assert!(response_limit_for_envelope(u32::MAX) > u32::MAX as usize);
+    }
+
+    #[test]
+    fn ntlm_challenges_are_recognised_raw_or_wrapped() {
+        let challenge = b"NTLMSSP\0\x02\0\0\0rest of it";
+        assert!(carries_ntlm_challenge(challenge));
+        let mut wrapped = vec![0xa1, 0x81, 0x90, 0x30];
+        wrapped.extend_from_slice(challenge);
+        assert!(carries_ntlm_challenge(&wrapped));
+        // NEGOTIATE and AUTHENTICATE messages, and an SPNEGO reject, are not challenges.
+        assert!(!carries_ntlm_challenge(b"NTLMSSP\0\x01\0\0\0"));
+        assert!(!carries_ntlm_challenge(b"NTLMSSP\0\x03\0\0\0"));
+        assert!(!carries_ntlm_challenge(
+            &BASE64.decode("oQcwBaADCgEC").unwrap()
+        ));
+    }
+
+    #[test]
+    fn plaintext_peers_must_look_like_http() {
+        let record = |bytes: &[u8]| FirstRecord {
+            bytes: bytes.to_vec(),
+        };
+        for http in [&b"HTTP/"[..], b"HTT", b"H"] {
+            assert_eq!(
+                plaintext_or_garbage(TlsFailure::PlaintextPeer, &record(http)),
+                TlsFailure::PlaintextPeer
+            );
+        }
+        for garbage in [&b"\x00\x01\x02\x03\x04"[..], b"HTTX/", b""] {
+            let failure = plaintext_or_garbage(TlsFailure::PlaintextPeer, &record(garbage));
+            assert!(matches!(failure, TlsFailure::Handshake(_)), "{garbage:?}");
+        }
+        assert_eq!(
+            plaintext_or_garbage(TlsFailure::Closed, &record(b"")),
+            TlsFailure::Closed
+        );
+    }
+
+    #[test]
+    fn redirections_are_the_five_statuses() {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(is_redirection(StatusCode::from_u16(status).unwrap()));
+        }
+        for status in [200, 300, 304, 401, 500] {
+            assert!(!is_redirection(StatusCode::from_u16(status).unwrap()));
+        }
+        let error = TransportError::Redirected {
+            status: 302,
+            location: Some("http://elsewhere/wsman".into()),
+            phase: Phase::Message,
+        };
+        assert_eq!(error.bucket(), Some(Bucket::ProtocolError));
+        assert!(!error.is_transient());
+    }
+
+    #[test]
     fn challenge_count_is_bounded() {
         let many = vec!["X"; 100].join(", ");
         assert_eq!(parse_challenges(&headers(&[&many])).len(), MAX_CHALLENGES);
@@ -1490,6 +1943,64 @@ mod tests {
         fn assert_send<T: Send>() {}
         assert_send::<Connection>();
         assert_send::<TransportError>();
+    }
+
+    #[test]
+    fn certificate_method_has_no_scheme_exchange_or_sealing() {
+        let method = AuthMethod::Certificate;
+        assert_eq!(method.to_string(), "Certificate");
+        assert!(!method.can_encrypt() && !method.is_kerberos());
+        let credential = Credential::new("alice", "").unwrap();
+        let mut config = ConnectionConfig::new("web01", 5986, method, credential);
+        config.scheme = Scheme::Https;
+        assert!(!config.seals_messages());
+        config.scheme = Scheme::Http;
+        assert!(config.plaintext_over_http());
+    }
+
+    #[tokio::test]
+    async fn certificate_settings_that_cannot_work_are_refused_before_any_packet() {
+        // Port 9 of an unroutable name: any attempt to connect would fail differently.
+        let credential = Credential::new("alice", "").unwrap();
+        let mut config =
+            ConnectionConfig::new("nowhere.invalid", 9, AuthMethod::Certificate, credential);
+        let refusal = |config: ConnectionConfig| async move {
+            match Connection::connect(&config).await {
+                Err(TransportError::InvalidRequest(reason)) => reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            refusal(config.clone()).await,
+            "certificate authentication needs HTTPS"
+        );
+        config.scheme = Scheme::Https;
+        assert_eq!(
+            refusal(config.clone()).await,
+            "certificate authentication needs a client certificate"
+        );
+        config.encryption = Encryption::Always;
+        assert_eq!(
+            refusal(config).await,
+            "certificate authentication cannot encrypt messages"
+        );
+    }
+
+    #[test]
+    fn connect_futures_can_move_between_tasks() {
+        // Kerberos and CredSSP legs run inside `connect`: its future must stay Send for
+        // the runner's spawned host tasks.
+        fn assert_send<T: Send>(_: &T) {}
+        for auth in [
+            AuthMethod::Sspi(Mechanism::Kerberos),
+            AuthMethod::Sspi(Mechanism::CredSsp),
+            AuthMethod::Certificate,
+        ] {
+            let credential = Credential::new("FLEET\\alice", "pw").unwrap();
+            let config = ConnectionConfig::new("web01", 5985, auth, credential);
+            let future = Connection::connect(&config);
+            assert_send(&future);
+        }
     }
 
     #[test]

@@ -19,13 +19,16 @@
 //!   back-off policy); docs/scheduling.md explains the choices;
 //! - [`record`]: the per-host run record the journal, reports and resume share;
 //! - [`journal`] (fsync'd, the truth), [`cache`] (sled: facts, open shells, run index) and
-//!   [`store`], the one owner of both (docs/state.md).
+//!   [`store`], the one owner of both (docs/state.md);
+//! - [`fleet`]: the runner the CLI calls: a job over every host of a plan on the scheduler,
+//!   each host classified and recorded in the journal (docs/engine.md).
 
 pub mod auth;
 pub mod budget;
 pub mod cache;
 pub mod credssp;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod journal;
 pub mod kerberos;

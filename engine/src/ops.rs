@@ -47,7 +47,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::Credential;
+use crate::auth::{ClientCertificate, Credential};
 use crate::error::ClientError;
 use crate::http::{self, AuthMethod, Connection, ConnectionConfig, Encryption};
 use crate::target::{self, ClientPolicy, Endpoint, Resolver};
@@ -65,6 +65,10 @@ const MAX_PULLS: usize = 1_000;
 /// Deepest CLIXML nesting rendered as JSON structure; deeper values become their text.
 const MAX_JSON_DEPTH: usize = 64;
 
+/// Most redirections followed for one request when [`ClientOptions::allow_redirection`] is
+/// on (PowerShell's `MaximumConnectionRedirectionCount` default).
+pub const MAX_REDIRECTIONS: usize = 5;
+
 /// The time a Receive may be held open must leave the request this much of its timeout.
 const OPERATION_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
@@ -81,6 +85,9 @@ pub struct ClientOptions {
     pub policy: ClientPolicy,
     /// The TLS client for HTTPS hosts (`None`: system roots, full verification).
     pub tls: Option<TlsClient>,
+    /// The client certificate of [`AuthMethod::Certificate`] (see
+    /// [`ClientOptions::with_client_certificate`]).
+    pub client_certificate: Option<Arc<ClientCertificate>>,
     /// KDC, realm and SPN settings (Kerberos, and Negotiate trying Kerberos first).
     pub kerberos: crate::kerberos::KerberosOptions,
     /// Name resolution overrides and timeout.
@@ -93,8 +100,16 @@ pub struct ClientOptions {
     pub operation_timeout: Duration,
     /// `wsman:MaxEnvelopeSize`.
     pub max_envelope_size: u32,
-    /// The largest response body accepted.
+    /// Ceiling on one response body; the limit applied is the smaller of this and the
+    /// bound derived from `max_envelope_size` ([`Self::effective_max_response_bytes`]).
     pub max_response_bytes: usize,
+    /// Follow HTTP redirections (up to [`MAX_REDIRECTIONS`] per request), as
+    /// `-AllowRedirection`. Off by default: a redirection is then the typed error
+    /// [`http::TransportError::Redirected`] and nothing is sent to the new address.
+    pub allow_redirection: bool,
+    /// Largest PSRP message accepted from a host, and most bytes of partly received
+    /// messages held for it (`PsrpSettings::max_received_message_bytes`, 16 MiB).
+    pub max_received_message_bytes: usize,
     /// The PowerShell session configuration (`Microsoft.PowerShell`).
     pub configuration_name: String,
     /// `WINRS_CODEPAGE` of cmd shells (65001: UTF-8 output).
@@ -115,6 +130,7 @@ impl ClientOptions {
             encryption: Encryption::Auto,
             policy: ClientPolicy::default(),
             tls: None,
+            client_certificate: None,
             kerberos: crate::kerberos::KerberosOptions::default(),
             resolver: Arc::new(Resolver::default()),
             connect_timeout: http::DEFAULT_CONNECT_TIMEOUT,
@@ -122,10 +138,30 @@ impl ClientOptions {
             operation_timeout: psfleet_core::wsman::DEFAULT_OPERATION_TIMEOUT,
             max_envelope_size: psfleet_core::wsman::DEFAULT_MAX_ENVELOPE_SIZE,
             max_response_bytes: http::DEFAULT_MAX_RESPONSE_BYTES,
+            allow_redirection: false,
+            max_received_message_bytes:
+                psfleet_core::psrp::client::DEFAULT_MAX_RECEIVED_MESSAGE_BYTES,
             configuration_name: resources::DEFAULT_CONFIGURATION_NAME.to_owned(),
             codepage: Some(65001),
             cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
         }
+    }
+
+    /// The response body limit actually applied: [`Self::max_response_bytes`], or less when
+    /// the envelope size asked for allows less ([`http::response_limit_for_envelope`]).
+    pub fn effective_max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+            .min(http::response_limit_for_envelope(self.max_envelope_size))
+    }
+
+    /// Certificate authentication with `certificate` (HTTPS only): it is presented in the
+    /// TLS handshake and every request carries the WS-Man `https/mutual` header. The
+    /// credential's password is never sent; its user name (the account the certificate
+    /// maps to) only labels errors.
+    pub fn with_client_certificate(mut self, certificate: ClientCertificate) -> Self {
+        self.auth = AuthMethod::Certificate;
+        self.client_certificate = Some(Arc::new(certificate));
+        self
     }
 
     /// The OperationTimeout actually sent: the configured one, cut so that a held Receive
@@ -141,11 +177,14 @@ impl ClientOptions {
     }
 }
 
-/// What may stop a run early.
+/// What may stop a run early, what the engine is told as it goes (shells created and
+/// deleted), and how much output it keeps.
 #[derive(Default)]
 pub struct RunControl {
     cancel: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     deadline: Option<Instant>,
+    shell_hook: Option<ShellHook>,
+    limit: Option<OutputLimit>,
 }
 
 impl std::fmt::Debug for RunControl {
@@ -153,8 +192,42 @@ impl std::fmt::Debug for RunControl {
         f.debug_struct("RunControl")
             .field("cancellable", &self.cancel.is_some())
             .field("deadline", &self.deadline)
+            .field("shell_hook", &self.shell_hook.is_some())
+            .field("limit", &self.limit)
             .finish()
     }
+}
+
+/// A shell a run created or deleted, reported the moment the host confirms it, so the engine
+/// can journal it before the run goes on (a crash then leaves a leak the reaper knows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellEvent {
+    /// The host returned a ShellId (the Create response).
+    Created {
+        /// The shell.
+        shell_id: Uuid,
+        /// Its resource URI: the one a Delete must use (wire-facts 1.12).
+        resource_uri: String,
+    },
+    /// The host confirmed the Delete.
+    Deleted {
+        /// The shell.
+        shell_id: Uuid,
+    },
+}
+
+/// Called with every [`ShellEvent`]; the run sends its next request only once the returned
+/// future completes (so a journal write is durable before the shell is used).
+pub type ShellHook = Box<dyn FnMut(ShellEvent) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// How much output a run keeps; the rest is counted ([`ScriptResult::dropped`],
+/// [`CmdResult::dropped_bytes`]), so memory stays bounded whatever the script writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    /// Most records kept per PowerShell stream (output objects, errors, warnings, ...).
+    pub records: usize,
+    /// Most bytes kept of cmd stdout, and of stderr.
+    pub bytes: usize,
 }
 
 impl RunControl {
@@ -184,6 +257,19 @@ impl RunControl {
         self.deadline = Some(deadline);
         self
     }
+
+    /// `hook` is told of every shell created and deleted, and awaited before the run goes
+    /// on.
+    pub fn with_shell_hook(mut self, hook: ShellHook) -> Self {
+        self.shell_hook = Some(hook);
+        self
+    }
+
+    /// Keeps at most `limit` of the output; the rest is counted.
+    pub fn with_output_limit(mut self, limit: OutputLimit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
 }
 
 /// Time spent, for the run record.
@@ -211,6 +297,8 @@ pub struct CmdResult {
     pub stderr: Vec<u8>,
     /// Its exit code (`rsp:ExitCode`).
     pub exit_code: i64,
+    /// Bytes of stdout and stderr dropped by the [`OutputLimit`].
+    pub dropped_bytes: u64,
     /// A shell that could not be deleted (Delete failed), if any.
     pub leaked_shell: Option<Uuid>,
     /// Time spent.
@@ -241,6 +329,8 @@ pub struct ScriptResult {
     pub information: Vec<InformationEntry>,
     /// Write-Progress records.
     pub progress: Vec<ProgressEntry>,
+    /// Records dropped by the [`OutputLimit`], all streams together.
+    pub dropped: u64,
     /// `Completed`, `Failed` or `Stopped`.
     pub pipeline_state: String,
     /// The terminating error of a Failed pipeline.
@@ -431,9 +521,16 @@ impl HostClient {
         &self.endpoint
     }
 
-    /// The schemes the host offered in its last 401 (a host fact).
+    /// The schemes the host offered in its last 401 (a host fact): from the exchange that
+    /// authenticated the connection, or from the 401 that refused it.
     pub fn offered_schemes(&self) -> &[String] {
         &self.offered
+    }
+
+    /// Whether the open connection authenticated with Kerberos (Kerberos, or Negotiate
+    /// that chose Kerberos over NTLM); `None` when no connection is open.
+    pub fn uses_kerberos(&self) -> Option<bool> {
+        self.conn.as_ref().map(Connection::uses_kerberos)
     }
 
     /// The address of the open connection, if any.
@@ -456,10 +553,7 @@ impl HostClient {
     pub async fn identify(&mut self, authenticated: bool) -> Result<IdentifyResponse, ClientError> {
         let body = IdentifyRequest.to_xml();
         let reply = if authenticated {
-            let conn = self.connection().await?;
-            let sent = conn.send(&body).await;
-            self.requests += 1;
-            self.keep_or_drop(sent)?
+            self.send_xml(&body).await?
         } else {
             self.requests += 1;
             http::identify_unauthenticated(&self.connection_config(), &body).await?
@@ -584,8 +678,10 @@ impl HostClient {
             run,
             stdout: Vec::new(),
             stderr: Vec::new(),
+            limit: control.limit.map_or(usize::MAX, |l| l.bytes),
+            dropped_bytes: 0,
             exit_code: None,
-            track: ShellTrack::default(),
+            track: ShellTrack::new(resources::CMD_SHELL),
             outcome: None,
         };
         let stopped = self.drive(&mut runner, first, control).await;
@@ -604,6 +700,7 @@ impl HostClient {
                 stdout: runner.stdout,
                 stderr: runner.stderr,
                 exit_code,
+                dropped_bytes: runner.dropped_bytes,
                 leaked_shell,
                 durations,
             }),
@@ -632,13 +729,22 @@ impl HostClient {
             max_envelope_size: self.options.max_envelope_size,
             operation_timeout: self.options.effective_operation_timeout(),
             protocol_version: ProtocolVersion::V2_3,
+            max_received_message_bytes: self.options.max_received_message_bytes,
             ..PsrpSettings::new(self.endpoint.url())
         };
+        let resource_uri = format!(
+            "{}{}",
+            resources::POWERSHELL_PREFIX,
+            self.options.configuration_name
+        );
         let (run, first) = ScriptRun::start(settings, spec, &mut self.ids);
         let mut runner = ScriptRunner {
             run,
-            acc: ScriptAcc::default(),
-            track: ShellTrack::default(),
+            acc: ScriptAcc {
+                limit: control.limit.map_or(usize::MAX, |l| l.records),
+                ..ScriptAcc::default()
+            },
+            track: ShellTrack::new(&resource_uri),
             outcome: None,
         };
         let stopped = self.drive(&mut runner, first, control).await;
@@ -682,12 +788,13 @@ impl HostClient {
         );
         config.encryption = options.encryption;
         config.tls = options.tls.clone();
+        config.client_certificate = options.client_certificate.clone();
         config.kerberos = options.kerberos.clone();
         config.resolver = Arc::clone(&options.resolver);
         config.address = self.address;
         config.connect_timeout = options.connect_timeout;
         config.request_timeout = options.request_timeout;
-        config.max_response_bytes = options.max_response_bytes;
+        config.max_response_bytes = options.effective_max_response_bytes();
         config
     }
 
@@ -703,11 +810,7 @@ impl HostClient {
             let conn = match result {
                 Ok(conn) => conn,
                 Err(error) => {
-                    if let http::TransportError::MechanismNotOffered { offered, .. }
-                    | http::TransportError::CredentialsRejected { offered, .. } = &error
-                    {
-                        self.offered.clone_from(offered);
-                    }
+                    self.note_offered(&error);
                     return Err(error.into());
                 }
             };
@@ -729,14 +832,21 @@ impl HostClient {
         match sent {
             Ok(reply) => Ok(reply),
             Err(error) => {
-                if let http::TransportError::CredentialsRejected { offered, .. }
-                | http::TransportError::MechanismNotOffered { offered, .. } = &error
-                {
-                    self.offered.clone_from(offered);
-                }
+                self.note_offered(&error);
                 self.conn = None;
                 Err(error.into())
             }
+        }
+    }
+
+    /// Keeps the schemes a refusing 401 offered as the host's fact.
+    fn note_offered(&mut self, error: &http::TransportError) {
+        if let http::TransportError::MechanismNotOffered { offered, .. }
+        | http::TransportError::CredentialsRejected { offered, .. }
+        | http::TransportError::HttpStatus { offered, .. } = error
+            && !offered.is_empty()
+        {
+            self.offered.clone_from(offered);
         }
     }
 
@@ -746,12 +856,64 @@ impl HostClient {
         request: &Request,
         operation: &'static str,
     ) -> Result<Response, ClientError> {
-        let xml = request.to_xml();
-        let conn = self.connection().await?;
-        let sent = conn.send(&xml).await;
-        self.requests += 1;
-        let reply = self.keep_or_drop(sent)?;
+        let reply = self.send_xml(&request.to_xml()).await?;
         Response::parse(&reply.body).map_err(|e| protocol(operation, e))
+    }
+
+    /// Sends one envelope on the kept-alive connection (opening one when needed), following
+    /// redirections when [`ClientOptions::allow_redirection`] is on.
+    async fn send_xml(&mut self, xml: &[u8]) -> Result<http::Reply, ClientError> {
+        let mut followed = 0;
+        loop {
+            let result = match self.connection().await {
+                Ok(conn) => {
+                    let sent = conn.send(xml).await;
+                    self.requests += 1;
+                    self.keep_or_drop(sent)
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Err(ClientError::Transport(http::TransportError::Redirected {
+                    location: Some(location),
+                    ..
+                })) if self.options.allow_redirection && followed < MAX_REDIRECTIONS => {
+                    followed += 1;
+                    self.follow_redirection(&location)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Points the client at a redirection's `Location` (absolute, or a path on the same
+    /// host) after the pre-send checks pass for it; the inventory address no longer
+    /// applies. The next request opens (and authenticates) a new connection.
+    fn follow_redirection(&mut self, location: &str) -> Result<(), ClientError> {
+        let endpoint = if location.starts_with('/') {
+            self.endpoint.clone().with_path(location)?
+        } else {
+            Endpoint::parse_uri(location)?
+        };
+        let mut config = ConnectionConfig::for_endpoint(
+            &endpoint,
+            self.options.auth,
+            self.options.credential.clone(),
+        );
+        config.encryption = self.options.encryption;
+        target::check_before_send(
+            &endpoint,
+            &self.options.auth,
+            config.plaintext_over_http(),
+            &self.options.policy,
+        )?;
+        tracing::debug!(from = %self.endpoint, to = %endpoint, "following a redirection");
+        if endpoint.host != self.endpoint.host {
+            self.address = None;
+        }
+        self.endpoint = endpoint;
+        self.conn = None;
+        Ok(())
     }
 
     /// Sends one request and turns a fault into [`ClientError::Fault`].
@@ -803,12 +965,19 @@ impl HostClient {
         let RunControl {
             mut cancel,
             deadline,
+            mut shell_hook,
+            limit: _,
         } = control;
         let started = Instant::now();
+        let cleanup_timeout = self.options.cleanup_timeout;
         let mut stopped: Option<ClientError> = None;
         let mut cleanup_deadline: Option<Instant> = None;
         let mut request = first;
         loop {
+            // A stop that came while a Create was in flight: the Create's response is awaited
+            // first (it may carry a ShellId the host already made), then the run stops.
+            let mut late: Option<Interrupt> = None;
+            let creates_shell = matches!(request.header.action, Action::Create);
             let operation = operation_name(&request.header.action);
             // Cleanup requests (Signal, Delete) the machine sends itself are not
             // interrupted: they are what a stop would send anyway.
@@ -820,11 +989,28 @@ impl HostClient {
                     Err(_) => Err(Interrupt::CleanupTimedOut),
                 }
             } else if interruptible {
-                tokio::select! {
+                let send = self.send_request(&request, operation);
+                tokio::pin!(send);
+                let raced = tokio::select! {
                     biased;
                     () = cancelled(&mut cancel) => Err(Interrupt::Cancelled),
                     () = deadline_passed(deadline) => Err(Interrupt::Deadline),
-                    result = self.send_request(&request, operation) => result.map_err(Interrupt::Failed),
+                    result = &mut send => Ok(result),
+                };
+                match raced {
+                    Ok(result) => result.map_err(Interrupt::Failed),
+                    // Dropping a Create in flight would leak the shell the host may have
+                    // made: wait (bounded) for its ShellId so the stop can delete it.
+                    Err(interrupt) if creates_shell => {
+                        match tokio::time::timeout(cleanup_timeout, &mut send).await {
+                            Ok(Ok(response)) => {
+                                late = Some(interrupt);
+                                Ok(response)
+                            }
+                            _ => Err(interrupt),
+                        }
+                    }
+                    Err(interrupt) => Err(interrupt),
                 }
             } else {
                 self.send_request(&request, operation)
@@ -832,7 +1018,25 @@ impl HostClient {
                     .map_err(Interrupt::Failed)
             };
             let next = match outcome {
-                Ok(response) => runner.handle(response, &mut self.ids),
+                Ok(response) => {
+                    let next = runner.handle(response, &mut self.ids);
+                    match (late.take(), next) {
+                        (Some(interrupt), Next::Send(_)) => {
+                            let error = interruption(interrupt, &mut cancel, started);
+                            let reason = error.to_string();
+                            stopped.get_or_insert(error);
+                            cleanup_deadline
+                                .get_or_insert_with(|| Instant::now() + cleanup_timeout);
+                            runner.abort(reason, &mut self.ids)
+                        }
+                        (Some(interrupt), Next::Done) => {
+                            let error = interruption(interrupt, &mut cancel, started);
+                            stopped.get_or_insert(error);
+                            Next::Done
+                        }
+                        (None, next) => next,
+                    }
+                }
                 Err(Interrupt::CleanupTimedOut) => {
                     // The shell may stay open: the track reports it as leaked.
                     self.conn = None;
@@ -842,17 +1046,7 @@ impl HostClient {
                     }));
                 }
                 Err(interrupt) => {
-                    let error = match interrupt {
-                        Interrupt::Cancelled => {
-                            cancel = None;
-                            ClientError::Cancelled
-                        }
-                        Interrupt::Deadline => ClientError::Timeout {
-                            elapsed: started.elapsed(),
-                        },
-                        Interrupt::Failed(error) => error,
-                        Interrupt::CleanupTimedOut => ClientError::Cancelled,
-                    };
+                    let error = interruption(interrupt, &mut cancel, started);
                     // An interrupted send left the connection mid-request (and a sealed
                     // message may have used a sequence number): clean up on a new one.
                     if !matches!(error, ClientError::Protocol { .. }) {
@@ -865,6 +1059,13 @@ impl HostClient {
                     runner.abort(reason, &mut self.ids)
                 }
             };
+            // Shells created or deleted by that step are reported before anything else is
+            // sent (a created shell is journaled before it runs anything).
+            for event in runner.track().take_events() {
+                if let Some(hook) = shell_hook.as_mut() {
+                    hook(event).await;
+                }
+            }
             match next {
                 Next::Send(next) => request = next,
                 Next::Done => return stopped,
@@ -976,25 +1177,74 @@ enum Next {
 trait Runner {
     fn handle(&mut self, response: Response, ids: &mut RandomIds) -> Next;
     fn abort(&mut self, reason: String, ids: &mut RandomIds) -> Next;
+    fn track(&mut self) -> &mut ShellTrack;
 }
 
-/// Whether the run's shell exists and was deleted, from the machine's events.
+/// Whether the run's shell exists and was deleted, from the machine's events, and the
+/// [`ShellEvent`]s not yet reported.
 #[derive(Debug, Default)]
 struct ShellTrack {
+    resource_uri: String,
     created: Option<Uuid>,
     deleted: bool,
+    /// At most two: one run creates one shell and deletes it once.
+    events: Vec<ShellEvent>,
 }
 
 impl ShellTrack {
+    fn new(resource_uri: &str) -> Self {
+        Self {
+            resource_uri: resource_uri.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    fn created(&mut self, shell_id: Uuid) {
+        self.created = Some(shell_id);
+        self.events.push(ShellEvent::Created {
+            shell_id,
+            resource_uri: self.resource_uri.clone(),
+        });
+    }
+
+    fn deleted(&mut self, shell_id: Uuid) {
+        self.deleted = true;
+        self.events.push(ShellEvent::Deleted { shell_id });
+    }
+
+    fn take_events(&mut self) -> Vec<ShellEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     fn leaked(&self) -> Option<Uuid> {
         self.created.filter(|_| !self.deleted)
     }
+}
+
+/// Appends `item` unless `items` holds `limit` already; then it is counted in `dropped`.
+fn keep<T>(items: &mut Vec<T>, item: T, limit: usize, dropped: &mut u64) {
+    if items.len() < limit {
+        items.push(item);
+    } else {
+        *dropped = dropped.saturating_add(1);
+    }
+}
+
+/// Appends what fits of `data` under `limit` bytes; the rest is counted in `dropped`.
+fn keep_bytes(buffer: &mut Vec<u8>, data: &[u8], limit: usize, dropped: &mut u64) {
+    let room = limit.saturating_sub(buffer.len()).min(data.len());
+    buffer.extend_from_slice(data.get(..room).unwrap_or_default());
+    let rest = u64::try_from(data.len() - room).unwrap_or(u64::MAX);
+    *dropped = dropped.saturating_add(rest);
 }
 
 struct CmdRunner {
     run: CommandRun,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// Most bytes kept of stdout, and of stderr.
+    limit: usize,
+    dropped_bytes: u64,
     exit_code: Option<i64>,
     track: ShellTrack,
     outcome: Option<Result<i64, WinrsError>>,
@@ -1004,10 +1254,14 @@ impl CmdRunner {
     fn next(&mut self, step: psfleet_core::winrs::Step) -> Next {
         while let Some(event) = self.run.poll_event() {
             match event {
-                WinrsEvent::ShellCreated { shell_id } => self.track.created = Some(shell_id),
-                WinrsEvent::ShellDeleted { .. } => self.track.deleted = true,
-                WinrsEvent::Stdout(data) => self.stdout.extend(data),
-                WinrsEvent::Stderr(data) => self.stderr.extend(data),
+                WinrsEvent::ShellCreated { shell_id } => self.track.created(shell_id),
+                WinrsEvent::ShellDeleted { shell_id } => self.track.deleted(shell_id),
+                WinrsEvent::Stdout(data) => {
+                    keep_bytes(&mut self.stdout, &data, self.limit, &mut self.dropped_bytes);
+                }
+                WinrsEvent::Stderr(data) => {
+                    keep_bytes(&mut self.stderr, &data, self.limit, &mut self.dropped_bytes);
+                }
                 WinrsEvent::Exited { exit_code } => self.exit_code = Some(exit_code),
                 WinrsEvent::CleanupFailed { shell_id, error } => {
                     tracing::debug!(%shell_id, %error, "cmd shell cleanup failed");
@@ -1035,11 +1289,17 @@ impl Runner for CmdRunner {
         let step = self.run.abort(WinrsError::Aborted(reason), ids);
         self.next(step)
     }
+    fn track(&mut self) -> &mut ShellTrack {
+        &mut self.track
+    }
 }
 
 /// The streams of a script run, as they arrive.
 #[derive(Debug, Default)]
 struct ScriptAcc {
+    /// Most records kept per stream.
+    limit: usize,
+    dropped: u64,
     output: Vec<Value>,
     errors: Vec<ErrorInfo>,
     warnings: Vec<String>,
@@ -1077,6 +1337,7 @@ impl ScriptAcc {
             debug: self.debug,
             information: self.information,
             progress: self.progress,
+            dropped: self.dropped,
             pipeline_state: outcome.state.name().to_owned(),
             error_record: outcome.error.as_deref().map(ErrorInfo::from),
             ps_version: self.ps_version,
@@ -1099,21 +1360,51 @@ impl ScriptRunner {
     fn next(&mut self, step: psfleet_core::psrp::client::Step) -> Next {
         while let Some(event) = self.run.poll_event() {
             match event {
-                PsrpEvent::ShellCreated { shell_id } => self.track.created = Some(shell_id),
-                PsrpEvent::ShellDeleted { .. } => self.track.deleted = true,
+                PsrpEvent::ShellCreated { shell_id } => self.track.created(shell_id),
+                PsrpEvent::ShellDeleted { shell_id } => self.track.deleted(shell_id),
                 PsrpEvent::PsVersionTable(table) => {
                     self.acc.ps_version = table.ps_version.map(|v| v.to_string());
                 }
-                PsrpEvent::Output(value) => self.acc.output.push(value),
-                PsrpEvent::Error(record) => self.acc.errors.push(ErrorInfo::from(&*record)),
-                PsrpEvent::Warning(record) => self.acc.warnings.push(record.message),
-                PsrpEvent::Verbose(record) => self.acc.verbose.push(record.message),
-                PsrpEvent::Debug(record) => self.acc.debug.push(record.message),
+                PsrpEvent::Output(value) => {
+                    let acc = &mut self.acc;
+                    keep(&mut acc.output, value, acc.limit, &mut acc.dropped);
+                }
+                PsrpEvent::Error(record) => {
+                    let acc = &mut self.acc;
+                    let info = ErrorInfo::from(&*record);
+                    keep(&mut acc.errors, info, acc.limit, &mut acc.dropped);
+                }
+                PsrpEvent::Warning(record) => {
+                    let acc = &mut self.acc;
+                    keep(
+                        &mut acc.warnings,
+                        record.message,
+                        acc.limit,
+                        &mut acc.dropped,
+                    );
+                }
+                PsrpEvent::Verbose(record) => {
+                    let acc = &mut self.acc;
+                    keep(
+                        &mut acc.verbose,
+                        record.message,
+                        acc.limit,
+                        &mut acc.dropped,
+                    );
+                }
+                PsrpEvent::Debug(record) => {
+                    let acc = &mut self.acc;
+                    keep(&mut acc.debug, record.message, acc.limit, &mut acc.dropped);
+                }
                 PsrpEvent::Information(record) => {
-                    self.acc.information.push(InformationEntry::from(&*record));
+                    let acc = &mut self.acc;
+                    let entry = InformationEntry::from(&*record);
+                    keep(&mut acc.information, entry, acc.limit, &mut acc.dropped);
                 }
                 PsrpEvent::Progress(record) => {
-                    self.acc.progress.push(ProgressEntry::from(&*record));
+                    let acc = &mut self.acc;
+                    let entry = ProgressEntry::from(&*record);
+                    keep(&mut acc.progress, entry, acc.limit, &mut acc.dropped);
                 }
                 PsrpEvent::CleanupFailed { shell_id, error } => {
                     tracing::debug!(%shell_id, %error, "PowerShell shell cleanup failed");
@@ -1140,6 +1431,28 @@ impl Runner for ScriptRunner {
     fn abort(&mut self, reason: String, ids: &mut RandomIds) -> Next {
         let step = self.run.abort(PsrpClientError::Aborted(reason), ids);
         self.next(step)
+    }
+    fn track(&mut self) -> &mut ShellTrack {
+        &mut self.track
+    }
+}
+
+/// The error a stop reports; a fired cancellation is disarmed (it fires once).
+fn interruption(
+    interrupt: Interrupt,
+    cancel: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    started: Instant,
+) -> ClientError {
+    match interrupt {
+        Interrupt::Cancelled => {
+            *cancel = None;
+            ClientError::Cancelled
+        }
+        Interrupt::Deadline => ClientError::Timeout {
+            elapsed: started.elapsed(),
+        },
+        Interrupt::Failed(error) => error,
+        Interrupt::CleanupTimedOut => ClientError::Cancelled,
     }
 }
 
@@ -1404,6 +1717,38 @@ mod tests {
         let mut scalar = json!("x");
         annotate(&mut scalar, "srv1", None);
         assert_eq!(scalar, json!("x"));
+    }
+
+    #[test]
+    fn output_limits_keep_the_start_and_count_the_rest() {
+        let mut items = Vec::new();
+        let mut dropped = 0;
+        for i in 0..5 {
+            keep(&mut items, i, 3, &mut dropped);
+        }
+        assert_eq!((items, dropped), (vec![0, 1, 2], 2));
+        let mut buffer = Vec::new();
+        let mut dropped = 0;
+        keep_bytes(&mut buffer, b"hello", 3, &mut dropped);
+        keep_bytes(&mut buffer, b"world", 3, &mut dropped);
+        assert_eq!((buffer.as_slice(), dropped), (&b"hel"[..], 7));
+        let mut track = ShellTrack::new(resources::CMD_SHELL);
+        track.created(Uuid::from_u128(7));
+        track.deleted(Uuid::from_u128(7));
+        assert_eq!(track.leaked(), None);
+        assert_eq!(
+            track.take_events(),
+            [
+                ShellEvent::Created {
+                    shell_id: Uuid::from_u128(7),
+                    resource_uri: resources::CMD_SHELL.to_owned()
+                },
+                ShellEvent::Deleted {
+                    shell_id: Uuid::from_u128(7)
+                }
+            ]
+        );
+        assert!(track.take_events().is_empty());
     }
 
     #[test]

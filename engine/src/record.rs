@@ -38,6 +38,8 @@ pub enum JobKind {
     Cmd,
     /// Reachability only: Identify, authentication, config facts.
     Sweep,
+    /// Leaked shells deleted (`psfleet cleanup`).
+    Cleanup,
 }
 
 /// The final record of one host in one run.

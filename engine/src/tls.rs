@@ -29,7 +29,6 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, InvalidMessage, OtherError,
     RootCertStore, SignatureScheme,
 };
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -292,6 +291,8 @@ impl TlsFailure {
 #[derive(Clone)]
 pub struct TlsClient {
     connector: TlsConnector,
+    /// The configuration behind `connector`, kept to derive a client-certificate variant.
+    config: Arc<ClientConfig>,
     roots: usize,
 }
 
@@ -349,10 +350,32 @@ impl TlsClient {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        let config = Arc::new(config);
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(Arc::clone(&config)),
+            config,
             roots: count,
         })
+    }
+
+    /// This client with the same server checks, presenting the certificate `resolver`
+    /// gives when a server asks for one (WS-Man certificate authentication,
+    /// `crate::auth::ClientCertificate`).
+    pub fn with_client_cert_resolver(
+        &self,
+        resolver: Arc<dyn rustls::client::ResolvesClientCert>,
+    ) -> Self {
+        let mut config = (*self.config).clone();
+        config.client_auth_cert_resolver = resolver;
+        // A resumed session would not present the certificate again; rustls never resumes
+        // across resolvers anyway, and each connection gets its own.
+        config.resumption = rustls::client::Resumption::disabled();
+        let config = Arc::new(config);
+        Self {
+            connector: TlsConnector::from(Arc::clone(&config)),
+            config,
+            roots: self.roots,
+        }
     }
 
     /// The number of trusted roots loaded.
@@ -360,13 +383,16 @@ impl TlsClient {
         self.roots
     }
 
-    /// Runs the handshake on `tcp`, verifying the certificate for `name` (a DNS name or
-    /// an IP address).
-    pub async fn connect(
+    /// Runs the handshake on `tcp` (a `TcpStream`, or a wrapper around one), verifying the
+    /// certificate for `name` (a DNS name or an IP address).
+    pub async fn connect<IO>(
         &self,
         name: &str,
-        tcp: TcpStream,
-    ) -> Result<(TlsStream<TcpStream>, TlsSession), TlsFailure> {
+        tcp: IO,
+    ) -> Result<(TlsStream<IO>, TlsSession), TlsFailure>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let server_name =
             ServerName::try_from(name.to_owned()).map_err(|_| TlsFailure::NameMismatch {
                 name: name.to_owned(),

@@ -178,6 +178,7 @@ pub fn job_name(job: JobKind) -> &'static str {
         JobKind::Script => "script",
         JobKind::Cmd => "cmd",
         JobKind::Sweep => "sweep",
+        JobKind::Cleanup => "cleanup",
     }
 }
 

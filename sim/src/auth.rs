@@ -25,6 +25,8 @@ use sspi::{
     Sspi, SspiEx, SspiImpl, Username,
 };
 
+use crate::auth_kerberos::{Accepted, KerberosAcceptor, Keytab, Scheme as KerberosScheme};
+use crate::credssp::{CredSspAcceptor, CredSspError, CredSspTls};
 use crate::host::Account;
 use crate::profile::DOMAIN;
 use crate::tls::sec_channel_bindings;
@@ -38,19 +40,57 @@ pub const NTLM_SIGNATURE_LEN: usize = 16;
 /// The NetBIOS domain name simulated hosts accept besides `.` and their computer name.
 pub const NETBIOS_DOMAIN: &str = "FLEET";
 
-/// Which sspi acceptor a connection uses, chosen from the client's first token.
+/// The HTTP authentication schemes whose tokens an [`Acceptor`] takes (Basic and
+/// certificate authentication need no per-connection context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpScheme {
+    /// `Negotiate`: raw NTLM or SPNEGO.
+    Negotiate,
+    /// `Kerberos`: raw RFC 4121 tokens.
+    Kerberos,
+    /// `CredSSP`: TLS records carrying MS-CSSP.
+    CredSsp,
+}
+
+impl HttpScheme {
+    /// The scheme an `Authorization` header names (case-insensitive).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Negotiate, Self::Kerberos, Self::CredSsp]
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The scheme's name in `Authorization` and `WWW-Authenticate`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Negotiate => "Negotiate",
+            Self::Kerberos => "Kerberos",
+            Self::CredSsp => "CredSSP",
+        }
+    }
+}
+
+/// Which acceptor a connection uses, chosen from the scheme and the client's first token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AcceptorKind {
     /// Raw NTLMSSP under the `Negotiate` scheme (pywinrm's and pypsrp's `ntlm`).
     Ntlm,
-    /// SPNEGO (RFC 4178) offering NTLM, as Windows clients and pyspnego send it.
+    /// SPNEGO (RFC 4178) settling on NTLM, as Windows clients and pyspnego send it
+    /// without Kerberos.
     Spnego,
+    /// SPNEGO offering Kerberos to a host with a keytab key: the Kerberos acceptor
+    /// (`auth_kerberos`), which falls back to NTLM when the client's ticket is not used.
+    SpnegoKerberos,
+    /// Raw Kerberos under the `Kerberos` scheme (keys from the keytab).
+    Kerberos,
+    /// CredSSP under the `CredSSP` scheme (`credssp`).
+    CredSsp,
 }
 
 impl AcceptorKind {
-    /// The kind a first token asks for: an NTLMSSP message or a GSS-API
-    /// InitialContextToken (`[APPLICATION 0]`, RFC 2743 3.1).
+    /// The kind a first `Negotiate` token asks for: an NTLMSSP message, or a GSS-API
+    /// InitialContextToken (`[APPLICATION 0]`, RFC 2743 3.1) for SPNEGO.
     pub fn for_first_token(token: &[u8]) -> Option<Self> {
         if token.starts_with(b"NTLMSSP\0") {
             Some(Self::Ntlm)
@@ -62,18 +102,42 @@ impl AcceptorKind {
     }
 
     /// The HTTP scheme its tokens travel under.
-    pub const fn http_scheme(self) -> &'static str {
+    pub const fn http_scheme(self) -> HttpScheme {
         match self {
-            Self::Ntlm | Self::Spnego => "Negotiate",
+            Self::Ntlm | Self::Spnego | Self::SpnegoKerberos => HttpScheme::Negotiate,
+            Self::Kerberos => HttpScheme::Kerberos,
+            Self::CredSsp => HttpScheme::CredSsp,
         }
     }
 
-    /// The session-encryption protocol of bodies sealed with it (MS-WSMV 2.2.9.1.1).
+    /// The session-encryption protocol of bodies sealed with it (MS-WSMV 2.2.9.1.1 for
+    /// `Negotiate`, 2.2.9.1.2 for `Kerberos`, 2.2.9.1.3 for `CredSSP`).
     pub const fn protocol(self) -> Protocol {
         match self {
-            Self::Ntlm | Self::Spnego => Protocol::Spnego,
+            Self::Ntlm | Self::Spnego | Self::SpnegoKerberos => Protocol::Spnego,
+            Self::Kerberos => Protocol::Kerberos,
+            Self::CredSsp => Protocol::CredSsp,
         }
     }
+}
+
+/// What an acceptor needs to know about the host and the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptorContext<'a> {
+    /// The host's accounts.
+    pub accounts: &'a [Account],
+    /// The host name: the service principal is `HTTP/<host_name>`.
+    pub host_name: &'a str,
+    /// The NetBIOS computer name (a domain clients may write for local accounts).
+    pub computer_name: &'a str,
+    /// The RFC 5929 application data of the TLS connection (HTTPS only).
+    pub channel_binding: Option<&'a [u8]>,
+    /// CbtHardeningLevel.
+    pub cbt_level: CbtLevel,
+    /// The fleet's Kerberos service keys, when a KDC is configured.
+    pub keytab: Option<&'a Keytab>,
+    /// The host's CredSSP TLS identity, when CredSSP is enabled.
+    pub credssp: Option<&'a CredSspTls>,
 }
 
 /// What one [`Acceptor::step`] produced.
@@ -119,6 +183,18 @@ pub enum AcceptError {
     /// A sealed block's signature is not 16 bytes.
     #[error("sealed block header is {0} bytes, NTLM signatures are 16")]
     BadSignatureLength(usize),
+    /// The Kerberos acceptor refused the client.
+    #[error("Kerberos: {0}")]
+    Kerberos(#[from] crate::auth_kerberos::AcceptError),
+    /// The CredSSP acceptor refused the client.
+    #[error("CredSSP: {0}")]
+    CredSsp(#[from] CredSspError),
+    /// Kerberos was asked for but the fleet has no keytab (no KDC configured).
+    #[error("no Kerberos keytab: the fleet was started without a KDC")]
+    NoKeytab,
+    /// CredSSP was asked for but the host has no CredSSP identity.
+    #[error("CredSSP is not available on this host")]
+    NoCredSsp,
     /// CbtHardeningLevel is Strict and the client bound no TLS channel.
     #[error("channel binding required (CbtHardeningLevel Strict) but the client sent none")]
     ChannelBindingRequired,
@@ -241,24 +317,44 @@ enum Inner {
         context: Box<Negotiate>,
         handle: Option<sspi::CredentialsBuffers>,
     },
+    Kerberos(Box<KerberosAcceptor>),
+    CredSsp(Box<CredSspAcceptor>),
 }
 
 impl Acceptor {
-    /// An acceptor for a connection whose first token is `first_token`, knowing the host's
-    /// `accounts` (and its NetBIOS `computer_name`, a domain clients may write).
-    /// `channel_binding` is the RFC 5929 application data of the TLS connection (HTTPS
-    /// only). Under `cbt_level` Relaxed a client that sends channel bindings must match
-    /// it; under Strict a client must send them; under None they are ignored.
+    /// An acceptor for a connection whose first token under `scheme` is `first_token`.
+    ///
+    /// Channel bindings (`context.channel_binding`, HTTPS only): under CbtHardeningLevel
+    /// Relaxed a client that sends them must match; under Strict a client must send
+    /// them; under None they are ignored.
     pub fn new(
+        scheme: HttpScheme,
         first_token: &[u8],
-        accounts: &[Account],
-        computer_name: &str,
-        channel_binding: Option<&[u8]>,
-        cbt_level: CbtLevel,
+        context: &AcceptorContext<'_>,
     ) -> Result<Self, AcceptError> {
-        let kind =
-            AcceptorKind::for_first_token(first_token).ok_or(AcceptError::UnknownMechanism)?;
+        let kind = match scheme {
+            HttpScheme::Negotiate => {
+                match AcceptorKind::for_first_token(first_token)
+                    .ok_or(AcceptError::UnknownMechanism)?
+                {
+                    AcceptorKind::Spnego
+                        if offers_kerberos(first_token)
+                            && context.keytab.is_some_and(|k| {
+                                k.key_for(&format!("HTTP/{}", context.host_name)).is_some()
+                            }) =>
+                    {
+                        AcceptorKind::SpnegoKerberos
+                    }
+                    kind => kind,
+                }
+            }
+            HttpScheme::Kerberos => AcceptorKind::Kerberos,
+            HttpScheme::CredSsp => AcceptorKind::CredSsp,
+        };
         let sspi_err = |operation| move |source| AcceptError::Sspi { operation, source };
+        let bindings = context
+            .channel_binding
+            .filter(|_| context.cbt_level != CbtLevel::None);
         let inner = match kind {
             AcceptorKind::Ntlm => {
                 let mut ntlm = Ntlm::new();
@@ -274,15 +370,17 @@ impl Acceptor {
                 }
             }
             AcceptorKind::Spnego => {
-                // "ntlm" alone: the Kerberos acceptor (keys from a keytab) is its own kind.
+                // "ntlm" alone: Kerberos goes to the keytab acceptor (SpnegoKerberos).
                 let config = NegotiateConfig::new(
                     Box::new(sspi::ntlm::NtlmConfig::default()),
                     Some("ntlm".to_owned()),
                     String::new(),
                 );
-                let mut negotiate =
-                    Negotiate::new_server(config, negotiate_identities(accounts, computer_name))
-                        .map_err(sspi_err("create the SPNEGO acceptor"))?;
+                let mut negotiate = Negotiate::new_server(
+                    config,
+                    negotiate_identities(context.accounts, context.computer_name),
+                )
+                .map_err(sspi_err("create the SPNEGO acceptor"))?;
                 let handle = negotiate
                     .acquire_credentials_handle()
                     .with_credential_use(CredentialUse::Inbound)
@@ -294,13 +392,42 @@ impl Acceptor {
                     handle,
                 }
             }
+            AcceptorKind::SpnegoKerberos | AcceptorKind::Kerberos => {
+                let keytab = context.keytab.ok_or(AcceptError::NoKeytab)?;
+                let forms = name_forms(context.accounts, context.computer_name);
+                let refs: Vec<(&str, &str)> = forms
+                    .iter()
+                    .map(|(u, p)| (u.as_str(), p.as_str()))
+                    .collect();
+                let scheme = if kind == AcceptorKind::Kerberos {
+                    KerberosScheme::Kerberos
+                } else {
+                    KerberosScheme::Negotiate
+                };
+                Inner::Kerberos(Box::new(KerberosAcceptor::new(
+                    scheme,
+                    keytab,
+                    context.host_name,
+                    &refs,
+                    bindings,
+                )?))
+            }
+            AcceptorKind::CredSsp => {
+                let tls = context.credssp.ok_or(AcceptError::NoCredSsp)?;
+                let forms = name_forms(context.accounts, context.computer_name);
+                let refs: Vec<(&str, &str)> = forms
+                    .iter()
+                    .map(|(u, p)| (u.as_str(), p.as_str()))
+                    .collect();
+                Inner::CredSsp(Box::new(CredSspAcceptor::new(tls, &refs)?))
+            }
         };
         Ok(Self {
             kind,
             inner,
-            accounts: accounts.to_vec(),
-            channel_bindings: channel_binding.map(sec_channel_bindings),
-            cbt_level,
+            accounts: context.accounts.to_vec(),
+            channel_bindings: bindings.map(sec_channel_bindings),
+            cbt_level: context.cbt_level,
             user: None,
         })
     }
@@ -330,23 +457,54 @@ impl Acceptor {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AcceptError::TokenTooLarge(token.len()));
         }
-        let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-        if let Some(bindings) = &self.channel_bindings {
-            // sspi compares any MsvAvChannelBindings it finds with the bindings it is
-            // given, the all-zero "no bindings" value included; so the bindings go to
-            // sspi only when the client claims some (Relaxed: checked when present).
-            match (binding_claim(token), self.cbt_level) {
-                (BindingClaim::Present, CbtLevel::Relaxed | CbtLevel::Strict) => {
-                    input.push(SecurityBuffer::new(
-                        bindings.clone(),
-                        BufferType::ChannelBindings,
-                    ));
-                }
-                (BindingClaim::Absent, CbtLevel::Strict) => {
-                    return Err(AcceptError::ChannelBindingRequired);
-                }
-                _ => {}
+        // Strict: an NTLM AUTHENTICATE without bindings is refused whoever accepts it.
+        let claim = binding_claim(token);
+        if self.channel_bindings.is_some()
+            && self.cbt_level == CbtLevel::Strict
+            && claim == BindingClaim::Absent
+        {
+            return Err(AcceptError::ChannelBindingRequired);
+        }
+        let progress = match &mut self.inner {
+            Inner::Kerberos(acceptor) => match acceptor.accept(token)? {
+                Accepted::Continue(reply) => Progress::Continue(reply),
+                Accepted::Complete(reply) => Progress::Done(reply.unwrap_or_default()),
+            },
+            Inner::CredSsp(acceptor) => match acceptor.accept(token)? {
+                Accepted::Continue(reply) => Progress::Continue(reply),
+                Accepted::Complete(reply) => Progress::Done(reply.unwrap_or_default()),
+            },
+            Inner::Ntlm { .. } | Inner::Spnego { .. } => self.sspi_step(token, claim)?,
+        };
+        match progress {
+            Progress::Continue(reply) => Ok(AcceptStep::Continue(reply)),
+            Progress::Done(reply) => {
+                let wire = self.wire_user()?;
+                let account = find_account(&self.accounts, account_part(&wire))
+                    .ok_or(AcceptError::UnknownUser(wire))?;
+                let user = account.name.clone();
+                self.user = Some(user.clone());
+                Ok(AcceptStep::Complete {
+                    user,
+                    token: (!reply.is_empty()).then_some(reply),
+                })
             }
+        }
+    }
+
+    /// One leg of the NTLM or SPNEGO-NTLM acceptors.
+    fn sspi_step(&mut self, token: &[u8], claim: BindingClaim) -> Result<Progress, AcceptError> {
+        let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
+        // sspi compares any MsvAvChannelBindings it finds with the bindings it is given,
+        // the all-zero "no bindings" value included; so the bindings go to sspi only when
+        // the client claims some (Relaxed: checked when present).
+        if let Some(bindings) = &self.channel_bindings
+            && claim == BindingClaim::Present
+        {
+            input.push(SecurityBuffer::new(
+                bindings.clone(),
+                BufferType::ChannelBindings,
+            ));
         }
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
         let sspi_err = |operation| move |source| AcceptError::Sspi { operation, source };
@@ -395,6 +553,9 @@ impl Acceptor {
                     other => other,
                 }
             }
+            Inner::Kerberos(_) | Inner::CredSsp(_) => {
+                return Err(AcceptError::OutOfSequence("not an sspi NTLM acceptor"));
+            }
         };
         let token = output
             .into_iter()
@@ -402,28 +563,43 @@ impl Acceptor {
             .map(|b| b.buffer)
             .unwrap_or_default();
         match status {
-            SecurityStatus::ContinueNeeded => Ok(AcceptStep::Continue(token)),
-            SecurityStatus::Ok => {
-                let wire = match &mut self.inner {
-                    Inner::Ntlm { context, .. } => context.query_context_names(),
-                    Inner::Spnego { context, .. } => context.query_context_names(),
-                }
-                .map_err(sspi_err("query context names"))?
-                .username;
-                let account = find_account(&self.accounts, wire.account_name())
-                    .ok_or_else(|| AcceptError::UnknownUser(wire.inner().to_owned()))?;
-                let user = account.name.clone();
-                self.user = Some(user.clone());
-                Ok(AcceptStep::Complete {
-                    user,
-                    token: (!token.is_empty()).then_some(token),
-                })
-            }
+            SecurityStatus::ContinueNeeded => Ok(Progress::Continue(token)),
+            SecurityStatus::Ok => Ok(Progress::Done(token)),
             _ => Err(AcceptError::OutOfSequence(
                 "the acceptor returned an unexpected status",
             )),
         }
     }
+
+    /// The user name the client authenticated as, as it wrote it.
+    fn wire_user(&mut self) -> Result<String, AcceptError> {
+        let sspi_err = |source| AcceptError::Sspi {
+            operation: "query context names",
+            source,
+        };
+        match &mut self.inner {
+            Inner::Ntlm { context, .. } => context
+                .query_context_names()
+                .map(|n| n.username.inner().to_owned())
+                .map_err(sspi_err),
+            Inner::Spnego { context, .. } => context
+                .query_context_names()
+                .map(|n| n.username.inner().to_owned())
+                .map_err(sspi_err),
+            Inner::Kerberos(acceptor) => acceptor
+                .user()
+                .ok_or(AcceptError::OutOfSequence("no client name after Kerberos")),
+            Inner::CredSsp(acceptor) => acceptor.user().ok_or(AcceptError::OutOfSequence(
+                "no delegated user after CredSSP",
+            )),
+        }
+    }
+}
+
+/// One leg's outcome before the user is looked up.
+enum Progress {
+    Continue(Vec<u8>),
+    Done(Vec<u8>),
 }
 
 impl MessageSealer for Acceptor {
@@ -433,6 +609,11 @@ impl MessageSealer for Acceptor {
     fn seal(&mut self, plaintext: &[u8]) -> Result<Sealed, AcceptError> {
         if self.user.is_none() {
             return Err(AcceptError::OutOfSequence("sealing before authentication"));
+        }
+        match &mut self.inner {
+            Inner::Kerberos(acceptor) => return Ok(acceptor.seal(plaintext)?),
+            Inner::CredSsp(acceptor) => return Ok(acceptor.seal(plaintext)?),
+            Inner::Ntlm { .. } | Inner::Spnego { .. } => {}
         }
         let mut header = vec![0u8; NTLM_SIGNATURE_LEN];
         let mut payload = plaintext.to_vec();
@@ -447,6 +628,9 @@ impl MessageSealer for Acceptor {
                 }
                 Inner::Spnego { context, .. } => {
                     context.encrypt_message(EncryptionFlags::empty(), &mut buffers)
+                }
+                Inner::Kerberos(_) | Inner::CredSsp(_) => {
+                    return Err(AcceptError::OutOfSequence("not an NTLM context"));
                 }
             }
             .map_err(|source| AcceptError::Sspi {
@@ -470,6 +654,11 @@ impl MessageSealer for Acceptor {
                 "unsealing before authentication",
             ));
         }
+        match &mut self.inner {
+            Inner::Kerberos(acceptor) => return Ok(acceptor.unseal(header, payload)?),
+            Inner::CredSsp(acceptor) => return Ok(acceptor.unseal(header, payload)?),
+            Inner::Ntlm { .. } | Inner::Spnego { .. } => {}
+        }
         if header.len() != NTLM_SIGNATURE_LEN {
             return Err(AcceptError::BadSignatureLength(header.len()));
         }
@@ -483,6 +672,9 @@ impl MessageSealer for Acceptor {
             match &mut self.inner {
                 Inner::Ntlm { context, .. } => context.decrypt_message(&mut buffers).map(drop),
                 Inner::Spnego { context, .. } => context.decrypt_message(&mut buffers).map(drop),
+                Inner::Kerberos(_) | Inner::CredSsp(_) => {
+                    return Err(AcceptError::OutOfSequence("not an NTLM context"));
+                }
             }
             .map_err(|source| AcceptError::Sspi {
                 operation: "decrypt message",
@@ -524,25 +716,44 @@ pub fn account_part(user: &str) -> &str {
 /// `user`, `.\user`, `COMPUTER\user`, `FLEET\user` and `user@fleet.test` (sspi's SPNEGO
 /// acceptor compares the whole name, domain included).
 pub fn negotiate_identities(accounts: &[Account], computer_name: &str) -> Vec<AuthIdentity> {
+    name_forms(accounts, computer_name)
+        .into_iter()
+        .filter_map(|(form, password)| {
+            Username::parse(&form).ok().map(|username| AuthIdentity {
+                username,
+                password: password.into(),
+            })
+        })
+        .collect()
+}
+
+/// Every account under each name form a client may write, with its password.
+pub fn name_forms(accounts: &[Account], computer_name: &str) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(accounts.len() * 5);
     for account in accounts {
-        let forms = [
+        for form in [
             account.name.clone(),
             format!(".\\{}", account.name),
             format!("{computer_name}\\{}", account.name),
             format!("{NETBIOS_DOMAIN}\\{}", account.name),
             format!("{}@{DOMAIN}", account.name),
-        ];
-        for form in forms {
-            if let Ok(username) = Username::parse(&form) {
-                out.push(AuthIdentity {
-                    username,
-                    password: account.password.clone().into(),
-                });
-            }
+        ] {
+            out.push((form, account.password.clone()));
         }
     }
     out
+}
+
+/// True when an SPNEGO InitialContextToken lists a Kerberos mechanism (the RFC 4121 OID
+/// 1.2.840.113554.1.2.2 or Microsoft's 1.2.840.48018.1.2.2).
+pub fn offers_kerberos(token: &[u8]) -> bool {
+    const KRB5: [u8; 11] = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+    ];
+    const MS_KRB5: [u8; 11] = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x82, 0xf7, 0x12, 0x01, 0x02, 0x02,
+    ];
+    token.windows(KRB5.len()).any(|w| w == KRB5 || w == MS_KRB5)
 }
 
 /// Runs one `AcceptSecurityContext` call.
@@ -589,6 +800,22 @@ mod tests {
         ]
     }
 
+    fn context<'a>(
+        accounts: &'a [Account],
+        channel_binding: Option<&'a [u8]>,
+        cbt_level: CbtLevel,
+    ) -> AcceptorContext<'a> {
+        AcceptorContext {
+            accounts,
+            host_name: "srv0001.fleet.test",
+            computer_name: "SRV0001",
+            channel_binding,
+            cbt_level,
+            keytab: None,
+            credssp: None,
+        }
+    }
+
     /// Runs the client against a fresh acceptor; returns the acceptor when it completed.
     fn handshake(
         mechanism: Mechanism,
@@ -600,8 +827,10 @@ mod tests {
         let credential = Credential::new(user, password).unwrap();
         let mut client = ClientContext::new(mechanism, &credential, "srv1").unwrap();
         let first = client.step(None).unwrap().token.unwrap();
-        let mut server = Acceptor::new(&first, &accounts(), "SRV0001", server_cb, level)
-            .map_err(|e| e.to_string())?;
+        let accounts = accounts();
+        let context = context(&accounts, server_cb, level);
+        let mut server =
+            Acceptor::new(HttpScheme::Negotiate, &first, &context).map_err(|e| e.to_string())?;
         let mut token = first;
         for _ in 0..4 {
             match server.step(&token).map_err(|e| e.to_string())? {
@@ -747,6 +976,38 @@ mod tests {
     }
 
     #[test]
+    fn kerberos_and_credssp_need_their_set_up() {
+        let accounts = accounts();
+        let context = context(&accounts, None, CbtLevel::Relaxed);
+        assert!(matches!(
+            Acceptor::new(HttpScheme::Kerberos, &[0x60, 0x01], &context),
+            Err(AcceptError::NoKeytab)
+        ));
+        assert!(matches!(
+            Acceptor::new(HttpScheme::CredSsp, &[0x16, 0x03], &context),
+            Err(AcceptError::NoCredSsp)
+        ));
+        assert_eq!(HttpScheme::parse("credssp"), Some(HttpScheme::CredSsp));
+        assert_eq!(HttpScheme::parse("Basic"), None);
+        assert_eq!(AcceptorKind::Kerberos.protocol(), Protocol::Kerberos);
+        assert_eq!(
+            AcceptorKind::SpnegoKerberos.http_scheme(),
+            HttpScheme::Negotiate
+        );
+        // An SPNEGO token listing Kerberos, from the engine's Negotiate client with no KDC
+        // (NTLM only), does not.
+        let credential = Credential::new("fleetadmin", "x").unwrap();
+        let mut client = ClientContext::new(Mechanism::Negotiate, &credential, "srv1").unwrap();
+        let first = client.step(None).unwrap().token.unwrap();
+        assert!(!offers_kerberos(&first));
+        let mut with_krb = first.clone();
+        with_krb.extend_from_slice(&[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+        ]);
+        assert!(offers_kerberos(&with_krb));
+    }
+
+    #[test]
     fn basic_credentials() {
         let encode = |s: &str| BASE64.encode(s);
         assert_eq!(
@@ -779,7 +1040,11 @@ mod tests {
         );
         assert_eq!(AcceptorKind::for_first_token(b"garbage"), None);
         assert!(matches!(
-            Acceptor::new(b"garbage", &accounts(), "SRV", None, CbtLevel::Relaxed),
+            Acceptor::new(
+                HttpScheme::Negotiate,
+                b"garbage",
+                &context(&accounts(), None, CbtLevel::Relaxed)
+            ),
             Err(AcceptError::UnknownMechanism)
         ));
         // Hostile tokens are errors, not panics.
@@ -788,9 +1053,9 @@ mod tests {
             b"NTLMSSP\0\x01\0\0\0\xff\xff",
             &[0x60, 0x84, 0xff],
         ] {
-            if let Ok(mut acceptor) =
-                Acceptor::new(token, &accounts(), "SRV", None, CbtLevel::Relaxed)
-            {
+            let accounts = accounts();
+            let context = context(&accounts, None, CbtLevel::Relaxed);
+            if let Ok(mut acceptor) = Acceptor::new(HttpScheme::Negotiate, token, &context) {
                 assert!(acceptor.step(token).is_err());
             }
         }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth_kerberos::Keytab;
 use crate::host::Account;
 use crate::outputs::{self, OutputError};
 use crate::profile::{
@@ -24,8 +25,9 @@ use crate::profile::{
 };
 use crate::rng::mix;
 use crate::server::{HostRuntime, Shared, run_listener};
-use crate::stats::HostStatsSnapshot;
-use crate::tls::{SimCa, TlsError};
+use crate::service::{FleetCounters, HostCounters};
+use crate::stats::{ConnectionLog, ConnectionLogSnapshot, HostStatsSnapshot};
+use crate::tls::{ClientCertificate, SimCa, TlsError};
 
 /// Descriptors kept free for everything that is not a listener (clients in the same
 /// process, files, the runtime).
@@ -49,6 +51,9 @@ pub struct FleetOptions {
     pub out_dir: Option<PathBuf>,
     /// The first host's address (default 127.20.0.1).
     pub first_address: Ipv4Addr,
+    /// A keytab with `HTTP/<host name>` keys (from the fleet's KDC, `scripts/kdc`):
+    /// Kerberos and SPNEGO-Kerberos are accepted for the hosts it has keys for.
+    pub keytab: Option<PathBuf>,
 }
 
 impl FleetOptions {
@@ -61,6 +66,7 @@ impl FleetOptions {
             seed,
             out_dir: None,
             first_address: DEFAULT_FIRST_ADDRESS,
+            keytab: None,
         }
     }
 }
@@ -99,6 +105,15 @@ pub enum FleetError {
     /// An output file could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The keytab could not be read.
+    #[error("keytab {path}: {source}")]
+    Keytab {
+        /// The keytab file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: crate::auth_kerberos::KeytabError,
+    },
 }
 
 /// What start-up took.
@@ -147,7 +162,10 @@ pub struct FleetStats {
     pub host_count: usize,
     /// Network-layer totals over all hosts.
     pub totals: HostStatsSnapshot,
-    /// Hosts with any activity, by name.
+    /// WS-Man service totals (shells open, created, deleted, expired, script and cmd
+    /// executions, quota faults, highest concurrency) over the hosts whose service ran.
+    pub service_totals: FleetCounters,
+    /// Hosts with any activity, in host order.
     pub hosts: Vec<HostStatsEntry>,
 }
 
@@ -162,6 +180,8 @@ pub struct HostStatsEntry {
     pub class: String,
     /// Network-layer counters.
     pub network: HostStatsSnapshot,
+    /// The WS-Man service's counters (per user too), when a request reached it.
+    pub service: Option<HostCounters>,
 }
 
 /// Entry point: `Fleet::start`.
@@ -175,6 +195,7 @@ pub struct FleetHandle {
     hosts: Vec<Arc<HostRuntime>>,
     rows: Vec<InventoryRow>,
     accounts: Vec<Account>,
+    client_certificates: Vec<(String, ClientCertificate)>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -226,12 +247,23 @@ impl Fleet {
             return Err(FleetError::TooManyDescriptors { needed, limit });
         }
 
+        let keytab = match &options.keytab {
+            Some(path) => Some(Arc::new(Keytab::read(path).map_err(|source| {
+                FleetError::Keytab {
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
         let ca = Arc::new(SimCa::new()?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             start: Instant::now(),
             ca,
             shutdown: shutdown_rx,
+            keytab,
+            connections: Arc::new(ConnectionLog::default()),
         });
 
         let mut hosts = Vec::with_capacity(plan.len());
@@ -272,8 +304,13 @@ impl Fleet {
             hosts.push(host);
         }
 
+        let client_certificates = accounts
+            .iter()
+            .map(|a| Ok((a.name.clone(), shared.ca.client_certificate(&a.name)?)))
+            .collect::<Result<Vec<_>, TlsError>>()?;
         if let Some(dir) = &options.out_dir {
             outputs::write_startup_files(dir, &rows, shared.ca.pem(), &accounts)?;
+            outputs::write_client_certificates(dir, &client_certificates)?;
         }
         let startup = StartupReport {
             hosts: hosts.len(),
@@ -286,6 +323,7 @@ impl Fleet {
             hosts,
             rows,
             accounts,
+            client_certificates,
             shared,
             shutdown,
             tasks,
@@ -336,6 +374,11 @@ impl FleetHandle {
         self.shared.ca.pem()
     }
 
+    /// The simulator CA (to issue further client certificates, for example).
+    pub fn ca(&self) -> &SimCa {
+        &self.shared.ca
+    }
+
     /// The simulator CA certificate (DER).
     pub fn ca_der(&self) -> &rustls_pki_types::CertificateDer<'static> {
         self.shared.ca.der()
@@ -344,6 +387,15 @@ impl FleetHandle {
     /// The fleet's accounts (names, passwords, admin flags).
     pub fn accounts(&self) -> &[Account] {
         &self.accounts
+    }
+
+    /// The client certificate of `account` (issued by the CA, UPN `account@fleet.test`),
+    /// for hosts that accept certificate authentication.
+    pub fn client_certificate(&self, account: &str) -> Option<&ClientCertificate> {
+        self.client_certificates
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(account))
+            .map(|(_, c)| c)
     }
 
     /// A snapshot of the counters.
@@ -355,6 +407,12 @@ impl FleetHandle {
             self.shared.start,
             false,
         )
+    }
+
+    /// Every TCP connection accepted so far, fleet-wide, with its time since start-up
+    /// (ascending; bounded, see [`crate::stats::CONNECTION_LOG_CAP`]).
+    pub fn connection_log(&self) -> ConnectionLogSnapshot {
+        self.shared.connections.snapshot()
     }
 
     /// Stops every listener and connection, then writes the final `stats.json`.
@@ -439,25 +497,32 @@ fn snapshot(
 ) -> FleetStats {
     let mut totals = HostStatsSnapshot::default();
     let mut entries = Vec::new();
+    let now = start.elapsed();
     for host in hosts {
         let network = host.stats.snapshot();
         totals.add(&network);
-        if !network.is_zero() {
+        // Shells idle past their IdleTimeout are dropped first, as the next request
+        // would find them gone.
+        let service = host.started_service().map(|s| s.counters_at(now));
+        if !network.is_zero() || service.is_some() {
             entries.push(HostStatsEntry {
                 name: host.spec.name.clone(),
                 address: host.spec.address,
                 class: host.spec.class.clone(),
                 network,
+                service,
             });
         }
     }
+    let service_totals = FleetCounters::sum(entries.iter().filter_map(|e| e.service.as_ref()));
     FleetStats {
         profile: profile.to_owned(),
         seed,
-        uptime_seconds: start.elapsed().as_secs_f64(),
+        uptime_seconds: now.as_secs_f64(),
         final_snapshot,
         host_count: hosts.len(),
         totals,
+        service_totals,
         hosts: entries,
     }
 }

@@ -13,6 +13,9 @@
 //! - [`server`]: one host's HTTP(S) listener: http.sys and WinRM behaviour before the
 //!   service (authentication, encryption, failures);
 //! - [`auth`]: the sspi acceptors (NTLM, SPNEGO) and Basic;
+//! - [`hostile`]: hostile listeners (huge, endless and trickled replies, redirections,
+//!   garbage instead of TLS, endless challenges, DTDs, deep nesting) for the client's
+//!   hardening tests;
 //! - [`tls`]: the simulator CA and host certificates;
 //! - [`outputs`]: the inventory, CA, accounts and stats files;
 //! - [`stats`]: network-layer counters;
@@ -24,6 +27,7 @@ pub mod client_cert;
 pub mod credssp;
 pub mod fleet;
 pub mod host;
+pub mod hostile;
 pub mod outputs;
 pub mod powershell;
 pub mod profile;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::host::Account;
 use crate::profile::InventoryRow;
+use crate::tls::ClientCertificate;
 
 /// `inventory.csv`.
 pub const INVENTORY_CSV: &str = "inventory.csv";
@@ -161,6 +162,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), OutputEr
     file.sync_all().map_err(io_error(&tmp))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(io_error(path))
+}
+
+/// Writes `client-<account>.pem` (the certificate) and `client-<account>.key` (its key,
+/// mode 0600) for each client certificate.
+pub fn write_client_certificates(
+    dir: &Path,
+    certificates: &[(String, ClientCertificate)],
+) -> Result<(), OutputError> {
+    for (account, certificate) in certificates {
+        write_atomic(
+            &dir.join(format!("client-{account}.pem")),
+            certificate.certificate_pem.as_bytes(),
+            0o644,
+        )?;
+        write_atomic(
+            &dir.join(format!("client-{account}.key")),
+            certificate.key_pem.as_bytes(),
+            0o600,
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes the start-up files into `dir` (created if missing).

@@ -45,15 +45,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use psfleet_core::encryption;
 use psfleet_core::wsman::ClientMessage;
+use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::auth::{AcceptStep, Acceptor, CbtLevel, check_basic};
+use crate::auth::{AcceptStep, Acceptor, AcceptorContext, CbtLevel, HttpScheme, check_basic};
+use crate::auth_kerberos::Keytab;
+use crate::client_cert::{self, CERTIFICATE_AUTH_HEADER, CertificateMapping};
+use crate::credssp::CredSspTls;
 use crate::host::HostSpec;
+use crate::profile::DOMAIN;
 use crate::profile::ExtraBehaviour;
 use crate::rng::{Rng, mix};
 use crate::service::{HostService, ServiceReply, ServiceRequest};
-use crate::stats::{Counter, HostStats};
+use crate::stats::{ConnectionLog, Counter, HostStats};
 use crate::tls::{HostTls, SimCa};
 
 /// The `Server` header http.sys sends (wire-facts 1.2 capture).
@@ -94,6 +99,10 @@ pub struct Shared {
     pub ca: Arc<SimCa>,
     /// Becomes true when the fleet shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Kerberos service keys (`HTTP/<host name>`), when the fleet has a KDC.
+    pub keytab: Option<Arc<Keytab>>,
+    /// Every accepted TCP connection with its time, fleet-wide.
+    pub connections: Arc<ConnectionLog>,
 }
 
 /// One running host: its spec, counters, and the service and TLS set-up it creates on
@@ -110,6 +119,7 @@ pub struct HostRuntime {
     draws: AtomicU64,
     service: OnceLock<Arc<HostService>>,
     tls: OnceLock<Result<HostTls, String>>,
+    credssp: OnceLock<Result<CredSspTls, String>>,
 }
 
 impl HostRuntime {
@@ -123,6 +133,7 @@ impl HostRuntime {
             draws: AtomicU64::new(0),
             service: OnceLock::new(),
             tls: OnceLock::new(),
+            credssp: OnceLock::new(),
         }
     }
 
@@ -145,9 +156,19 @@ impl HostRuntime {
                     &self.spec.name,
                     self.spec.address,
                     self.spec.network.certificate,
+                    self.spec.auth.certificate,
                 )
                 .map_err(|e| e.to_string())
             })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The host's CredSSP TLS identity (its own self-signed certificate, as WinRM makes),
+    /// made on first use.
+    pub fn credssp(&self) -> Result<&CredSspTls, &str> {
+        self.credssp
+            .get_or_init(|| CredSspTls::generate(&self.spec.name).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(String::as_str)
     }
@@ -176,6 +197,9 @@ pub async fn run_listener(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Timed here, before the spawn, so the log is as close to the handshake
+                // as the simulator can see it.
+                shared.connections.record(shared.start.elapsed());
                 let host = Arc::clone(&host);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
@@ -250,11 +274,19 @@ pub async fn serve_connection(
             return;
         }
     };
+    let peer_certificates = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| chain.to_vec());
     serve_http(
         TokioIo::new(stream),
         host,
         shared,
-        Some(host_tls.channel_binding),
+        Some(TlsPeer {
+            channel_binding: Arc::from(host_tls.channel_binding),
+            certificates: peer_certificates.map(Arc::from),
+        }),
     )
     .await;
 }
@@ -272,18 +304,22 @@ impl ConnectionAuth {
     }
 }
 
-/// Runs HTTP/1.1 with keep-alive on one connection (plain or TLS).
-async fn serve_http<I>(
-    io: I,
-    host: Arc<HostRuntime>,
-    shared: Arc<Shared>,
-    channel_binding: Option<Vec<u8>>,
-) where
+/// What a TLS connection carries into authentication.
+#[derive(Debug, Clone)]
+struct TlsPeer {
+    /// The RFC 5929 `tls-server-end-point` application data of the host certificate.
+    channel_binding: Arc<[u8]>,
+    /// The client's certificate chain, when it presented one.
+    certificates: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+/// Runs HTTP/1.1 with keep-alive on one connection (plain, or TLS with `tls`).
+async fn serve_http<I>(io: I, host: Arc<HostRuntime>, shared: Arc<Shared>, tls: Option<TlsPeer>)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let auth = Arc::new(Mutex::new(ConnectionAuth::default()));
-    let binding: Option<Arc<[u8]>> = channel_binding.map(Arc::from);
-    let https = binding.is_some();
+    let https = tls.is_some();
     let service = {
         let host = Arc::clone(&host);
         let shared = Arc::clone(&shared);
@@ -291,13 +327,14 @@ async fn serve_http<I>(
             let host = Arc::clone(&host);
             let shared = Arc::clone(&shared);
             let auth = Arc::clone(&auth);
-            let binding = binding.clone();
+            let tls = tls.clone();
             async move {
                 let conn = Conn {
                     host: &host,
                     shared: &shared,
                     auth: &auth,
-                    channel_binding: binding.as_deref(),
+                    channel_binding: tls.as_ref().map(|t| &*t.channel_binding),
+                    peer_certificates: tls.as_ref().and_then(|t| t.certificates.as_deref()),
                     https,
                 };
                 Ok::<_, Infallible>(conn.respond(request).await)
@@ -351,13 +388,14 @@ struct Conn<'a> {
     shared: &'a Shared,
     auth: &'a Mutex<ConnectionAuth>,
     channel_binding: Option<&'a [u8]>,
+    peer_certificates: Option<&'a [CertificateDer<'static>]>,
     https: bool,
 }
 
 /// Who a request authenticated as, and the token to send back.
 struct Authenticated {
     user: String,
-    final_token: Option<Vec<u8>>,
+    final_token: Option<(HttpScheme, Vec<u8>)>,
 }
 
 impl Conn<'_> {
@@ -439,7 +477,10 @@ impl Conn<'_> {
                 return *response;
             }
         };
-        let final_token = authenticated.final_token.as_deref();
+        let final_token = authenticated
+            .final_token
+            .as_ref()
+            .map(|(scheme, token)| (*scheme, token.as_slice()));
         if body.is_empty() {
             // The end of an empty-bodied handshake (wire-facts 3): 200, empty body.
             self.wait(delay).await;
@@ -553,62 +594,39 @@ impl Conn<'_> {
         let (scheme, data) = authorization
             .split_once(' ')
             .map_or((authorization, ""), |(s, d)| (s, d.trim()));
-        if scheme.eq_ignore_ascii_case("Negotiate") && auth_spec.negotiate {
+        if let Some(scheme) = HttpScheme::parse(scheme).filter(|s| self.offers(*s)) {
             let Ok(token) = BASE64.decode(data.as_bytes()) else {
                 return Err(self.refuse());
             };
-            let mut auth = lock(self.auth);
-            // A new exchange when there is none, or the client starts over.
-            if auth
-                .acceptor
-                .as_ref()
-                .is_none_or(|a| a.is_complete() || is_first_token(&token))
-            {
-                auth.acceptor = match Acceptor::new(
-                    &token,
-                    &host.spec.accounts,
-                    &host.spec.os.computer_name,
-                    self.channel_binding,
-                    CbtLevel::from_setting(&host.spec.auth.cbt_hardening),
-                ) {
-                    Ok(acceptor) => Some(acceptor),
-                    Err(error) => {
-                        tracing::debug!(%error, host = %host.spec.name, "refused a first token");
-                        drop(auth);
-                        return Err(self.refuse());
-                    }
-                };
-            }
-            let step = match auth.acceptor.as_mut().map(|a| a.step(&token)) {
-                Some(Ok(step)) => step,
-                Some(Err(error)) => {
-                    tracing::debug!(%error, host = %host.spec.name, "authentication failed");
-                    auth.acceptor = None;
-                    drop(auth);
-                    return Err(self.refuse());
-                }
-                None => {
-                    drop(auth);
-                    return Err(self.refuse());
-                }
-            };
-            drop(auth);
-            return match step {
-                AcceptStep::Continue(reply) => {
-                    let mut response = empty(StatusCode::UNAUTHORIZED);
-                    if let Ok(value) =
-                        HeaderValue::from_str(&format!("Negotiate {}", BASE64.encode(reply)))
-                    {
-                        response.headers_mut().insert(WWW_AUTHENTICATE, value);
-                    }
-                    Err(Box::new(response))
-                }
-                AcceptStep::Complete { user, token } => {
+            return self.accept_token(scheme, &token);
+        }
+        if authorization.trim() == CERTIFICATE_AUTH_HEADER && auth_spec.certificate {
+            // Certificate authentication (WS-Man https/mutual): the TLS client
+            // certificate's UPN names the account through the host's mappings.
+            let mappings: Vec<CertificateMapping> = host
+                .spec
+                .accounts
+                .iter()
+                .map(|a| CertificateMapping {
+                    subject: format!("{}@{DOMAIN}", a.name),
+                    account: a.name.clone(),
+                })
+                .collect();
+            return match client_cert::authenticate(
+                Some(authorization),
+                self.peer_certificates,
+                &mappings,
+            ) {
+                Ok(account) => {
                     host.stats.bump(Counter::Authentication);
                     Ok(Authenticated {
-                        user,
-                        final_token: token,
+                        user: account.to_owned(),
+                        final_token: None,
                     })
+                }
+                Err(error) => {
+                    tracing::debug!(%error, host = %host.spec.name, "certificate refused");
+                    Err(self.refuse())
                 }
             };
         }
@@ -624,9 +642,81 @@ impl Conn<'_> {
                 None => Err(self.refuse()),
             };
         }
-        // A scheme the host does not offer (or Kerberos/CredSSP, which need their own
-        // acceptors): the bare list again (wire-facts 1.2).
+        // A scheme the host does not offer: the bare list again (wire-facts 1.2).
         Err(self.refuse())
+    }
+
+    /// True when the host offers `scheme`.
+    fn offers(&self, scheme: HttpScheme) -> bool {
+        let auth = &self.host.spec.auth;
+        match scheme {
+            HttpScheme::Negotiate => auth.negotiate,
+            HttpScheme::Kerberos => auth.kerberos,
+            HttpScheme::CredSsp => auth.credssp,
+        }
+    }
+
+    /// One leg of a connection-bound exchange (Negotiate, Kerberos, CredSSP).
+    fn accept_token(
+        &self,
+        scheme: HttpScheme,
+        token: &[u8],
+    ) -> Result<Authenticated, Box<Response<ResponseBody>>> {
+        let host = self.host;
+        let credssp = match scheme {
+            HttpScheme::CredSsp => host.credssp().ok(),
+            _ => None,
+        };
+        let context = AcceptorContext {
+            accounts: &host.spec.accounts,
+            host_name: &host.spec.name,
+            computer_name: &host.spec.os.computer_name,
+            channel_binding: self.channel_binding,
+            cbt_level: CbtLevel::from_setting(&host.spec.auth.cbt_hardening),
+            keytab: self.shared.keytab.as_deref(),
+            credssp,
+        };
+        let mut auth = lock(self.auth);
+        // A new exchange when there is none, the scheme changed, or the client starts over.
+        if auth.acceptor.as_ref().is_none_or(|a| {
+            a.is_complete() || a.kind().http_scheme() != scheme || is_first_token(scheme, token)
+        }) {
+            auth.acceptor = match Acceptor::new(scheme, token, &context) {
+                Ok(acceptor) => Some(acceptor),
+                Err(error) => {
+                    tracing::debug!(%error, host = %host.spec.name, "refused a first token");
+                    drop(auth);
+                    return Err(self.refuse());
+                }
+            };
+        }
+        let step = match auth.acceptor.as_mut().map(|a| a.step(token)) {
+            Some(Ok(step)) => step,
+            Some(Err(error)) => {
+                tracing::debug!(%error, host = %host.spec.name, "authentication failed");
+                auth.acceptor = None;
+                drop(auth);
+                return Err(self.refuse());
+            }
+            None => {
+                drop(auth);
+                return Err(self.refuse());
+            }
+        };
+        drop(auth);
+        match step {
+            AcceptStep::Continue(reply) => Err(Box::new(with_token(
+                empty(StatusCode::UNAUTHORIZED),
+                Some((scheme, reply.as_slice())),
+            ))),
+            AcceptStep::Complete { user, token } => {
+                host.stats.bump(Counter::Authentication);
+                Ok(Authenticated {
+                    user,
+                    final_token: token.map(|t| (scheme, t)),
+                })
+            }
+        }
     }
 
     /// A refused credential: counted, answered with the scheme list.
@@ -699,10 +789,17 @@ impl Conn<'_> {
     }
 }
 
-/// True for a token that starts an exchange (NTLM NEGOTIATE or an SPNEGO
-/// InitialContextToken) rather than continuing one.
-fn is_first_token(token: &[u8]) -> bool {
-    token.starts_with(b"NTLMSSP\0\x01\0\0\0") || token.first() == Some(&0x60)
+/// True for a token that starts an exchange rather than continuing one: an NTLM
+/// NEGOTIATE, a GSS-API InitialContextToken (SPNEGO or a Kerberos AP-REQ), or a TLS
+/// ClientHello record (CredSSP: record type 22, handshake type 1).
+fn is_first_token(scheme: HttpScheme, token: &[u8]) -> bool {
+    match scheme {
+        HttpScheme::Negotiate => {
+            token.starts_with(b"NTLMSSP\0\x01\0\0\0") || token.first() == Some(&0x60)
+        }
+        HttpScheme::Kerberos => token.first() == Some(&0x60),
+        HttpScheme::CredSsp => token.first() == Some(&0x16) && token.get(5) == Some(&0x01),
+    }
 }
 
 fn jitter(rng: &mut Rng, max: Duration) -> Duration {
@@ -751,12 +848,14 @@ fn closing(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
     response
 }
 
+/// Adds `WWW-Authenticate: <scheme> <token>` when there is a token to send.
 fn with_token(
     mut response: Response<ResponseBody>,
-    token: Option<&[u8]>,
+    token: Option<(HttpScheme, &[u8])>,
 ) -> Response<ResponseBody> {
-    if let Some(token) = token
-        && let Ok(value) = HeaderValue::from_str(&format!("Negotiate {}", BASE64.encode(token)))
+    if let Some((scheme, token)) = token
+        && let Ok(value) =
+            HeaderValue::from_str(&format!("{} {}", scheme.name(), BASE64.encode(token)))
     {
         response.headers_mut().insert(WWW_AUTHENTICATE, value);
     }

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
+    Issuer, KeyPair, KeyUsagePurpose, OtherNameValue, SanType, date_time_ymd,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::client_cert::client_verifier;
 use crate::host::CertificateKind;
 use crate::profile::DOMAIN;
 
@@ -107,12 +108,46 @@ impl SimCa {
         &self.der
     }
 
+    /// A client certificate for `account`, issued by this CA with the client
+    /// authentication EKU and the UPN `account@fleet.test` (the subject a
+    /// `WSMan:\localhost\ClientCertificate` mapping matches).
+    pub fn client_certificate(&self, account: &str) -> Result<ClientCertificate, TlsError> {
+        let key = KeyPair::generate()?;
+        let upn = format!("{account}@{DOMAIN}");
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = vec![SanType::OtherName((
+            vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+            OtherNameValue::Utf8String(upn.clone()),
+        ))];
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, account);
+        params.distinguished_name = dn;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = date_time_ymd(2024, 1, 1);
+        params.not_after = date_time_ymd(2045, 1, 1);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ClientCertificate {
+            upn,
+            certificate_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            certificate: cert.der().clone(),
+        })
+    }
+
     /// Makes the certificate of `kind` for a host and the TLS configuration presenting it.
+    /// With `client_certificates`, the listener asks for a client certificate issued by
+    /// this CA (and still serves clients without one, who use other schemes).
     pub fn host_tls(
         &self,
         name: &str,
         address: Ipv4Addr,
         kind: CertificateKind,
+        client_certificates: bool,
     ) -> Result<HostTls, TlsError> {
         let key = KeyPair::generate()?;
         let wrong_name = format!("wrong-name.{DOMAIN}");
@@ -154,10 +189,14 @@ impl SimCa {
         };
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, private)?;
+        let builder =
+            ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+        let builder = if client_certificates {
+            builder.with_client_cert_verifier(client_verifier(std::slice::from_ref(&self.der))?)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_single_cert(chain, private)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut channel_binding = TLS_SERVER_END_POINT.to_vec();
         channel_binding
@@ -167,6 +206,28 @@ impl SimCa {
             channel_binding,
             certificate: leaf,
         })
+    }
+}
+
+/// A client certificate issued by the simulator CA (written to the output directory as
+/// `client-<account>.pem` and `client-<account>.key`).
+#[derive(Clone)]
+pub struct ClientCertificate {
+    /// The UPN it carries (`account@fleet.test`).
+    pub upn: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Its private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// The certificate, DER.
+    pub certificate: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("upn", &self.upn)
+            .finish_non_exhaustive()
     }
 }
 
@@ -187,6 +248,7 @@ pub fn sec_channel_bindings(application_data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_cert::certificate_upn;
     use rustls::RootCertStore;
     use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::ServerCertVerifier;
@@ -212,27 +274,55 @@ mod tests {
         assert!(ca.pem().starts_with("-----BEGIN CERTIFICATE-----"));
         let name = "srv0001.fleet.test";
         let addr = Ipv4Addr::new(127, 20, 0, 1);
-        let valid = ca.host_tls(name, addr, CertificateKind::Valid).unwrap();
+        let valid = ca
+            .host_tls(name, addr, CertificateKind::Valid, false)
+            .unwrap();
         verify(&ca, &valid, name).unwrap();
         verify(&ca, &valid, "127.20.0.1").unwrap();
         assert!(verify(&ca, &valid, "srv0002.fleet.test").is_err());
 
-        let wrong = ca.host_tls(name, addr, CertificateKind::WrongName).unwrap();
+        let wrong = ca
+            .host_tls(name, addr, CertificateKind::WrongName, false)
+            .unwrap();
         let error = verify(&ca, &wrong, name).unwrap_err();
         assert!(
             format!("{error:?}").contains("NotValidForName"),
             "{error:?}"
         );
 
-        let expired = ca.host_tls(name, addr, CertificateKind::Expired).unwrap();
+        let expired = ca
+            .host_tls(name, addr, CertificateKind::Expired, false)
+            .unwrap();
         let error = verify(&ca, &expired, name).unwrap_err();
         assert!(format!("{error:?}").contains("Expired"), "{error:?}");
 
         let selfsigned = ca
-            .host_tls(name, addr, CertificateKind::SelfSigned)
+            .host_tls(name, addr, CertificateKind::SelfSigned, true)
             .unwrap();
         let error = verify(&ca, &selfsigned, name).unwrap_err();
         assert!(format!("{error:?}").contains("UnknownIssuer"), "{error:?}");
+    }
+
+    #[test]
+    fn client_certificates_carry_the_upn() {
+        let ca = SimCa::new().unwrap();
+        let cert = ca.client_certificate("fleetadmin").unwrap();
+        assert_eq!(cert.upn, "fleetadmin@fleet.test");
+        assert_eq!(
+            certificate_upn(cert.certificate.as_ref()).as_deref(),
+            Some("fleetadmin@fleet.test")
+        );
+        assert!(
+            cert.certificate_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert!(cert.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(!format!("{cert:?}").contains("PRIVATE"));
+        // The CA's client verifier accepts it.
+        let verifier = client_verifier(std::slice::from_ref(ca.der())).unwrap();
+        verifier
+            .verify_client_cert(&cert.certificate, &[], UnixTime::now())
+            .unwrap();
     }
 
     #[test]
@@ -243,6 +333,7 @@ mod tests {
                 "srv0001.fleet.test",
                 Ipv4Addr::new(127, 20, 0, 1),
                 CertificateKind::Valid,
+                true,
             )
             .unwrap();
         assert_eq!(tls.channel_binding.len(), TLS_SERVER_END_POINT.len() + 32);

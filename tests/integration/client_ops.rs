@@ -58,7 +58,11 @@ certificate = "self-signed"
 "#;
 
 /// The script of the streams test: one statement per stream, and the two arguments.
-const STREAMS_SCRIPT: &str = "Write-Output $args[0]
+/// Verbose and debug records are only written when their preference says Continue (the
+/// defaults are SilentlyContinue, as on Windows).
+const STREAMS_SCRIPT: &str = "$VerbosePreference = 'Continue'
+$DebugPreference = 'Continue'
+Write-Output $args[0]
 $args[1]
 Write-Error 'bad thing'
 Write-Warning 'careful'
@@ -130,7 +134,7 @@ async fn cmd_returns_stdout_stderr_and_exit_code() {
             "cmd.exe",
             &[
                 "/c".to_owned(),
-                "echo hello & nosuchcommand & exit /b 3".to_owned(),
+                "echo hello& nosuchcommand & exit /b 3".to_owned(),
             ],
             b"",
             RunControl::none(),

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-/// A `psfleet_core::fuzzing` function: arbitrary bytes in, a panic when something is wrong.
+/// A `psfleet_core::fuzzing` (or `psfleet_inventories::fuzzing`) function: arbitrary bytes in, a panic when something is wrong.
 type Target = fn(&[u8]);
 
 /// Target name (the directory under `fuzz/corpus` and `fuzz/regressions`, and
@@ -16,6 +16,16 @@ type Target = fn(&[u8]);
 const TARGETS: &[(&str, Target)] = &[
     ("clixml", psfleet_core::fuzzing::clixml),
     ("encryption", psfleet_core::fuzzing::encryption),
+    ("inventory_csv", psfleet_inventories::fuzzing::inventory_csv),
+    ("inventory_ini", psfleet_inventories::fuzzing::inventory_ini),
+    (
+        "inventory_text",
+        psfleet_inventories::fuzzing::inventory_text,
+    ),
+    (
+        "inventory_yaml",
+        psfleet_inventories::fuzzing::inventory_yaml,
+    ),
     ("psrp_fragments", psfleet_core::fuzzing::psrp_fragments),
     ("psrp_message", psfleet_core::fuzzing::psrp_message),
     ("wsman_request", psfleet_core::fuzzing::wsman_request),

@@ -38,7 +38,8 @@ use uuid::Uuid;
 
 use super::clixml::Value;
 use super::fragment::{
-    Defragmenter, FragmentError, Fragmenter, encode_fragments, max_fragment_size,
+    Defragmenter, DefragmenterLimits, FragmentError, Fragmenter, encode_fragments,
+    max_fragment_size,
 };
 use super::message::{Message, MessageError};
 use super::messages::{
@@ -52,6 +53,11 @@ use crate::wsman::{
     Action, CommandLine, CommandState, CreateShell, Receive, Request, RequestBody, RequestHeader,
     Response, ResponseBody, Send, SendStream, Signal, SignalCode, WsOption, WsmanFault, resources,
 };
+
+/// Default [`PsrpSettings::max_received_message_bytes`]: 16 MiB, far above real messages
+/// (the largest recorded is a few hundred KiB) and small enough that a host sending a
+/// message that never ends cannot make a run hold more than this (issue 8).
+pub const DEFAULT_MAX_RECEIVED_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How to open the runspace pool and address the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +81,10 @@ pub struct PsrpSettings {
     pub max_runspaces: i32,
     /// `WINRS_NOPROFILE` option: do not load the user profile (R:test_psrp_no_profile).
     pub no_profile: bool,
+    /// Largest message the host may send, and most bytes of partly received messages
+    /// held at once (each of the pool's and the pipeline's): PowerShell's
+    /// `MaximumReceivedObjectSizeMB`, smaller because a run holds hundreds of hosts.
+    pub max_received_message_bytes: usize,
 }
 
 impl PsrpSettings {
@@ -91,6 +101,7 @@ impl PsrpSettings {
             min_runspaces: 1,
             max_runspaces: 1,
             no_profile: false,
+            max_received_message_bytes: DEFAULT_MAX_RECEIVED_MESSAGE_BYTES,
         }
     }
 
@@ -313,6 +324,11 @@ impl ScriptRun {
         ids: &mut impl IdGenerator,
     ) -> (Self, Box<Request>) {
         let shell = ids.next_id();
+        let limits = DefragmenterLimits {
+            max_message_size: settings.max_received_message_bytes,
+            max_pending_bytes: settings.max_received_message_bytes,
+            ..DefragmenterLimits::default()
+        };
         let mut run = Self {
             settings,
             spec,
@@ -322,8 +338,8 @@ impl ScriptRun {
             failure: None,
             outcome: None,
             fragmenter: Fragmenter::new(),
-            pool_in: Defragmenter::new(),
-            pipeline_in: Defragmenter::new(),
+            pool_in: Defragmenter::with_limits(limits),
+            pipeline_in: Defragmenter::with_limits(limits),
             pending_sends: VecDeque::new(),
             max_fragment: 0,
         };

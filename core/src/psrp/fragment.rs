@@ -119,6 +119,13 @@ pub enum FragmentError {
         /// The limit in force.
         limit: usize,
     },
+    /// The partially reassembled messages together would exceed
+    /// [`DefragmenterLimits::max_pending_bytes`].
+    #[error("partially reassembled messages exceed {limit} bytes")]
+    TooMuchPending {
+        /// The limit in force.
+        limit: usize,
+    },
 }
 
 impl Fragment {
@@ -293,6 +300,9 @@ pub struct DefragmenterLimits {
     pub max_message_size: usize,
     /// Most messages that may be partially reassembled at once.
     pub max_partial_objects: usize,
+    /// Most bytes held by partially reassembled messages, all together: with the two
+    /// limits above alone, a hostile sender could make a reader hold their product.
+    pub max_pending_bytes: usize,
 }
 
 impl Default for DefragmenterLimits {
@@ -302,6 +312,7 @@ impl Default for DefragmenterLimits {
         Self {
             max_message_size: 64 * 1024 * 1024,
             max_partial_objects: 64,
+            max_pending_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -317,6 +328,8 @@ impl Default for DefragmenterLimits {
 pub struct Defragmenter {
     limits: DefragmenterLimits,
     partial: BTreeMap<u64, Partial>,
+    /// Bytes held in `partial`, all objects together.
+    pending_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +349,7 @@ impl Defragmenter {
         Self {
             limits,
             partial: BTreeMap::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -371,7 +385,7 @@ impl Defragmenter {
         } = fragment;
         if start {
             if fragment_id != 0 || self.partial.contains_key(&object_id) {
-                self.partial.remove(&object_id);
+                self.drop_partial(object_id);
                 return Err(FragmentError::UnexpectedStart {
                     object_id,
                     fragment_id,
@@ -391,6 +405,12 @@ impl Defragmenter {
                     limit: self.limits.max_partial_objects,
                 });
             }
+            if self.pending_bytes.saturating_add(data.len()) > self.limits.max_pending_bytes {
+                return Err(FragmentError::TooMuchPending {
+                    limit: self.limits.max_pending_bytes,
+                });
+            }
+            self.pending_bytes += data.len();
             self.partial.insert(
                 object_id,
                 Partial {
@@ -408,7 +428,7 @@ impl Defragmenter {
         };
         if fragment_id != partial.next_fragment_id {
             let expected = partial.next_fragment_id;
-            self.partial.remove(&object_id);
+            self.drop_partial(object_id);
             return Err(FragmentError::FragmentIdGap {
                 object_id,
                 expected,
@@ -416,18 +436,32 @@ impl Defragmenter {
             });
         }
         if partial.data.len().saturating_add(data.len()) > self.limits.max_message_size {
-            self.partial.remove(&object_id);
+            self.drop_partial(object_id);
             return Err(FragmentError::MessageTooLarge {
                 object_id,
                 limit: self.limits.max_message_size,
             });
         }
+        if self.pending_bytes.saturating_add(data.len()) > self.limits.max_pending_bytes {
+            self.drop_partial(object_id);
+            return Err(FragmentError::TooMuchPending {
+                limit: self.limits.max_pending_bytes,
+            });
+        }
         partial.data.extend_from_slice(&data);
         partial.next_fragment_id = partial.next_fragment_id.wrapping_add(1);
+        self.pending_bytes += data.len();
         if end {
-            return Ok(self.partial.remove(&object_id).map(|p| p.data));
+            return Ok(self.drop_partial(object_id).map(|p| p.data));
         }
         Ok(None)
+    }
+
+    /// Removes a partial message and its bytes from the pending count.
+    fn drop_partial(&mut self, object_id: u64) -> Option<Partial> {
+        let partial = self.partial.remove(&object_id)?;
+        self.pending_bytes = self.pending_bytes.saturating_sub(partial.data.len());
+        Some(partial)
     }
 }
 
@@ -638,6 +672,7 @@ mod tests {
         let limits = DefragmenterLimits {
             max_message_size: 8,
             max_partial_objects: 2,
+            max_pending_bytes: 1024,
         };
         let mut d = Defragmenter::with_limits(limits);
         assert_eq!(d.push_fragment(frag(1, 0, true, false, b"12345")), Ok(None));
@@ -658,6 +693,37 @@ mod tests {
         assert_eq!(
             d.push_fragment(frag(5, 0, true, true, b"d")),
             Ok(Some(b"d".to_vec()))
+        );
+    }
+
+    #[test]
+    fn bounds_the_bytes_of_all_partial_messages_together() {
+        let limits = DefragmenterLimits {
+            max_message_size: 8,
+            max_partial_objects: 10,
+            max_pending_bytes: 10,
+        };
+        let mut d = Defragmenter::with_limits(limits);
+        assert_eq!(d.push_fragment(frag(1, 0, true, false, b"12345")), Ok(None));
+        assert_eq!(d.push_fragment(frag(2, 0, true, false, b"abcd")), Ok(None));
+        // Each object is within its 8 bytes, but together they would hold 11.
+        assert_eq!(
+            d.push_fragment(frag(2, 1, false, false, b"ef")),
+            Err(FragmentError::TooMuchPending { limit: 10 })
+        );
+        assert_eq!(d.pending_objects(), 1);
+        assert_eq!(
+            d.push_fragment(frag(3, 0, true, false, b"xxxxxx")),
+            Err(FragmentError::TooMuchPending { limit: 10 })
+        );
+        // Completing a message frees its bytes.
+        assert_eq!(
+            d.push_fragment(frag(1, 1, false, true, b"6")),
+            Ok(Some(b"123456".to_vec()))
+        );
+        assert_eq!(
+            d.push_fragment(frag(3, 0, true, false, b"xxxxxx")),
+            Ok(None)
         );
     }
 

@@ -21,6 +21,10 @@ use super::text;
 use super::{CmdRun, ScriptEnd, ScriptEvent, ScriptInvocation};
 use crate::host::HostSpec;
 
+/// How long starting cmd.exe and running a built-in command takes (virtual, so that even
+/// `echo` is still running when the first Receive arrives, as on Windows).
+pub(crate) const CMD_START: Duration = Duration::from_millis(5);
+
 /// Deepest `cmd /c cmd /c ...` nesting followed.
 const MAX_NESTING: usize = 8;
 /// Most commands one line may chain.
@@ -43,7 +47,7 @@ pub(crate) fn run_cmd(
     let mut shell = Shell {
         host,
         user,
-        env: super::eval::environment(host, &facts),
+        env: super::eval::environment(&facts),
         facts,
         stdout: Vec::new(),
         stderr: Vec::new(),
@@ -58,7 +62,7 @@ pub(crate) fn run_cmd(
         stdout: shell.stdout,
         stderr: shell.stderr,
         exit_code: code,
-        duration: shell.duration + host.script.extra_duration,
+        duration: CMD_START + shell.duration + host.script.extra_duration,
     }
 }
 

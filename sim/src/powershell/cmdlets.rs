@@ -461,6 +461,13 @@ const SPECS: &[Spec] = &[
         rest: false,
     },
     Spec {
+        name: "Invoke-Expression",
+        type_name: "Microsoft.PowerShell.Commands.InvokeExpressionCommand",
+        params: &[p("Command", STR)],
+        positions: &["Command"],
+        rest: false,
+    },
+    Spec {
         name: "New-Object",
         type_name: "Microsoft.PowerShell.Commands.NewObjectCommand",
         params: &[
@@ -474,7 +481,8 @@ const SPECS: &[Spec] = &[
 ];
 
 /// Alias (lower case) to command name.
-const ALIASES: [(&str, &str); 17] = [
+const ALIASES: [(&str, &str); 18] = [
+    ("iex", "Invoke-Expression"),
     ("echo", "Write-Output"),
     ("write", "Write-Output"),
     ("gsv", "Get-Service"),
@@ -900,7 +908,13 @@ fn seconds_arg(e: &mut Engine<'_>, spec: &Spec, name: &str, v: &Val) -> R<i64> {
 
 fn run_cmdlet(e: &mut Engine<'_>, spec: &'static Spec, b: Bound, input: Option<Vec<Val>>) -> R<()> {
     let (start, end) = e.cur;
-    let site = e.site(start, end);
+    // The script text is shared, so the site does not hold the engine.
+    let script = Rc::clone(&e.script);
+    let site = records::Site {
+        script: &script,
+        start,
+        end,
+    };
     match spec.name {
         "Write-Output" => {
             let mut values = Vec::new();
@@ -1292,6 +1306,29 @@ fn run_cmdlet(e: &mut Engine<'_>, spec: &'static Spec, b: Bound, input: Option<V
                 }
             }
         }
+        "Invoke-Expression" => {
+            let text = match (b.text("Command"), input) {
+                (Some(t), _) => t,
+                (None, Some(items)) => items.iter().map(to_str).collect::<Vec<_>>().join("\n"),
+                (None, None) => String::new(),
+            };
+            match super::syntax::parse_script(&text) {
+                Err(pe) => {
+                    let mut record = records::parse_error(&text, &pe);
+                    record.fully_qualified_error_id =
+                        format!("{},{}", record.fully_qualified_error_id, spec.type_name);
+                    return Err(e.fail(record));
+                }
+                Ok(block) => {
+                    // The expression runs in the caller's scope; its positions point into
+                    // its own text.
+                    let saved = std::mem::replace(&mut e.script, Rc::from(text.as_str()));
+                    let r = e.exec_all(&block.body);
+                    e.script = saved;
+                    r?;
+                }
+            }
+        }
         "New-Object" => {
             let type_name = b.text("TypeName").unwrap_or_default();
             let t = type_name.to_ascii_lowercase();
@@ -1414,7 +1451,13 @@ fn get_service(
     input: Option<Vec<Val>>,
 ) -> R<()> {
     let (start, end) = e.cur;
-    let site = e.site(start, end);
+    // The script text is shared, so the site does not hold the engine.
+    let script = Rc::clone(&e.script);
+    let site = records::Site {
+        script: &script,
+        start,
+        end,
+    };
     let mut all: Vec<(String, String, String)> = objects::services(e.host)
         .map(|(n, d, s)| (n.to_owned(), d.to_owned(), s.to_owned()))
         .collect();
@@ -1523,7 +1566,7 @@ enum CalcExpr {
     Name(String),
 }
 
-fn selectors(e: &mut Engine<'_>, v: Option<&Val>) -> Vec<(Selector, bool)> {
+fn selectors(v: Option<&Val>) -> Vec<(Selector, bool)> {
     let Some(v) = v else {
         return Vec::new();
     };
@@ -1565,10 +1608,7 @@ fn selectors(e: &mut Engine<'_>, v: Option<&Val>) -> Vec<(Selector, bool)> {
                 },
                 false,
             ),
-            other => {
-                let _ = &e;
-                (Selector::Name(to_str(&other)), false)
-            }
+            other => (Selector::Name(to_str(&other)), false),
         })
         .collect()
 }
@@ -1662,6 +1702,7 @@ enum StageKind {
         seen: usize,
         emitted: usize,
         buffer: Vec<Val>,
+        keys: std::collections::HashSet<Vec<u8>>,
     },
     Sort {
         keys: Vec<(Selector, bool)>,
@@ -1875,7 +1916,7 @@ impl<'p> Stage<'p> {
                 }
             }
             "Select-Object" => StageKind::Select {
-                props: selectors(e, b.get("Property")),
+                props: selectors(b.get("Property")),
                 exclude: b
                     .get("ExcludeProperty")
                     .map(|v| v.items().iter().map(to_str).collect())
@@ -1895,9 +1936,10 @@ impl<'p> Stage<'p> {
                 seen: 0,
                 emitted: 0,
                 buffer: Vec::new(),
+                keys: std::collections::HashSet::new(),
             },
             "Sort-Object" => StageKind::Sort {
-                keys: selectors(e, b.get("Property")),
+                keys: selectors(b.get("Property")),
                 descending: b.has("Descending"),
                 unique: b.has("Unique"),
                 case: b.has("CaseSensitive"),
@@ -2032,6 +2074,7 @@ impl<'p> Stage<'p> {
                 seen,
                 emitted,
                 buffer,
+                keys,
             } => {
                 let position = *seen;
                 *seen += 1;
@@ -2052,10 +2095,11 @@ impl<'p> Stage<'p> {
                     vec![select_item(e, &p, &x, &item)?]
                 };
                 for v in shaped {
-                    if *unique && buffer.iter().any(|b| b.to_clixml() == v.to_clixml()) {
+                    if *unique && !keys.insert(psfleet_core::psrp::clixml::to_bytes(&v.to_clixml()))
+                    {
                         continue;
                     }
-                    if *unique || last_n.is_some() {
+                    if last_n.is_some() {
                         buffer.push(v.clone());
                     }
                     if last_n.is_none() {

@@ -37,7 +37,8 @@ pub(crate) const MAX_STRING: usize = 4 << 20;
 pub(crate) const MAX_ITEMS: usize = 1_000_000;
 /// Longest virtual time a script may take (further sleeps are cut short).
 const MAX_ELAPSED: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Deepest call nesting (functions and script blocks).
+/// Deepest nesting of calls (functions, script blocks) and parenthesised or sub-expressions
+/// together: every level costs stack, so one counter bounds them all.
 const MAX_CALL_DEPTH: usize = 100;
 
 /// Why evaluation stopped early.
@@ -96,8 +97,9 @@ struct Redirection {
 pub(crate) struct Engine<'a> {
     pub host: &'a HostSpec,
     pub facts: HostFacts,
-    /// The top-level script text (every source offset points into it).
-    pub script: &'a str,
+    /// The text of the script being run (every source offset points into it; Invoke-Expression
+    /// swaps in its own text while it runs).
+    pub script: Rc<str>,
     pub clock: Duration,
     pub events: Vec<TimedEvent>,
     scopes: Vec<HashMap<String, Val>>,
@@ -118,9 +120,9 @@ pub(crate) struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    pub(crate) fn new(host: &'a HostSpec, user: &str, script: &'a str) -> Self {
+    pub(crate) fn new(host: &'a HostSpec, user: &str, script: &str) -> Self {
         let facts = HostFacts::new(host, user);
-        let env = environment(host, &facts);
+        let env = environment(&facts);
         let mut globals = HashMap::new();
         for (k, v) in [
             ("erroractionpreference", "Continue"),
@@ -146,7 +148,7 @@ impl<'a> Engine<'a> {
         Self {
             host,
             facts,
-            script,
+            script: Rc::from(script),
             clock: Duration::ZERO,
             events: Vec::new(),
             scopes: vec![globals],
@@ -165,16 +167,22 @@ impl<'a> Engine<'a> {
 
     // ===== Bookkeeping =====
 
-    pub(crate) fn site(&self, start: usize, end: usize) -> Site<'a> {
+    pub(crate) fn site(&self, start: usize, end: usize) -> Site<'_> {
         Site {
-            script: self.script,
+            script: &self.script,
             start,
             end,
         }
     }
 
     pub(crate) fn tick(&mut self) -> R<()> {
-        self.steps += 1;
+        self.charge(1)
+    }
+
+    /// Counts `n` units of work (bulk operations count their size: one unit per item and
+    /// per KiB of text) and fails once the budget is spent.
+    pub(crate) fn charge(&mut self, n: usize) -> R<()> {
+        self.steps = self.steps.saturating_add(n as u64);
         if self.steps > MAX_STEPS {
             return Err(self.limit("The script ran longer than this simulated host allows."));
         }
@@ -224,6 +232,8 @@ impl<'a> Engine<'a> {
     /// Sends a value to the current output: the innermost capture, or the pipeline's output
     /// stream.
     pub(crate) fn emit(&mut self, v: Val) {
+        // Copies of large values count against the budget (checked at the next tick).
+        self.steps = self.steps.saturating_add(values::cost(&v) as u64);
         if let Some(top) = self.captures.last_mut() {
             if top.len() < MAX_ITEMS {
                 top.push(v);
@@ -330,7 +340,7 @@ impl<'a> Engine<'a> {
                 self.site(0, 0),
             )))),
             Action::Continue => {
-                let record = records::informational(kind, message, self.script);
+                let record = records::informational(kind, message, &self.script);
                 self.record(match kind {
                     InformationalKind::Warning => ScriptEvent::Warning(record),
                     InformationalKind::Verbose => ScriptEvent::Verbose(record),
@@ -560,12 +570,11 @@ impl<'a> Engine<'a> {
                 Ok(())
             }
             StmtKind::Throw(value) => {
-                let site = self.site(s.start, s.end);
                 let v = match value {
                     Some(p) => Some(self.pipeline_value(p)?),
                     None => None,
                 };
-                Err(Flow::Throw(Box::new(thrown(v, site))))
+                Err(Flow::Throw(Box::new(thrown(v, self.site(s.start, s.end)))))
             }
             StmtKind::Exit(value) => {
                 let code = match value {
@@ -877,6 +886,24 @@ impl<'a> Engine<'a> {
 
     pub(crate) fn eval(&mut self, e: &Expr) -> R<Val> {
         self.tick()?;
+        if matches!(
+            e,
+            Expr::Paren(_) | Expr::Sub(_) | Expr::ArraySub(_) | Expr::Expandable(_)
+        ) {
+            if self.call_depth >= MAX_CALL_DEPTH {
+                return Err(self.limit(
+                    "The script nests calls and expressions too deeply for this simulated host.",
+                ));
+            }
+            self.call_depth += 1;
+            let r = self.eval_inner(e);
+            self.call_depth -= 1;
+            return r;
+        }
+        self.eval_inner(e)
+    }
+
+    fn eval_inner(&mut self, e: &Expr) -> R<Val> {
         match e {
             Expr::Str(s) => Ok(Val::str(s.clone())),
             Expr::Int(i) => Ok(Val::int(*i)),
@@ -913,6 +940,7 @@ impl<'a> Engine<'a> {
                     return super::ops::static_member(self, t, name, None, 0, 0);
                 }
                 let v = self.eval(target)?;
+                self.charge(values::cost(&v))?;
                 Ok(super::ops::member(&v, name))
             }
             Expr::Method {
@@ -1100,7 +1128,7 @@ fn thrown(v: Option<Val>, site: Site<'_>) -> ErrorRecord {
 }
 
 /// The process environment of the simulated host (`$env:`, cmd's `set`).
-pub(crate) fn environment(host: &HostSpec, facts: &HostFacts) -> Vec<(String, String)> {
+pub(crate) fn environment(facts: &HostFacts) -> Vec<(String, String)> {
     let user = &facts.user;
     let computer = &facts.computer;
     let profile = format!("C:\\Users\\{user}");
@@ -1140,7 +1168,6 @@ pub(crate) fn environment(host: &HostSpec, facts: &HostFacts) -> Vec<(String, St
         ("USERPROFILE".into(), profile.clone()),
         ("windir".into(), "C:\\Windows".into()),
     ];
-    let _ = host;
     env.sort_by_key(|(k, _)| k.to_ascii_lowercase());
     env
 }

@@ -191,6 +191,14 @@ fn always_fail_record(script: &str, computer: &str) -> ErrorRecord {
     )
 }
 
+/// The console text of output values: what `Out-String` makes of them and what
+/// powershell.exe prints (strings and numbers as they are, the default table views of
+/// services and hot fixes, tables or lists for custom objects; CRLF line endings). For
+/// `Client.execute_ps`-style pipelines that end in `Out-String -Stream`.
+pub fn out_string(values: &[Value]) -> String {
+    text::render(values)
+}
+
 /// The host's `$PSVersionTable`, for the APPLICATION_PRIVATE_DATA the server sends when a
 /// runspace pool opens (wire-facts 4.4 step 3).
 pub fn version_table(host: &HostSpec) -> PsVersionTable {
@@ -201,8 +209,14 @@ pub fn version_table(host: &HostSpec) -> PsVersionTable {
 /// (`HostSpec.powershell.modules_fail`): `RunspaceOpenModuleLoadException`, id
 /// `ErrorLoadingModulesOnRunspaceOpen` (wire-facts 1.13), for RUNSPACEPOOL_STATE Broken.
 pub fn module_load_failure(host: &HostSpec) -> ErrorRecord {
-    let _ = host;
-    let message = "One or more errors occurred processing the module 'Microsoft.PowerShell.Management' specified in the InitialSessionState object used to create this runspace. See the ErrorRecords property for a complete list of errors. The first error was: The 'Get-Service' command was found in the module 'Microsoft.PowerShell.Management', but the module could not be loaded.".to_owned();
+    let module = if host.powershell.version.starts_with('5') {
+        "Microsoft.PowerShell.Management"
+    } else {
+        "CimCmdlets"
+    };
+    let message = format!(
+        "One or more errors occurred processing the module '{module}' specified in the InitialSessionState object used to create this runspace. See the ErrorRecords property for a complete list of errors. The first error was: The module '{module}' could not be loaded."
+    );
     let mut record = records::error_at(
         records::ErrorSpec {
             exception_extra: vec![
@@ -262,6 +276,8 @@ pub fn run_cmd(
 }
 
 mod cmd;
+#[cfg(test)]
+pub(crate) use cmd::CMD_START;
 mod cmdlets;
 mod eval;
 mod lexer;
@@ -1089,6 +1105,46 @@ mod tests {
             failure(&r).fully_qualified_error_id,
             "SimulatorLimitExceeded"
         );
+        // Deep recursion stops at the call-depth limit without exhausting the stack.
+        let r = run("function f($n) { f ($n + 1) }; f 0");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        let deep = format!("{}1{}", "(".repeat(45), ")".repeat(45));
+        assert_eq!(texts(&run(&deep)), ["1"]);
+        let nested = format!(
+            "function f($n) {{ {}f ($n + 1){} }}; f 0",
+            "(".repeat(45),
+            ")".repeat(45)
+        );
+        assert_eq!(
+            failure(&run(&nested)).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        // Bulk operations count their size: a large array compared in a loop runs out.
+        let r = run("$a = 1..400000; while ($true) { $null = $a -contains 0 }");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        // Results are bounded before they are built.
+        let r = run("$s = 'a' * 500000; $s -replace 'a', 'bbbbbbbbbb'");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        let r = run("$s = 'a' * 3000000; ($s, $s) -join ','");
+        assert_eq!(
+            failure(&r).fully_qualified_error_id,
+            "SimulatorLimitExceeded"
+        );
+        let r = run("[int[][][][][][][][][][]]1");
+        assert_eq!(errors(&r)[0].fully_qualified_error_id, "TypeNotFound");
+        assert_eq!(
+            texts(&run("3,1,3,2,1 | Select-Object -Unique")),
+            ["3", "1", "2"]
+        );
     }
 
     #[test]
@@ -1237,6 +1293,7 @@ mod tests {
         assert_eq!(r.stdout, b"output 1\noutput 2\n");
         // Sleeps inside powershell make the command take that long.
         let r = cmd("powershell -Command Start-Sleep 5");
-        assert_eq!(r.duration, Duration::from_secs(5));
+        assert_eq!(r.duration, Duration::from_secs(5) + cmd::CMD_START);
+        assert_eq!(cmd("echo hi").duration, cmd::CMD_START);
     }
 }

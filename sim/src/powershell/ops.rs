@@ -76,6 +76,7 @@ pub(crate) fn binary(
     start: usize,
     end: usize,
 ) -> R<Val> {
+    e.charge(values::cost(&l) + values::cost(&r))?;
     match op {
         BinOp::Add => add(e, l, r, start, end),
         BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => arith(e, op, l, r, start, end),
@@ -97,12 +98,18 @@ pub(crate) fn binary(
         }
         BinOp::Join => {
             let sep = to_str(&r);
-            let joined = l
-                .enumerate()
-                .iter()
-                .map(to_str)
-                .collect::<Vec<_>>()
-                .join(&sep);
+            let mut joined = String::new();
+            for (i, item) in l.enumerate().iter().enumerate() {
+                if i > 0 {
+                    joined.push_str(&sep);
+                }
+                joined.push_str(&to_str(item));
+                if joined.len() > MAX_STRING {
+                    return Err(e.limit(
+                        "The script built a string larger than this simulated host allows.",
+                    ));
+                }
+            }
             Ok(Val::str(joined))
         }
         BinOp::Split => {
@@ -123,15 +130,31 @@ pub(crate) fn binary(
             let pattern = args.next().map(|v| to_str(&v)).unwrap_or_default();
             let replacement = args.next().map(|v| to_str(&v)).unwrap_or_default();
             let re = regex(e, &pattern, case, start, end)?;
-            let replace = |v: &Val| {
-                Val::str(
-                    re.replace_all(&to_str(v), replacement.as_str())
-                        .into_owned(),
-                )
-            };
+            let texts: Vec<String> = l.items().iter().map(to_str).collect();
+            // Bound the result before building it.
+            let mut size = 0usize;
+            let bound = texts.iter().fold(0usize, |acc, t| {
+                acc.saturating_add(t.len())
+                    .saturating_add((t.len() + 1).saturating_mul(replacement.len()))
+            });
+            for t in texts.iter().filter(|_| bound > MAX_STRING) {
+                let n = re.find_iter(t).count();
+                size = size
+                    .saturating_add(t.len())
+                    .saturating_add(n.saturating_mul(replacement.len()));
+            }
+            if size > MAX_STRING {
+                return Err(
+                    e.limit("The script built a string larger than this simulated host allows.")
+                );
+            }
+            let replaced: Vec<Val> = texts
+                .iter()
+                .map(|t| Val::str(re.replace_all(t, replacement.as_str()).into_owned()))
+                .collect();
             Ok(match l {
-                Val::Array(items) => Val::Array(items.iter().map(replace).collect()),
-                other => replace(&other),
+                Val::Array(_) => Val::Array(replaced),
+                _ => super::eval::collapse(replaced),
             })
         }
         BinOp::Cmp(c, case) => compare(e, c, case, l, r, start, end),
@@ -665,13 +688,7 @@ pub(crate) fn member(v: &Val, name: &str) -> Val {
                 }
             }
         },
-        Val::Block(b) => match lower.as_str() {
-            "ast" | "file" | "module" => Val::null(),
-            _ => {
-                let _ = b;
-                Val::null()
-            }
-        },
+        Val::Block(_) => Val::null(),
         Val::V(value) => value_member(value, &lower, name),
     }
 }
@@ -1232,6 +1249,9 @@ pub(crate) enum Conversion {
 fn convert(t: &str, v: Val) -> Result<Val, Conversion> {
     let lower = t.to_ascii_lowercase();
     let lower = lower.trim_start_matches("system.");
+    if lower.matches("[]").count() > 8 {
+        return Err(Conversion::UnknownType);
+    }
     if let Some(elem) = lower.strip_suffix("[]") {
         let mut out = Vec::new();
         for item in v.enumerate() {

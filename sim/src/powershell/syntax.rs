@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::lexer::{self, Number, StrLit, StrPart, Tok, Token};
 
 /// Deepest nesting of blocks, parentheses and expressions accepted (the parser recurses).
-const MAX_DEPTH: usize = 100;
+const MAX_DEPTH: usize = 50;
 
 /// Why a script did not parse, and where.
 #[derive(Debug, Clone, PartialEq)]
@@ -1068,10 +1068,7 @@ impl Parser<'_> {
         if self.at_statement_end() {
             return self.err(ParseErrorKind::ExpectedValueExpression(op.to_owned()));
         }
-        self.enter()?;
-        let e = self.logical();
-        self.leave();
-        e
+        self.logical()
     }
 
     fn operand(
@@ -1195,13 +1192,6 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
-        self.enter()?;
-        let e = self.unary_inner();
-        self.leave();
-        e
-    }
-
-    fn unary_inner(&mut self) -> Result<Expr, ParseError> {
         let op = match self.tok() {
             Tok::Bang => Some((UnOp::Not, "!")),
             Tok::Minus => Some((UnOp::Neg, "-")),
@@ -1214,8 +1204,10 @@ impl Parser<'_> {
         };
         if let Some((op, text)) = op {
             self.advance();
-            let operand = self.operand(text, Self::unary)?;
-            return Ok(Expr::Unary(op, Box::new(operand)));
+            self.enter()?;
+            let operand = self.operand(text, Self::unary);
+            self.leave();
+            return Ok(Expr::Unary(op, Box::new(operand?)));
         }
         if let Tok::TypeLit(t) = self.tok().clone() {
             // A cast when a value follows right away; otherwise a type (maybe `::` after).
@@ -1234,8 +1226,10 @@ impl Parser<'_> {
             ) && !matches!(next, Tok::ColonColon);
             if casts {
                 self.advance();
-                let operand = self.unary()?;
-                return Ok(Expr::Cast(t.to_ascii_lowercase(), Box::new(operand)));
+                self.enter()?;
+                let operand = self.unary();
+                self.leave();
+                return Ok(Expr::Cast(t.to_ascii_lowercase(), Box::new(operand?)));
             }
         }
         let p = self.primary()?;

@@ -118,8 +118,7 @@ fn view_of(v: &Value) -> View {
             .to_vec(),
         );
     }
-    if let Some(entries) = o.dictionary() {
-        let _ = entries;
+    if o.dictionary().is_some() {
         return View::Table(vec![col("Name", "Key", None), col("Value", "Value", None)]);
     }
     if o.list().is_some() || o.is_type(psfleet_core::psrp::messages::ERROR_RECORD_TYPE) {
@@ -181,9 +180,6 @@ fn line_text(v: &Value) -> String {
 }
 
 fn cell(o: &PsObject, property: &str) -> String {
-    if let Some(d) = o.dictionary() {
-        let _ = d;
-    }
     match o.property(property) {
         Some(Value::Object(inner)) if inner.list().is_some() && !inner.is_enum() => {
             let items: Vec<String> = inner.list().unwrap_or(&[]).iter().map(line_text).collect();

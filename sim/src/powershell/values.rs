@@ -223,6 +223,17 @@ pub(crate) fn value_type_name(v: &Value) -> String {
     }
 }
 
+/// The work units a bulk operation on `v` costs: one per item, one per KiB of text.
+pub(crate) fn cost(v: &Val) -> usize {
+    match v {
+        Val::Array(items) => items.len(),
+        Val::Table(t) => t.entries.len(),
+        Val::V(Value::String(s)) => s.len() / 1024,
+        Val::V(Value::Object(o)) => o.list().map_or(0, <[Value]>::len),
+        _ => 0,
+    }
+}
+
 /// PowerShell truthiness (`LanguagePrimitives.IsTrue`).
 pub(crate) fn truthy(v: &Val) -> bool {
     match v {
@@ -402,6 +413,10 @@ pub(crate) fn format_double(v: f64) -> String {
 /// Wildcard matching (`-like`, `Get-Service -Name`): `*`, `?`, `[abc]`, `[a-z]` and
 /// backtick escapes.
 pub(crate) fn wildcard_match(pattern: &str, text: &str, case_sensitive: bool) -> bool {
+    // The matcher below is O(pattern x text); large inputs go through the regex engine.
+    if pattern.len().saturating_mul(text.len()) > 10_000_000 {
+        return wildcard_regex(pattern, case_sensitive).is_some_and(|re| re.is_match(text));
+    }
     let fold = |c: char| {
         if case_sensitive {
             c
@@ -411,10 +426,10 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str, case_sensitive: bool) ->
     };
     let p: Vec<char> = pattern.chars().map(fold).collect();
     let t: Vec<char> = text.chars().map(fold).collect();
-    // Iterative matcher with single-star backtracking: O(len(p) * len(t)).
+    // Iterative matcher with single-star backtracking.
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
+    while let Some(&tc) = t.get(ti) {
         let (matched, width) = match p.get(pi) {
             Some('*') => {
                 star = Some((pi, ti));
@@ -422,12 +437,12 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str, case_sensitive: bool) ->
                 continue;
             }
             Some('?') => (true, 1),
-            Some('[') => match class_match(&p, pi, t[ti]) {
+            Some('[') => match class_match(&p, pi, tc) {
                 Some((m, w)) => (m, w),
-                None => (p.get(pi) == t.get(ti), 1),
+                None => (tc == '[', 1),
             },
-            Some('`') if pi + 1 < p.len() => (p.get(pi + 1) == t.get(ti), 2),
-            Some(c) => (*c == t[ti], 1),
+            Some('`') if pi + 1 < p.len() => (p.get(pi + 1) == Some(&tc), 2),
+            Some(c) => (*c == tc, 1),
             None => (false, 0),
         };
         if matched {
@@ -441,7 +456,55 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str, case_sensitive: bool) ->
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+}
+
+/// A wildcard pattern as an anchored regular expression.
+fn wildcard_regex(pattern: &str, case_sensitive: bool) -> Option<regex::Regex> {
+    let mut re = String::from(if case_sensitive { "(?s)^" } else { "(?is)^" });
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '`' => {
+                if let Some(n) = chars.next() {
+                    re.push_str(&regex::escape(&n.to_string()));
+                }
+            }
+            '[' => {
+                let mut class = String::new();
+                let mut closed = false;
+                for n in chars.by_ref() {
+                    if n == ']' {
+                        closed = true;
+                        break;
+                    }
+                    class.push(n);
+                }
+                if closed {
+                    re.push('[');
+                    for n in class.chars() {
+                        if n == '-' {
+                            re.push('-');
+                        } else {
+                            re.push_str(&regex::escape(&n.to_string()));
+                        }
+                    }
+                    re.push(']');
+                } else {
+                    re.push_str(&regex::escape(&format!("[{class}")));
+                }
+            }
+            other => re.push_str(&regex::escape(&other.to_string())),
+        }
+    }
+    re.push('$');
+    regex::RegexBuilder::new(&re)
+        .size_limit(1 << 20)
+        .build()
+        .ok()
 }
 
 /// Matches `c` against the class starting at `p[at] == '['`: (matched, pattern width).
@@ -797,6 +860,23 @@ mod tests {
         assert!(wildcard_match("a*b*", "acbd", false));
         assert!(wildcard_match("a`*", "a*", false));
         assert!(!wildcard_match("a`*", "ab", false));
+        // Large inputs take the regex path with the same answers.
+        let long = "x".repeat(20_000);
+        assert!(wildcard_match(
+            &format!("{}*", "x".repeat(600)),
+            &long,
+            false
+        ));
+        assert!(!wildcard_match(
+            &format!("*y{}", "x".repeat(600)),
+            &long,
+            false
+        ));
+        assert!(wildcard_match(
+            &format!("[w-y]*{}", "X".repeat(600)),
+            &long,
+            false
+        ));
     }
 
     #[test]

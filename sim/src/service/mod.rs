@@ -34,7 +34,6 @@
 
 mod counters;
 mod output;
-mod ps_fallback;
 mod psrp;
 mod script;
 mod shells;

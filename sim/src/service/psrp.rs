@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use psfleet_core::psrp::messages::{
     ApplicationPrivateData, Availability, CreatePipeline, ErrorRecord, PipelineStateMessage,
-    PsInvocationState, PsVersionTable, PsrpMessage, RunspaceAvailability, RunspacePoolState,
+    PsInvocationState, PsrpMessage, RunspaceAvailability, RunspacePoolState,
     RunspacePoolStateMessage, SessionCapability,
 };
 use psfleet_core::psrp::{Defragmenter, Destination, Message, Value, clixml::Version};
@@ -137,12 +137,13 @@ impl PsrpShell {
         };
         // Windows sends its SESSION_CAPABILITY with a nil RPID (R:test_psrp_open_runspace).
         shell.queue_pool(now, &capability.encode(Destination::Client, Uuid::nil()));
-        let data = ApplicationPrivateData::from_version_table(version_table(host));
+        let data =
+            ApplicationPrivateData::from_version_table(crate::powershell::version_table(host));
         shell.queue_pool(now, &data.encode(rpid));
         let state = if host.powershell.modules_fail {
             RunspacePoolStateMessage {
                 state: RunspacePoolState::Broken,
-                error: Some(module_load_error()),
+                error: Some(crate::powershell::module_load_failure(host)),
             }
         } else {
             RunspacePoolStateMessage {
@@ -395,59 +396,6 @@ fn decode_all(defrag: &mut Defragmenter, blob: &[u8]) -> Result<Vec<PsrpMessage>
         out.push(PsrpMessage::decode(&message).map_err(|_| PsrpRefusal::BadPayload)?);
     }
     Ok(out)
-}
-
-/// `$PSVersionTable` of the host: Windows PowerShell 5.1 as recorded, with the host's
-/// PSVersion, BuildVersion (OS version plus the PSVersion revision) and protocol version.
-pub(super) fn version_table(host: &HostSpec) -> PsVersionTable {
-    let mut table = PsVersionTable::windows_powershell_5_1();
-    let ps = Version::from_text(host.powershell.version.clone());
-    let components = ps.components().unwrap_or_default();
-    if components.first().is_some_and(|major| *major >= 6) {
-        table.ps_edition = Some("Core".to_owned());
-    }
-    let mut compatible: Vec<Version> = ["1.0", "2.0", "3.0", "4.0", "5.0"]
-        .into_iter()
-        .map(Version::from_text)
-        .collect();
-    compatible.push(ps.clone());
-    table.ps_compatible_versions = compatible;
-    let build = match (components.get(3), host.os.version.split('.').count()) {
-        (Some(revision), 3) => format!("{}.{revision}", host.os.version),
-        _ => host.os.version.clone(),
-    };
-    table.build_version = Some(Version::from_text(build));
-    table.ps_version = Some(ps);
-    table.ps_remoting_protocol_version =
-        Some(Version::from_text(host.powershell.protocol_version.clone()));
-    table
-}
-
-/// The error a pool reports when its builtin modules fail to load (wire-facts 1.13:
-/// `RunspaceOpenModuleLoadException`, `ErrorLoadingModulesOnRunspaceOpen`).
-fn module_load_error() -> ErrorRecord {
-    let message = "One or more errors occurred processing the module 'Microsoft.PowerShell.Management' specified in the InitialSessionState object used to create this runspace. See the ErrorRecords property for a complete list of errors. The first error was: The module 'Microsoft.PowerShell.Management' could not be loaded.";
-    ErrorRecord {
-        fully_qualified_error_id: "ErrorLoadingModulesOnRunspaceOpen".to_owned(),
-        category: 1, // OpenError
-        reason: Some("RunspaceOpenModuleLoadException".to_owned()),
-        target_name: Some(String::new()),
-        target_type: Some(String::new()),
-        category_message: Some("OpenError: (:) [], RunspaceOpenModuleLoadException".to_owned()),
-        exception_type_names: [
-            "System.Management.Automation.Runspaces.RunspaceOpenModuleLoadException",
-            "System.Management.Automation.RuntimeException",
-            "System.SystemException",
-            "System.Exception",
-            "System.Object",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-        exception_message: Some(message.to_owned()),
-        target_object: None,
-        message: message.to_owned(),
-        ..ErrorRecord::runtime_exception(message)
-    }
 }
 
 /// The error a stopped pipeline carries (PowerShell's `PipelineStoppedException`).

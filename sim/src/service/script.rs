@@ -11,10 +11,8 @@ use psfleet_core::psrp::messages::{
 use psfleet_core::psrp::{Message, Value};
 use uuid::Uuid;
 
-// The interpreter. `crate::powershell` replaces the fallback once both branches are merged;
-// the names and shapes are the same.
-use super::ps_fallback::{self as powershell, ScriptEnd, ScriptEvent, ScriptInvocation};
 use crate::host::HostSpec;
+use crate::powershell::{self, ScriptEnd, ScriptEvent, ScriptInvocation};
 
 /// A pipeline's messages to the client, each with when it becomes ready (relative to the
 /// pipeline's start). The last one is the terminal PIPELINE_STATE.
@@ -59,12 +57,15 @@ pub(super) fn plan_pipeline(
             messages: vec![(Duration::ZERO, state.encode(rpid, pid))],
         };
     }
-    let (script, arguments, named, as_text) = match invoke_expression(&statements) {
-        Some(script) => (script, Vec::new(), Vec::new(), true),
-        None => {
-            let (script, arguments, named) = invocation_parts(&statements);
-            (script, arguments, named, false)
-        }
+    let (script, arguments, named) = match invoke_expression(&statements) {
+        // The subset has no Invoke-Expression; a script block piped to Out-String -Stream
+        // produces the same lines as the text the console would show.
+        Some(script) => (
+            format!("& {{\n{script}\n}} | Out-String -Stream"),
+            Vec::new(),
+            Vec::new(),
+        ),
+        None => invocation_parts(&statements),
     };
     let run = powershell::run_script(&ScriptInvocation {
         script: &script,
@@ -77,13 +78,6 @@ pub(super) fn plan_pipeline(
     let mut messages = Vec::with_capacity(run.events.len() + 1);
     for timed in run.events {
         let message = match timed.event {
-            ScriptEvent::Output(value) if as_text => {
-                for line in out_string_stream(&value) {
-                    let value = Value::String(line);
-                    messages.push((timed.at, PipelineOutput { value }.encode(rpid, pid)));
-                }
-                continue;
-            }
             ScriptEvent::Output(value) => PipelineOutput { value }.encode(rpid, pid),
             ScriptEvent::Error(record) => record.encode(rpid, pid),
             ScriptEvent::Warning(r) => informational(r, InformationalKind::Warning, rpid, pid),
@@ -141,9 +135,8 @@ fn statements(create: &CreatePipeline) -> Vec<Vec<Command>> {
 }
 
 /// pypsrp's `Client.execute_ps` runs `Invoke-Expression -Command <script> | Out-String
-/// -Stream` (after optional `New-Item env:` statements for its environment): the script to
-/// run directly, its output then rendered as text lines. The environment statements are
-/// not applied.
+/// -Stream` (after optional `New-Item env:` statements for its environment): the script.
+/// The environment statements are not applied (the subset has no New-Item).
 fn invoke_expression(statements: &[Vec<Command>]) -> Option<String> {
     let [invoke, out_string] = statements.last()?.as_slice() else {
         return None;
@@ -162,15 +155,6 @@ fn invoke_expression(statements: &[Vec<Command>]) -> Option<String> {
         })
         .and_then(|a| a.value.as_str())
         .map(str::to_owned)
-}
-
-/// `Out-String -Stream`: one string per line of an object's text (its ToString here).
-fn out_string_stream(value: &Value) -> Vec<String> {
-    let text = value.display_text();
-    text.split('\n')
-        .map(|line| line.strip_suffix('\r').unwrap_or(line).to_owned())
-        .take(100_000)
-        .collect()
 }
 
 /// The script text and arguments to run. The Invoke-Command shape (one script command)
@@ -326,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn pypsrp_execute_ps_shape_runs_the_script_and_renders_text_lines() {
+    fn pypsrp_execute_ps_shape_is_recognised() {
         let v = ProtocolVersion::V2_3;
         let statements = vec![
             vec![
@@ -340,10 +324,49 @@ mod tests {
         ];
         assert_eq!(invoke_expression(&statements).as_deref(), Some("hostname"));
         assert_eq!(invoke_expression(&statements[..1]), None);
-        assert_eq!(
-            out_string_stream(&Value::String("a\r\nb".into())),
-            ["a", "b"]
+    }
+
+    #[test]
+    fn pypsrp_execute_ps_output_is_the_console_text() {
+        use psfleet_core::psrp::messages::PsrpMessage;
+        let v = ProtocolVersion::V2_3;
+        let mut host = super::super::tests::host();
+        host.data.services = vec![(
+            "WinRM".to_owned(),
+            "Windows Remote Management (WS-Management)".to_owned(),
+            "Running".to_owned(),
+        )];
+        let create = CreatePipeline::new(vec![
+            Command::cmdlet("Invoke-Expression", v)
+                .with_parameter("Command", "Write-Warning 'w'\nGet-Service\n'done'"),
+            Command::cmdlet("Out-String", v).with_parameter("Stream", true),
+        ]);
+        let (rpid, pid) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let plan = plan_pipeline(&host, "fleetadmin", &create, &[], false, rpid, pid);
+        let mut outputs = Vec::new();
+        let mut warnings = Vec::new();
+        let mut last = None;
+        for (_, message) in &plan.messages {
+            match PsrpMessage::decode(message).unwrap() {
+                PsrpMessage::PipelineOutput(o) => outputs.push(o.value.display_text().into_owned()),
+                PsrpMessage::WarningRecord(w) => warnings.push(w.message),
+                PsrpMessage::PipelineState(s) => last = Some(s.state),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(warnings, ["w"]);
+        assert_eq!(last, Some(PsInvocationState::Completed));
+        assert_eq!(outputs.first().map(String::as_str), Some(""));
+        assert!(
+            outputs
+                .iter()
+                .any(|l| l.starts_with("Status") && l.contains("DisplayName"))
         );
-        assert_eq!(out_string_stream(&Value::I32(5)), ["5"]);
+        assert!(
+            outputs
+                .iter()
+                .any(|l| l.starts_with("Running") && l.contains("WinRM"))
+        );
+        assert_eq!(outputs.last().map(String::as_str), Some("done"));
     }
 }

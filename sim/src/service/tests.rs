@@ -30,7 +30,7 @@ const ADMIN: &str = "vagrant";
 const OTHER_ADMIN: &str = "ops";
 const NON_ADMIN: &str = "reader";
 
-fn host() -> HostSpec {
+pub(super) fn host() -> HostSpec {
     let mut winrm = WinrmConfig::server_2016();
     if let Some(winrs) = winrm.winrs.as_mut() {
         winrs.max_shells_per_user = Some(5);
@@ -333,8 +333,31 @@ fn winrs_output_waits_for_the_command_and_is_chunked_to_the_envelope() {
         .max()
         .unwrap();
     assert!(max <= 8192, "largest Receive response {max} bytes");
-    // The command's simulated duration passed before its output came back.
-    assert!(wire.now >= Duration::from_millis(5));
+}
+
+#[test]
+fn winrs_output_comes_when_the_command_ends() {
+    // powershell.exe takes as long as its script's virtual time: the Receive is held
+    // until then, within its OperationTimeout.
+    let service = service(host());
+    let mut wire = Wire::default();
+    let (outcome, stdout, _) = run_cmd(
+        &service,
+        &mut wire,
+        "powershell.exe -Command \"Start-Sleep -Seconds 3; Write-Output done\"",
+    );
+    assert_eq!(outcome, Ok(0));
+    assert_eq!(stdout, b"done\r\n");
+    let receive_answered_at = wire
+        .log
+        .iter()
+        .find(|e| e.0 == Action::Receive)
+        .map(|e| e.4)
+        .unwrap();
+    assert_eq!(
+        receive_answered_at,
+        Duration::from_secs(3) + crate::powershell::CMD_START
+    );
 }
 
 #[test]
@@ -369,7 +392,7 @@ fn winrs_receive_without_command_and_unknown_command_fault_like_windows() {
 fn psrp_script_run_returns_every_stream_and_the_version_table() {
     let service = service(host());
     let mut wire = Wire::default();
-    let script = "Write-Output 'first'\nWrite-Warning 'careful'\nWrite-Verbose 'v'\nWrite-Error 'bad'\nWrite-Information 'note'\n$args[0]\n$env:COMPUTERNAME";
+    let script = "Write-Output 'first'\nWrite-Warning 'careful'\nWrite-Verbose 'v' -Verbose\nWrite-Error 'bad'\nWrite-Information 'note'\n$args[0]\n$env:COMPUTERNAME";
     let (outcome, events) = run_psrp(
         &service,
         &mut wire,
@@ -552,7 +575,9 @@ fn open_pool(service: &HostService, wire: &mut Wire, ids: &mut SequentialIds) ->
             panic!("pool did not answer");
         };
         for s in r.streams {
-            for (_, m) in receive_blob(&mut defrag, &s.data).unwrap() {
+            for (raw, m) in receive_blob(&mut defrag, &s.data).unwrap() {
+                // Server message data starts with a UTF-8 BOM (wire-facts 4.2).
+                assert!(raw.data.starts_with(b"\xEF\xBB\xBF"), "{m:?}");
                 types.push(m.message_type());
             }
         }
@@ -792,12 +817,15 @@ fn max_concurrent_users_and_operations_are_enforced() {
     // A Receive held open counts as an operation in flight until it is answered.
     let command = Request::new(
         header(Action::Command, resources::CMD_SHELL, &mut ids).with_shell_id(&shell),
-        RequestBody::Command(CommandLine::cmd("echo x", vec![])),
+        RequestBody::Command(CommandLine::cmd(
+            "powershell.exe -Command \"Start-Sleep -Seconds 1\"",
+            vec![],
+        )),
     );
     let ResponseBody::CommandResponse(started) = wire.call(&service, ADMIN, &command).body else {
         panic!()
     };
-    // Let the command finish and read it so the shell has a command that never ends.
+    // A Receive held open until the command ends a second later.
     let receive = Request::new(
         header(Action::Receive, resources::CMD_SHELL, &mut ids).with_shell_id(&shell),
         RequestBody::Receive(Receive {
@@ -812,7 +840,10 @@ fn max_concurrent_users_and_operations_are_enforced() {
         received_at: Duration::ZERO,
         now: Duration::ZERO,
     });
-    assert!(matches!(first, ServiceReply::WaitUntil(_)));
+    assert_eq!(
+        first,
+        ServiceReply::WaitUntil(Duration::from_secs(1) + crate::powershell::CMD_START)
+    );
     let get = Request::new(
         header(Action::Get, resources::CONFIG, &mut ids),
         RequestBody::Get,
@@ -830,7 +861,7 @@ fn max_concurrent_users_and_operations_are_enforced() {
         user: ADMIN,
         body: &held,
         received_at: Duration::ZERO,
-        now: Duration::from_secs(1),
+        now: Duration::from_secs(1) + crate::powershell::CMD_START,
     });
     assert!(matches!(again, ServiceReply::Respond { status: 200, .. }));
     assert!(matches!(

@@ -1,0 +1,4 @@
+//! Ansible INI inventory reader, then resolution and --limit patterns.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| psfleet_inventories::fuzzing::inventory_ini(data));

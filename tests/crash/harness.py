@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Crash-safety cycles for psfleet's state directory (issue 8 item 3, docs/reliability.md).
+
+Each cycle starts a fresh simulated fleet (`psfleet sim`), starts `psfleet run -o json` on it
+with a fresh state directory, and cuts it off at a random moment:
+
+  kill       SIGKILL of psfleet (the page cache survives: tests the write protocol);
+  powerloss  the state directory is a loop-mounted ext4 image; EXT4_IOC_SHUTDOWN with
+             EXT4_GOING_FLAGS_NOLOGFLUSH drops everything not yet synced (as a power cut
+             would), then psfleet is SIGKILLed and the image remounted (journal replay).
+
+A result is *acknowledged* when psfleet printed its JSON line on standard output, which it
+does only after the journal's fdatasync. After each cut the cycle checks:
+
+  1. every acknowledged host has a `done` line in the run journal (else: a lost result);
+  2. psfleet starts on the state directory (`psfleet runs`), rebuilding the sled cache when it
+     is damaged or behind the journal (else: a reopen failure);
+  3. `psfleet run --resume last` finishes the run: every host of the inventory ends `done`
+     in the journal or stays Interrupted (in flight at the cut, not rerun without
+     --rerun-interrupted), and the run ends `completed`;
+  4. no host ran the script twice (the simulator's per-host `script_executions`, from its
+     final stats.json), and every acknowledged host ran it exactly once.
+
+A cycle passes when all four hold. The summary line is what docs/reliability.md records.
+Standard library only; run by scripts/crash-kill and scripts/crash-powerloss.
+"""
+
+import argparse
+import fcntl
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+# _IOR('X', 125, __u32) and the flag that skips flushing the ext4 journal (linux/ext4.h).
+EXT4_IOC_SHUTDOWN = 0x8004587D
+EXT4_GOING_FLAGS_NOLOGFLUSH = 0x2
+
+SCRIPT = "$x = Get-Date; 'done'"
+REBUILT = "rebuilt it"
+MOVED_ASIDE = "was unusable"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["kill", "powerloss"])
+    parser.add_argument("--psfleet", required=True, help="the psfleet binary")
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--hosts", type=int, default=300)
+    parser.add_argument("--forks", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--first-address", default="127.61.0.1")
+    parser.add_argument("--work-dir", default=None, help="default: a temporary directory")
+    parser.add_argument("--image-mib", type=int, default=256)
+    parser.add_argument("--keep-failures", action="store_true",
+                        help="keep the state directory of failed cycles")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds a run or resume may take before the cycle fails")
+    args = parser.parse_args()
+    if args.mode == "powerloss" and os.geteuid() != 0:
+        sys.exit("crash-powerloss: needs root (losetup, mount, the ext4 shutdown ioctl)")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    rng = random.Random(seed)
+    print(f"crash-{args.mode}: seed {seed}, {args.cycles} cycles of {args.hosts} hosts "
+          f"(forks {args.forks})", flush=True)
+    work = args.work_dir or tempfile.mkdtemp(prefix=f"psfleet-crash-{args.mode}-")
+    os.makedirs(work, exist_ok=True)
+    harness = Harness(args, work, rng)
+    try:
+        harness.calibrate()
+        for cycle in range(args.cycles):
+            harness.cycle(cycle)
+    except KeyboardInterrupt:
+        print("crash: interrupted", flush=True)
+    finally:
+        harness.cleanup()
+        if not args.work_dir and not harness.kept:
+            shutil.rmtree(work, ignore_errors=True)
+    totals = harness.totals
+    print(f"crash-{args.mode} summary: cycles run {totals['run']}, cycles passed "
+          f"{totals['passed']}, acknowledged results lost {totals['lost']}, reopen failures "
+          f"{totals['reopen_failures']}, cache rebuilds {totals['rebuilds']} "
+          f"({totals['moved_aside']} damaged caches moved aside); acknowledged {totals['acked']}, "
+          f"interrupted hosts {totals['interrupted']}, hosts run twice {totals['reruns']}, "
+          f"resume failures {totals['resume_failures']}", flush=True)
+    sys.exit(0 if totals["run"] > 0 and totals["passed"] == totals["run"] else 1)
+
+
+class Harness:
+    def __init__(self, args, work, rng):
+        self.args = args
+        self.work = work
+        self.rng = rng
+        self.kept = False
+        self.window = 1.0
+        self.mounted = None
+        self.totals = dict(run=0, passed=0, lost=0, reopen_failures=0, rebuilds=0,
+                           moved_aside=0, acked=0, interrupted=0, reruns=0,
+                           resume_failures=0)
+
+    # ----- one cycle -------------------------------------------------------------------
+
+    def calibrate(self):
+        """One uncut run: its duration is the window the cuts are drawn from."""
+        sim = Sim(self.args, os.path.join(self.work, "calibrate-sim"))
+        state = self.fresh_state("calibrate")
+        try:
+            started = time.monotonic()
+            run = self.start_run(sim, state, resume=False)
+            code = run.wait(self.args.timeout)
+            self.window = max(0.2, time.monotonic() - started)
+            if code not in (0, 2):
+                sys.exit(f"crash: the calibration run exited {code}:\n{run.stderr_text()}")
+            print(f"crash: an uncut run takes {self.window:.2f} s; cuts fall in [0, that]",
+                  flush=True)
+        finally:
+            sim.stop()
+            self.release_state(state, keep=False)
+
+    def cycle(self, n):
+        self.totals["run"] += 1
+        sim = Sim(self.args, os.path.join(self.work, f"sim-{n}"))
+        state = self.fresh_state(n)
+        problems = []
+        try:
+            cut_at = self.rng.uniform(0.0, self.window)
+            run = self.start_run(sim, state, resume=False)
+            time.sleep(cut_at)
+            if self.args.mode == "powerloss":
+                power_cut(self.mounted)
+                # The process may run on briefly and meet EIO; a real power cut stops it
+                # at once, so this stays short.
+                time.sleep(self.rng.uniform(0.0, 0.02))
+            run.kill()
+            acked = run.acknowledged()
+            self.totals["acked"] += len(acked)
+            if self.args.mode == "powerloss":
+                self.remount()
+
+            done, in_flight, ended, runs = read_journals(state)
+            lost = acked - done
+            if lost:
+                problems.append(f"{len(lost)} acknowledged results missing from the journal: "
+                                f"{sorted(lost)[:5]}")
+                self.totals["lost"] += len(lost)
+
+            reopened = self.psfleet(state, ["runs", "-o", "json"])
+            if reopened.returncode != 0:
+                problems.append(f"psfleet runs exited {reopened.returncode}: "
+                                f"{reopened.stderr.strip()[-400:]}")
+                self.totals["reopen_failures"] += 1
+            if REBUILT in reopened.stderr:
+                self.totals["rebuilds"] += 1
+            if MOVED_ASIDE in reopened.stderr:
+                self.totals["moved_aside"] += 1
+
+            resume = self.start_run(sim, state, resume=runs > 0)
+            code = resume.wait(self.args.timeout)
+            if code not in (0, 2, 3):
+                problems.append(f"the resume exited {code}: {resume.stderr_text()[-400:]}")
+                self.totals["resume_failures"] += 1
+            done, in_flight, ended, runs = read_journals(state)
+            everyone = set(sim.hosts)
+            unaccounted = everyone - done - in_flight
+            if unaccounted:
+                problems.append(f"{len(unaccounted)} hosts neither done nor interrupted after "
+                                f"the resume: {sorted(unaccounted)[:5]}")
+            if ended != "completed":
+                problems.append(f"the run ended {ended!r}, not completed")
+            self.totals["interrupted"] += len(in_flight - done)
+            lost = acked - done
+            if lost:
+                problems.append(f"{len(lost)} acknowledged results gone after the resume")
+                self.totals["lost"] += len(lost)
+        finally:
+            executions = sim.stop()
+        twice = {h for h, n in executions.items() if n > 1}
+        if twice:
+            problems.append(f"{len(twice)} hosts ran the script twice: {sorted(twice)[:5]}")
+            self.totals["reruns"] += len(twice)
+        not_once = {h for h in acked if executions.get(h, 0) != 1}
+        if not_once:
+            problems.append(f"{len(not_once)} acknowledged hosts did not run exactly once")
+        if problems:
+            print(f"cycle {n}: FAILED (cut at {cut_at:.3f} s, {len(acked)} acknowledged): "
+                  + "; ".join(problems), flush=True)
+        else:
+            self.totals["passed"] += 1
+            print(f"cycle {n}: ok (cut at {cut_at:.3f} s, {len(acked)} acknowledged, "
+                  f"{len(in_flight - done)} interrupted)", flush=True)
+        self.release_state(state, keep=bool(problems) and self.args.keep_failures)
+
+    # ----- psfleet ---------------------------------------------------------------------
+
+    def start_run(self, sim, state, resume):
+        args = ["run", "-i", sim.inventory, "--user", sim.user, "-c", SCRIPT, "-o", "json",
+                "-f", str(self.args.forks), "--no-progress"]
+        if resume:
+            args += ["--resume", "last"]
+        return Run(self.args.psfleet, state, args, sim.password,
+                   os.path.join(self.work, "stderr.txt"))
+
+    def psfleet(self, state, args):
+        return subprocess.run([self.args.psfleet, "--state-dir", state] + args,
+                              env=clean_env(), capture_output=True, text=True,
+                              timeout=self.args.timeout)
+
+    # ----- state directories -----------------------------------------------------------
+
+    def fresh_state(self, name):
+        if self.args.mode == "kill":
+            path = os.path.join(self.work, f"state-{name}")
+            shutil.rmtree(path, ignore_errors=True)
+            os.makedirs(path)
+            return path
+        image = os.path.join(self.work, "state.img")
+        mount = os.path.join(self.work, "mnt")
+        os.makedirs(mount, exist_ok=True)
+        with open(image, "wb") as f:
+            f.truncate(self.args.image_mib * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, mount], check=True)
+        self.mounted = mount
+        path = os.path.join(mount, "state")
+        os.makedirs(path)
+        return path
+
+    def remount(self):
+        subprocess.run(["umount", self.mounted], check=True)
+        image = os.path.join(self.work, "state.img")
+        subprocess.run(["mount", "-o", "loop", image, self.mounted], check=True)
+
+    def release_state(self, state, keep):
+        if keep:
+            self.kept = True
+            kept = os.path.join(self.work, f"failed-{len(os.listdir(self.work))}")
+            shutil.copytree(state, kept, symlinks=True)
+            print(f"crash: kept the failed state directory in {kept}", flush=True)
+        if self.args.mode == "kill":
+            shutil.rmtree(state, ignore_errors=True)
+        elif self.mounted:
+            subprocess.run(["umount", self.mounted], check=False)
+            self.mounted = None
+
+    def cleanup(self):
+        if self.mounted:
+            subprocess.run(["umount", self.mounted], check=False)
+            self.mounted = None
+        image = os.path.join(self.work, "state.img")
+        if os.path.exists(image):
+            os.remove(image)
+
+
+class Run:
+    """`psfleet run -o json` in the background, its acknowledged hosts read as they come."""
+
+    def __init__(self, psfleet, state, args, password, stderr_path):
+        env = clean_env()
+        env["PSFLEET_PASSWORD"] = password
+        self.stderr_path = stderr_path
+        self.stderr = open(stderr_path, "w")
+        self.proc = subprocess.Popen([psfleet, "--state-dir", state] + args, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.stderr)
+        self.acked = set()
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill: not acknowledged
+            if isinstance(record, dict) and "host" in record:
+                self.acked.add(record["host"])
+
+    def kill(self):
+        try:
+            self.proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.reader.join()
+        self.stderr.close()
+
+    def wait(self, timeout):
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return "timeout"
+        self.reader.join()
+        self.stderr.close()
+        return code
+
+    def acknowledged(self):
+        return set(self.acked)
+
+    def stderr_text(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+
+class Sim:
+    """A `psfleet sim` fleet of fast hosts; its final stats.json counts script runs."""
+
+    def __init__(self, args, out):
+        shutil.rmtree(out, ignore_errors=True)
+        self.out = out
+        self.inventory = os.path.join(out, "inventory.csv")
+        self.proc = subprocess.Popen(
+            [args.psfleet, "sim", "--hosts", str(args.hosts), "--profile", "bench",
+             "--latency-ms", "0", "--seed", "1", "--first-address", args.first_address,
+             "--out", out],
+            env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        accounts = os.path.join(out, "accounts.txt")
+        while not (os.path.exists(self.inventory) and os.path.exists(accounts)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"crash: psfleet sim did not start: {self.proc.stderr.read()}")
+            time.sleep(0.05)
+        time.sleep(0.1)
+        with open(accounts) as f:
+            for line in f:
+                name, password, *_ = line.split()
+                if name == "fleetadmin":
+                    self.user, self.password = name, password
+        with open(self.inventory) as f:
+            next(f)
+            self.hosts = [line.split(",")[0] for line in f if line.strip()]
+
+    def stop(self):
+        """Stops the fleet; returns script executions per host name."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        executions = {}
+        try:
+            with open(os.path.join(self.out, "stats.json")) as f:
+                stats = json.load(f)
+            for host in stats.get("hosts", []):
+                service = host.get("service") or {}
+                executions[host["name"]] = service.get("totals", {}).get("script_executions", 0)
+        except (OSError, ValueError) as e:
+            print(f"crash: cannot read the simulator's stats: {e}", flush=True)
+        shutil.rmtree(self.out, ignore_errors=True)
+        return executions
+
+
+def read_journals(state):
+    """(hosts done, hosts started without done, the end reason, runs) over every run."""
+    done, started, ended = set(), set(), None
+    runs = glob.glob(os.path.join(state, "runs", "*", "journal.jsonl"))
+    for journal in runs:
+        with open(journal, "rb") as f:
+            for raw in f:
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue  # the torn tail psfleet itself ignores
+                kind = entry.get("type")
+                if kind == "started":
+                    started.add(entry.get("host"))
+                elif kind == "done":
+                    done.add((entry.get("record") or {}).get("host"))
+                elif kind == "end":
+                    ended = entry.get("reason")
+    return done, started - done, ended, len(runs)
+
+
+def power_cut(mount):
+    fd = os.open(mount, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
+    finally:
+        os.close(fd)
+
+
+def clean_env():
+    """PATH only, and a home of its own, so no psfleet.toml or PSFLEET_* of the user's
+    changes what runs (the password is added where a run needs it)."""
+    home = os.path.join(tempfile.gettempdir(), "psfleet-crash-home")
+    os.makedirs(home, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "XDG_CONFIG_HOME": os.path.join(home, "config"),
+        "XDG_STATE_HOME": os.path.join(home, "state"),
+    }
+
+
+if __name__ == "__main__":
+    main()
