@@ -49,7 +49,8 @@ ROOT = os.path.dirname(BENCH)
 VENV = os.path.join(BENCH, ".venv")
 REQUIREMENTS = os.path.join(BENCH, "requirements.txt")
 RESULTS = os.path.join(BENCH, "results")
-ALL_PEERS = ["psfleet", "psfleet-engine", "psfleet-engine-probe", "pypsrp", "pywinrm", "ansible"]
+ALL_PEERS = ["psfleet", "psfleet-runner", "psfleet-engine", "psfleet-engine-probe", "pypsrp",
+             "pywinrm", "ansible"]
 PYTHON_PEERS = {"pypsrp", "pywinrm", "ansible"}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -77,7 +78,8 @@ def main():
         return
     peers = expand_peers(args.peers)
     if args.sweep_blackhole:
-        peers = [p for p in peers if p in ("psfleet", "psfleet-engine")] or ["psfleet-engine"]
+        peers = [p for p in peers if p in ("psfleet", "psfleet-runner", "psfleet-engine")] \
+            or ["psfleet-engine"]
         if args.probe_slots:
             peers.append("psfleet-engine-probe")
     if PYTHON_PEERS & set(peers):
@@ -162,7 +164,7 @@ def expand_peers(text):
         if name == "all":
             peers += [p for p in ALL_PEERS if p != "psfleet-engine-probe"]
         elif name == "psfleet":
-            peers += ["psfleet", "psfleet-engine"]
+            peers += ["psfleet", "psfleet-runner", "psfleet-engine"]
         elif name in ALL_PEERS:
             peers.append(name)
         else:
@@ -473,12 +475,16 @@ def peer_command(peer, args, fleet, concurrency, work, limit):
     if args.https:
         common += ["--ca", fleet.ca()]
     env = dict(os.environ)
-    if peer in ("psfleet-engine", "psfleet-engine-probe"):
+    if peer in ("psfleet-engine", "psfleet-engine-probe", "psfleet-runner"):
         if not os.path.exists(args.bench_bin):
             return None, f"{args.bench_bin} not built (cargo build --release -p psfleet-bench)"
         job = ["--job", "sweep"] if args.sweep_blackhole else []
         if peer == "psfleet-engine-probe":
             job += ["--probe-slots", str(args.probe_slots)]
+        if peer == "psfleet-runner":
+            state = os.path.join(work, "psfleet-runner-state")
+            shutil.rmtree(state, ignore_errors=True)
+            job += ["--runner-state-dir", state]
         return [args.bench_bin, *common, *job, "--threads", str(args.threads),
                 "--results", os.path.join(work, f"{peer}.hosts.jsonl")], env
     if peer == "psfleet":
@@ -789,7 +795,7 @@ def save(args, doc):
 
 
 def reference(rows):
-    for name in ("psfleet", "psfleet-engine"):
+    for name in ("psfleet", "psfleet-runner", "psfleet-engine"):
         for r in rows:
             if r["peer"] == name and not r.get("skipped") and r["hosts_per_s"]:
                 return r
@@ -846,7 +852,7 @@ def render_markdown(doc, only_concurrency=None):
     return text[0] + "\n\n" + "\n".join(out)
 
 
-COLOURS = {"psfleet": "#d62728", "psfleet-engine": "#e6550d", "psfleet-engine-probe": "#fd8d3c", "pypsrp": "#1f77b4",
+COLOURS = {"psfleet": "#d62728", "psfleet-runner": "#a50f15", "psfleet-engine": "#e6550d", "psfleet-engine-probe": "#fd8d3c", "pypsrp": "#1f77b4",
            "pywinrm": "#2ca02c", "ansible": "#9467bd"}
 
 

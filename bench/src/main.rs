@@ -88,6 +88,11 @@ struct Args {
     /// default) connects inside the work slot, as the engine's scheduler does.
     #[arg(long, default_value_t = 0)]
     probe_slots: usize,
+    /// Drive the hosts through the engine's fleet runner (`engine::fleet::execute`: the
+    /// scheduler, the classifier, the fsync'd journal and the state cache, what
+    /// `psfleet run` calls) with this state directory, instead of a bare semaphore.
+    #[arg(long)]
+    runner_state_dir: Option<PathBuf>,
 }
 
 /// The work done on each host.
@@ -126,6 +131,10 @@ enum BenchError {
     Results(#[source] std::io::Error),
     #[error("the concurrency must be at least 1")]
     Concurrency,
+    #[error("state store: {0}")]
+    Store(String),
+    #[error("fleet runner: {0}")]
+    Runner(String),
 }
 
 /// One inventory row, the columns the benchmark needs.
@@ -219,7 +228,12 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
         concurrency: args.concurrency,
         probe_slots: args.probe_slots,
     };
-    let (outcomes, wall) = runtime.block_on(run_fleet(rows, options, script, limits, args.job));
+    let (outcomes, wall) = match &args.runner_state_dir {
+        Some(dir) => runtime.block_on(run_with_runner(
+            rows, options, &script, limits, args.job, dir,
+        ))?,
+        None => runtime.block_on(run_fleet(rows, options, script, limits, args.job)),
+    };
     if let Some(path) = &args.results {
         write_results(path, &outcomes).map_err(BenchError::Results)?;
     }
@@ -382,6 +396,102 @@ fn probe_failed(row: &Row, outcome: &str, error: String, ms: f64) -> HostOutcome
         output: None,
         error: Some(error),
         ms,
+        requests: 0,
+        connections: 0,
+    }
+}
+
+/// The same hosts through `engine::fleet::execute`, the path of `psfleet run`: forks =
+/// `--concurrency`, every other scheduler setting at its default; each host's journal record
+/// is checked like a bare run's result.
+async fn run_with_runner(
+    rows: Vec<Row>,
+    options: Arc<ClientOptions>,
+    script: &str,
+    limits: Limits,
+    job: Job,
+    state_dir: &Path,
+) -> Result<(Vec<HostOutcome>, Duration), BenchError> {
+    use psfleet_engine::fleet::{RunEvent, RunKind, RunPlan, Target, execute};
+    let store = psfleet_engine::store::Store::open(state_dir)
+        .map_err(|error| BenchError::Store(error.to_string()))?;
+    let targets = rows
+        .iter()
+        .map(|row| {
+            let mut target = Target::new(&row.name);
+            target.address = row.address.parse().ok();
+            target.scheme = if row.scheme.eq_ignore_ascii_case("https") {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            };
+            target.port = Some(row.port);
+            target
+        })
+        .collect();
+    let kind = match job {
+        Job::Script => RunKind::Script(ScriptSpec::new(script)),
+        Job::Sweep => RunKind::Sweep,
+    };
+    let mut plan = RunPlan::new(kind, targets, options);
+    plan.scheduler.forks = limits.concurrency;
+    let (events, mut received) = tokio::sync::mpsc::channel(1024);
+    let collector = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        while let Some(event) = received.recv().await {
+            if let RunEvent::HostDone(record) = event {
+                outcomes.push(record_outcome(&record, job));
+            }
+        }
+        outcomes
+    });
+    let started = Instant::now();
+    let summary = execute(plan, &store, events)
+        .await
+        .map_err(|error| BenchError::Runner(error.to_string()))?;
+    let wall = started.elapsed();
+    let outcomes = collector
+        .await
+        .map_err(|error| BenchError::Runner(error.to_string()))?;
+    if outcomes.len() as u64 != summary.hosts {
+        eprintln!(
+            "psfleet-bench: {} host records for {} hosts",
+            outcomes.len(),
+            summary.hosts
+        );
+    }
+    Ok((outcomes, wall))
+}
+
+/// A journal record judged like a bare run's result: a script must have answered with the
+/// host's computer name, a sweep must have succeeded.
+fn record_outcome(record: &psfleet_engine::record::HostRecord, job: Job) -> HostOutcome {
+    use psfleet_engine::record::Status;
+    let output = record
+        .output
+        .first()
+        .and_then(|value| value.as_str())
+        .map(str::to_owned);
+    let outcome = match (record.status, job) {
+        (Status::Succeeded, Job::Sweep) => "ok".to_owned(),
+        (Status::Succeeded, Job::Script)
+            if output
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(&computer_name(&record.host))) =>
+        {
+            "ok".to_owned()
+        }
+        (Status::Succeeded, Job::Script) => "wrong_output".to_owned(),
+        (_, _) => record
+            .bucket
+            .map_or_else(|| format!("{:?}", record.status), |b| b.name().to_owned()),
+    };
+    HostOutcome {
+        name: record.host.clone(),
+        outcome,
+        output,
+        error: (record.status != Status::Succeeded).then(|| record.message.clone()),
+        ms: record.duration_ms as f64,
         requests: 0,
         connections: 0,
     }
