@@ -122,6 +122,8 @@ def parse_args():
     p.add_argument("--probe-slots", type=int, default=None,
                    help="sweep: also run psfleet-engine with a TCP probe stage of this many slots "
                         "outside the C work slots (default 5000 with --sweep-blackhole; 0: no)")
+    p.add_argument("--queue-depth", type=int, default=0,
+                   help="psfleet-runner: the scheduler's queue depth (default: the engine's)")
     p.add_argument("--plot", help="comma-separated concurrencies: run every peer at each and write the SVG")
     p.add_argument("--ansible-hosts", type=int,
                    help="run Ansible on the first M hosts only (its figures are per host; say so)")
@@ -485,6 +487,8 @@ def peer_command(peer, args, fleet, concurrency, work, limit):
             state = os.path.join(work, "psfleet-runner-state")
             shutil.rmtree(state, ignore_errors=True)
             job += ["--runner-state-dir", state]
+            if args.queue_depth:
+                job += ["--queue-depth", str(args.queue_depth)]
         return [args.bench_bin, *common, *job, "--threads", str(args.threads),
                 "--results", os.path.join(work, f"{peer}.hosts.jsonl")], env
     if peer == "psfleet":
@@ -769,7 +773,7 @@ def document(args, results, mode):
                     "connect_timeout_ms": args.connect_timeout_ms,
                     "ansible_hosts": args.ansible_hosts, "python_hosts": args.python_hosts,
                     "threads": args.threads, "probe_slots": args.probe_slots,
-                    "repeat": args.repeat,
+                    "repeat": args.repeat, "queue_depth": args.queue_depth,
                     "git": git_head()},
         "results": results,
     }

@@ -93,6 +93,10 @@ struct Args {
     /// `psfleet run` calls) with this state directory, instead of a bare semaphore.
     #[arg(long)]
     runner_state_dir: Option<PathBuf>,
+    /// With `--runner-state-dir`: the scheduler's `queue_depth` (jobs pulled and not
+    /// finished; 0, the default, is the engine's max(4 x forks, 1024)).
+    #[arg(long, default_value_t = 0)]
+    queue_depth: usize,
 }
 
 /// The work done on each host.
@@ -226,6 +230,7 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
     let script = Arc::new(args.script.clone());
     let limits = Limits {
         concurrency: args.concurrency,
+        queue_depth: args.queue_depth,
         probe_slots: args.probe_slots,
     };
     let (outcomes, wall) = match &args.runner_state_dir {
@@ -359,6 +364,8 @@ async fn run_fleet(
 struct Limits {
     /// Hosts doing the job (connected, authenticating, running).
     concurrency: usize,
+    /// The fleet runner's queue depth (0: the engine's default).
+    queue_depth: usize,
     /// Hosts whose TCP reachability is being probed before they take a work slot (0: no
     /// probe; the connect happens inside the work slot, as the engine does it).
     probe_slots: usize,
@@ -435,6 +442,7 @@ async fn run_with_runner(
     };
     let mut plan = RunPlan::new(kind, targets, options);
     plan.scheduler.forks = limits.concurrency;
+    plan.scheduler.queue_depth = limits.queue_depth;
     let (events, mut received) = tokio::sync::mpsc::channel(1024);
     let collector = tokio::spawn(async move {
         let mut outcomes = Vec::new();
