@@ -705,6 +705,27 @@ mod tests {
         assert_eq!(computer_name("127.20.0.1"), "127");
     }
 
+    fn row_at(address: std::net::SocketAddr) -> Row {
+        Row {
+            name: "srv0001.fleet.test".to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            scheme: "http".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probe_passes_a_listening_port_and_names_a_refused_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        assert!(probe(&row_at(open), Duration::from_secs(5)).await.is_none());
+        drop(listener);
+        // Nothing listens there any more: the connect is refused at once.
+        let refused = probe(&row_at(open), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(refused.outcome, "InvalidPort");
+        assert!(refused.ms < 5000.0, "{}", refused.ms);
+    }
+
     #[test]
     fn the_summary_counts_outcomes_and_percentiles() {
         let host = |outcome: &str, ms: f64| HostOutcome {
