@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use psfleet_engine::auth::{Credential, Mechanism};
+use psfleet_engine::auth::{ClientCertificate, Credential, Mechanism};
 use psfleet_engine::http::{AuthMethod as EngineAuth, Encryption};
 use psfleet_engine::kerberos::KerberosOptions;
 use psfleet_engine::ops::ClientOptions;
@@ -24,29 +24,33 @@ use crate::settings::ConnectionSettings;
 /// Receive at OperationTimeout; the margin covers the network and the service's own work).
 const REQUEST_MARGIN: Duration = Duration::from_secs(10);
 
-/// The engine's mechanism for psfleet's option value (`None`: certificate authentication,
-/// which the engine's client does not offer in this build).
-pub fn engine_auth(method: AuthMethod) -> Option<EngineAuth> {
+/// The engine's mechanism for psfleet's option value.
+pub fn engine_auth(method: AuthMethod) -> EngineAuth {
     match method {
-        AuthMethod::Basic => Some(EngineAuth::Basic),
-        AuthMethod::Ntlm => Some(EngineAuth::Sspi(Mechanism::Ntlm)),
-        AuthMethod::Negotiate => Some(EngineAuth::Sspi(Mechanism::Negotiate)),
-        AuthMethod::Kerberos => Some(EngineAuth::Sspi(Mechanism::Kerberos)),
-        AuthMethod::Credssp => Some(EngineAuth::Sspi(Mechanism::CredSsp)),
-        AuthMethod::Certificate => None,
+        AuthMethod::Basic => EngineAuth::Basic,
+        AuthMethod::Ntlm => EngineAuth::Sspi(Mechanism::Ntlm),
+        AuthMethod::Negotiate => EngineAuth::Sspi(Mechanism::Negotiate),
+        AuthMethod::Kerberos => EngineAuth::Sspi(Mechanism::Kerberos),
+        AuthMethod::Credssp => EngineAuth::Sspi(Mechanism::CredSsp),
+        AuthMethod::Certificate => EngineAuth::Certificate,
     }
 }
 
-/// The client options of a run, for `credential` (the run's default account).
+/// The client options of a run, for `credential` (the run's default account; `None` for
+/// certificate authentication, where the user only labels errors).
 pub fn client_options(
     conn: &ConnectionSettings,
-    credential: Credential,
+    credential: Option<Credential>,
 ) -> Result<ClientOptions, CliError> {
-    let auth = engine_auth(conn.authentication.value).ok_or(CliError::NotAvailable {
-        command: "run --authentication certificate",
-        missing: "client certificate authentication in the WinRM client",
-    })?;
-    let mut options = ClientOptions::new(auth, credential);
+    let method = conn.authentication.value;
+    let credential = match credential {
+        Some(credential) => credential,
+        None => label(conn)?,
+    };
+    let mut options = ClientOptions::new(engine_auth(method), credential);
+    if method == AuthMethod::Certificate {
+        options = options.with_client_certificate(load_certificate(conn)?);
+    }
     options.encryption = match conn.encryption.value {
         EncryptionMode::Auto => Encryption::Auto,
         EncryptionMode::Always => Encryption::Always,
@@ -57,8 +61,9 @@ pub fn client_options(
             .trusted_hosts
             .as_ref()
             .map_or_else(TrustedHosts::none, |t| TrustedHosts::parse(&t.value)),
-        // Asking for no encryption is what AllowUnencrypted=true on a Windows client says.
-        allow_unencrypted: conn.encryption.value == EncryptionMode::Never,
+        // AllowUnencrypted on a Windows client; asking for no encryption implies it.
+        allow_unencrypted: conn.allow_unencrypted.value
+            || conn.encryption.value == EncryptionMode::Never,
     };
     options.tls = Some(tls_client(conn, None, None)?);
     options.kerberos = KerberosOptions {
@@ -90,10 +95,7 @@ pub fn for_host(
     credential: Option<Credential>,
 ) -> Result<Option<Arc<ClientOptions>>, CliError> {
     let method = crate::credentials::method_of(host.authentication);
-    let auth = engine_auth(method).ok_or(CliError::NotAvailable {
-        command: "run (a host with authentication certificate)",
-        missing: "client certificate authentication in the WinRM client",
-    })?;
+    let auth = engine_auth(method);
     let ignore = host.cert_validation == CertValidation::Ignore;
     let tls_differs = ignore != (conn.skip_ca_check.value && conn.skip_cn_check.value)
         || host.ca_trust_path != conn.ca_file.as_ref().map(|c| c.value.clone());
@@ -109,6 +111,11 @@ pub fn for_host(
     }
     let mut options = (**base).clone();
     options.auth = auth;
+    if method == AuthMethod::Certificate && options.client_certificate.is_none() {
+        options = options.with_client_certificate(load_certificate(conn).map_err(|e| {
+            CliError::usage(format!("{}: authentication certificate: {e}", host.name))
+        })?);
+    }
     options.configuration_name = host.configuration_name.clone();
     if let Some(credential) = credential {
         options.credential = credential;
@@ -121,6 +128,27 @@ pub fn for_host(
         )?);
     }
     Ok(Some(Arc::new(options)))
+}
+
+/// The credential that labels a certificate-authenticated connection: the user (the account
+/// the certificate maps to) and no password, which is never sent.
+fn label(conn: &ConnectionSettings) -> Result<Credential, CliError> {
+    let user = conn
+        .user
+        .as_ref()
+        .map_or("certificate", |u| u.value.as_str());
+    Credential::new(user, String::new()).map_err(|e| CliError::usage(format!("--user: {e}")))
+}
+
+/// The client certificate of `--certificate-file` (and `--certificate-key-file`, else the
+/// same file), checked to match its key.
+fn load_certificate(conn: &ConnectionSettings) -> Result<ClientCertificate, CliError> {
+    let cert = conn.certificate_file.as_ref().ok_or_else(|| {
+        CliError::usage("certificate authentication needs --certificate-file (a PEM certificate)")
+    })?;
+    let key = conn.certificate_key_file.as_ref().unwrap_or(cert);
+    ClientCertificate::from_pem_files(&cert.value, &key.value)
+        .map_err(|e| crate::settings::invalid("certificate-file", cert, e))
 }
 
 /// The TLS client: the system roots plus `--ca-file` (or a host's own bundle), the skips,
@@ -204,7 +232,7 @@ mod tests {
             "--kdc",
             "dc1.lab.test",
         ]);
-        let o = client_options(&c, credential()).unwrap();
+        let o = client_options(&c, Some(credential())).unwrap();
         assert_eq!(o.auth, EngineAuth::Sspi(Mechanism::Ntlm));
         assert_eq!(o.encryption, Encryption::Never);
         assert!(o.policy.allow_unencrypted);
@@ -222,19 +250,22 @@ mod tests {
         assert_eq!(o.configuration_name, "JEA_Ops");
         assert_eq!(o.kerberos.kdc.as_deref(), Some("dc1.lab.test"));
         assert_eq!(o.kerberos.service_class.as_deref(), Some("WSMAN"));
-        let defaults = client_options(&conn(&[]), credential()).unwrap();
+        let defaults = client_options(&conn(&[]), Some(credential())).unwrap();
         assert_eq!(defaults.auth, EngineAuth::Sspi(Mechanism::Negotiate));
         assert!(!defaults.policy.allow_unencrypted);
         assert_eq!(defaults.encryption, Encryption::Auto);
-        let err =
-            client_options(&conn(&["--ca-file", "/nonexistent/ca.pem"]), credential()).unwrap_err();
+        let err = client_options(
+            &conn(&["--ca-file", "/nonexistent/ca.pem"]),
+            Some(credential()),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("--ca-file: "), "{err}");
     }
 
     #[test]
     fn hosts_that_differ_get_their_own_options() {
         let c = conn(&[]);
-        let base = Arc::new(client_options(&c, credential()).unwrap());
+        let base = Arc::new(client_options(&c, Some(credential())).unwrap());
         let mut inv = psfleet_inventories::Inventory::default();
         inv.load_str(
             "h.ini",
@@ -259,6 +290,18 @@ mod tests {
         );
         assert_eq!(got[2].as_ref().unwrap().configuration_name, "JEA");
         assert!(got[3].is_some());
+        let err = client_options(
+            &conn(&[
+                "--use-ssl",
+                "--authentication",
+                "certificate",
+                "--certificate-file",
+                "/nonexistent/c.pem",
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("--certificate-file: "), "{err}");
         let other = Credential::new("FLEET\\other", "pw").unwrap();
         let o = for_host(&base, &c, &hosts[0], Some(other))
             .unwrap()

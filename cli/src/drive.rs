@@ -55,6 +55,20 @@ impl RunControl for Scheduler {
     }
 }
 
+impl RunControl for psfleet_engine::fleet::RunHandle {
+    fn stop(&self) -> StopLevel {
+        psfleet_engine::fleet::RunHandle::stop(self)
+    }
+
+    fn stop_level(&self) -> StopLevel {
+        psfleet_engine::fleet::RunHandle::stop_level(self)
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        psfleet_engine::fleet::RunHandle::progress(self)
+    }
+}
+
 /// What one event means to the display.
 #[derive(Debug)]
 pub enum Observed {
@@ -73,6 +87,11 @@ pub enum Observed {
     },
     /// A line for the operator (warnings from the run itself, such as a journal failure).
     Notice(String),
+    /// The number of hosts the run will report (known once the run exists: a resume skips
+    /// the hosts already done).
+    Total(u64),
+    /// Both of the above.
+    TotalAndNotice(u64, String),
     /// Nothing to show (the counters say it).
     Nothing,
 }
@@ -120,6 +139,11 @@ pub async fn watch<E>(
                         tracing::info!(%host, attempt, after_ms = after.as_millis() as u64, %detail, "retrying");
                     }
                     Observed::Notice(text) => sink.err(&format!("{text}\n")),
+                    Observed::Total(total) => progress.set_total(total),
+                    Observed::TotalAndNotice(total, text) => {
+                        progress.set_total(total);
+                        sink.err(&format!("{text}\n"));
+                    }
                     Observed::Nothing => {}
                 }
             }

@@ -4,7 +4,7 @@
 //! One module per concern:
 //! [`options`] (clap option groups), [`config`] (psfleet.toml), [`settings`] (precedence),
 //! [`credentials`] and [`tty`] (the password), [`hosts`] (inventories to hosts), [`client`] (settings to the engine's client options), [`exit`] (exit codes), [`console`] and
-//! [`logging`] (stderr around the bars), [`progress`], [`output`], [`drive`] (the run loop),
+//! [`logging`] (stderr around the bars), [`progress`], [`output`], [`drive`] (the run loop), [`fleet_run`] (a job over the fleet through the engine's runner),
 //! and [`commands`] (one module per command; `psfleet sim` is [`sim_cmd`], the simulator's). docs/cli.md documents the surface.
 
 pub mod cli;
@@ -15,6 +15,7 @@ pub mod console;
 pub mod credentials;
 pub mod drive;
 pub mod exit;
+pub mod fleet_run;
 pub mod hosts;
 pub mod logging;
 pub mod options;

@@ -453,6 +453,12 @@ pub struct ConnectionArgs {
     /// (-NoEncryption is `never`).
     #[arg(long, env = "PSFLEET_ENCRYPTION", value_name = "MODE", value_enum)]
     pub encryption: Option<EncryptionMode>,
+    /// Allow unencrypted messages where a host's settings need them: Basic over plain HTTP
+    /// (the Windows client's winrm/config/client/AllowUnencrypted) [default: false].
+    #[arg(long, env = "PSFLEET_ALLOW_UNENCRYPTED", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub allow_unencrypted: Option<bool>,
     /// URL path of the WinRM listener [default: wsman] (-UrlPrefix).
     #[arg(long, env = "PSFLEET_URL_PREFIX", value_name = "PREFIX")]
     pub url_prefix: Option<String>,

@@ -31,6 +31,8 @@ pub struct Reporter {
     format: OutputFormat,
     verbose: bool,
     quiet: bool,
+    host_lines: bool,
+    details: bool,
     examples: BTreeMap<Bucket, Example>,
 }
 
@@ -50,8 +52,22 @@ impl Reporter {
             format,
             verbose,
             quiet,
+            host_lines: true,
+            details: true,
             examples: BTreeMap::new(),
         }
+    }
+
+    /// Whether text output has a line per failed host (on by default; the demo shows the
+    /// summary only). JSON output always has every host.
+    pub fn set_host_lines(&mut self, on: bool) {
+        self.host_lines = on;
+    }
+
+    /// Whether the text summary explains each bucket (its message and fix; on by default)
+    /// or shows the table only.
+    pub fn set_details(&mut self, on: bool) {
+        self.details = on;
     }
 
     /// One host finished.
@@ -72,6 +88,7 @@ impl Reporter {
                     tracing::error!(host = %record.host, error = %e, "cannot serialize the run record")
                 }
             },
+            OutputFormat::Text if !self.host_lines => {}
             OutputFormat::Text => {
                 if let Some(line) = self.text_line(record) {
                     self.sink.out(&line);
@@ -155,6 +172,9 @@ impl Reporter {
                 "  {:>7}  unclassified (a psfleet bug: see the log)",
                 tally.failed_unclassified
             );
+        }
+        if !self.details {
+            return s;
         }
         for (bucket, count) in &tally.failed {
             let _ = writeln!(s);

@@ -266,6 +266,14 @@ impl ProgressDisplay {
         &self.tally
     }
 
+    /// The number of hosts the run reports, once known (a resume skips the hosts done).
+    pub fn set_total(&mut self, total: u64) {
+        self.tally.total = Some(total);
+        if let Some(bars) = &self.bars {
+            bars.overall.set_length(total);
+        }
+    }
+
     /// One host finished.
     pub fn finished(&mut self, status: Status, bucket: Option<Bucket>) {
         self.tally.finished(status, bucket);

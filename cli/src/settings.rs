@@ -294,6 +294,8 @@ pub struct ConnectionSettings {
     pub ca_file: Option<Setting<PathBuf>>,
     /// Message encryption.
     pub encryption: Setting<EncryptionMode>,
+    /// AllowUnencrypted on this client (Basic over plain HTTP).
+    pub allow_unencrypted: Setting<bool>,
     /// Listener path, without slashes around it.
     pub url_prefix: Setting<String>,
     /// TrustedHosts patterns, comma-separated.
@@ -370,6 +372,11 @@ impl ConnectionSettings {
             encryption: layers
                 .pick_same("encryption", args.encryption, f.encryption.as_ref())
                 .unwrap_or(Setting::default_value(EncryptionMode::Auto)),
+            allow_unencrypted: or_default(layers.pick_same(
+                "allow_unencrypted",
+                args.allow_unencrypted,
+                f.allow_unencrypted.as_ref(),
+            )),
             url_prefix: layers
                 .pick_same("url_prefix", args.url_prefix.clone(), f.url_prefix.as_ref())
                 .unwrap_or_else(|| Setting::default_value(DEFAULT_URL_PREFIX.into())),
@@ -561,6 +568,7 @@ impl ConnectionSettings {
             row("skip-cn-check", &self.skip_cn_check),
             opt_row("ca-file", self.ca_file.as_ref()),
             row("encryption", &self.encryption),
+            row("allow-unencrypted", &self.allow_unencrypted),
             row("url-prefix", &self.url_prefix),
             opt_row("trusted-hosts", self.trusted_hosts.as_ref()),
             row("resolve", &self.resolve),

@@ -12,6 +12,9 @@
 //! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
 //!   driving the core state machines, with typed, classifiable errors;
 //! - [`error`]: [`error::ClientError`], every way an operation fails, with its bucket;
+//! - [`session`]: a runspace pool kept open for many pipelines, and the interactive loop
+//!   of `psfleet enter` (Enter-PSSession);
+//! - [`doctor`]: the step-by-step diagnosis of one host (`psfleet doctor`);
 //!
 //! Fleet scope:
 //! - [`scheduler`]: fans jobs over hosts within the forks cap, rate limits, shell budgets,
@@ -27,6 +30,7 @@ pub mod auth;
 pub mod budget;
 pub mod cache;
 pub mod credssp;
+pub mod doctor;
 pub mod error;
 pub mod fleet;
 pub mod http;
@@ -36,6 +40,7 @@ pub mod ops;
 pub mod record;
 pub mod retry;
 pub mod scheduler;
+pub mod session;
 pub mod store;
 pub mod target;
 pub mod tls;

@@ -521,6 +521,16 @@ impl HostClient {
         &self.endpoint
     }
 
+    /// The shared options.
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The `wsmv:SessionId` of every request this client sends.
+    pub(crate) fn session_id(&self) -> Uuid {
+        self.session_id
+    }
+
     /// The schemes the host offered in its last 401 (a host fact): from the exchange that
     /// authenticated the connection, or from the 401 that refused it.
     pub fn offered_schemes(&self) -> &[String] {
@@ -779,23 +789,8 @@ impl HostClient {
 
     // ----- private -----
 
-    fn connection_config(&self) -> ConnectionConfig {
-        let options = &self.options;
-        let mut config = ConnectionConfig::for_endpoint(
-            &self.endpoint,
-            options.auth,
-            options.credential.clone(),
-        );
-        config.encryption = options.encryption;
-        config.tls = options.tls.clone();
-        config.client_certificate = options.client_certificate.clone();
-        config.kerberos = options.kerberos.clone();
-        config.resolver = Arc::clone(&options.resolver);
-        config.address = self.address;
-        config.connect_timeout = options.connect_timeout;
-        config.request_timeout = options.request_timeout;
-        config.max_response_bytes = options.effective_max_response_bytes();
-        config
+    pub(crate) fn connection_config(&self) -> ConnectionConfig {
+        connection_config_for(&self.endpoint, &self.options, self.address)
     }
 
     /// The kept-alive connection, opened (and authenticated) when there is none or the
@@ -851,7 +846,7 @@ impl HostClient {
     }
 
     /// Sends one request and parses the reply (a fault is returned as a response body).
-    async fn send_request(
+    pub(crate) async fn send_request(
         &mut self,
         request: &Request,
         operation: &'static str,
@@ -1123,14 +1118,36 @@ pub fn annotate(value: &mut serde_json::Value, computer_name: &str, runspace_id:
     }
 }
 
+/// The connection settings of a client for `endpoint` with `options`, connecting to
+/// `address` when given (what every connection of a [`HostClient`] uses; the doctor's
+/// probes use the same).
+pub(crate) fn connection_config_for(
+    endpoint: &Endpoint,
+    options: &ClientOptions,
+    address: Option<IpAddr>,
+) -> ConnectionConfig {
+    let mut config =
+        ConnectionConfig::for_endpoint(endpoint, options.auth, options.credential.clone());
+    config.encryption = options.encryption;
+    config.tls = options.tls.clone();
+    config.client_certificate = options.client_certificate.clone();
+    config.kerberos = options.kerberos.clone();
+    config.resolver = Arc::clone(&options.resolver);
+    config.address = address;
+    config.connect_timeout = options.connect_timeout;
+    config.request_timeout = options.request_timeout;
+    config.max_response_bytes = options.effective_max_response_bytes();
+    config
+}
+
 /// Fresh random GUIDs (v4) from the system's secure generator.
-struct RandomIds {
+pub(crate) struct RandomIds {
     rng: ring::rand::SystemRandom,
     fallback: u64,
 }
 
 impl RandomIds {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -1524,7 +1541,7 @@ fn winrs_error(error: WinrsError) -> ClientError {
     }
 }
 
-fn psrp_error(error: PsrpClientError) -> ClientError {
+pub(crate) fn psrp_error(error: PsrpClientError) -> ClientError {
     match error {
         PsrpClientError::Fault { operation, fault } => ClientError::Fault {
             operation: format!("{operation:?}"),

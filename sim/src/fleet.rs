@@ -26,7 +26,7 @@ use crate::profile::{
 use crate::rng::mix;
 use crate::server::{HostRuntime, Shared, run_listener};
 use crate::service::{FleetCounters, HostCounters};
-use crate::stats::HostStatsSnapshot;
+use crate::stats::{ConnectionLog, ConnectionLogSnapshot, HostStatsSnapshot};
 use crate::tls::{ClientCertificate, SimCa, TlsError};
 
 /// Descriptors kept free for everything that is not a listener (clients in the same
@@ -263,6 +263,7 @@ impl Fleet {
             ca,
             shutdown: shutdown_rx,
             keytab,
+            connections: Arc::new(ConnectionLog::default()),
         });
 
         let mut hosts = Vec::with_capacity(plan.len());
@@ -406,6 +407,12 @@ impl FleetHandle {
             self.shared.start,
             false,
         )
+    }
+
+    /// Every TCP connection accepted so far, fleet-wide, with its time since start-up
+    /// (ascending; bounded, see [`crate::stats::CONNECTION_LOG_CAP`]).
+    pub fn connection_log(&self) -> ConnectionLogSnapshot {
+        self.shared.connections.snapshot(self.shared.start)
     }
 
     /// Stops every listener and connection, then writes the final `stats.json`.

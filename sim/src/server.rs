@@ -58,7 +58,7 @@ use crate::profile::DOMAIN;
 use crate::profile::ExtraBehaviour;
 use crate::rng::{Rng, mix};
 use crate::service::{HostService, ServiceReply, ServiceRequest};
-use crate::stats::{Counter, HostStats};
+use crate::stats::{ConnectionLog, Counter, HostStats};
 use crate::tls::{HostTls, SimCa};
 
 /// The `Server` header http.sys sends (wire-facts 1.2 capture).
@@ -101,6 +101,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Kerberos service keys (`HTTP/<host name>`), when the fleet has a KDC.
     pub keytab: Option<Arc<Keytab>>,
+    /// Every accepted TCP connection with its time, fleet-wide.
+    pub connections: Arc<ConnectionLog>,
 }
 
 /// One running host: its spec, counters, and the service and TLS set-up it creates on
@@ -195,6 +197,9 @@ pub async fn run_listener(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Timed here, before the spawn, so the log is as close to the handshake
+                // as the simulator can see it.
+                shared.connections.record(shared.start.elapsed());
                 let host = Arc::clone(&host);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
@@ -755,6 +760,10 @@ impl Conn<'_> {
                 received_at,
                 now,
             };
+            // Registered before asking, so a change while the service answers is not missed.
+            let changed = service.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             match service.handle(&request) {
                 ServiceReply::Respond { status, body } => return Some((status, body)),
                 ServiceReply::WaitUntil(at) => {
@@ -763,6 +772,8 @@ impl Conn<'_> {
                     let deadline = tokio::time::Instant::from_std(self.shared.start + at);
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {}
+                        // Another request (a ctrl_c Signal, say) may have given it an answer.
+                        () = &mut changed => {}
                         _ = stopped(&mut shutdown) => return None,
                     }
                 }

@@ -3,8 +3,13 @@
 //!
 //! Counters are relaxed atomics: each is a monotone count read for reporting, never used
 //! to synchronise anything.
+//!
+//! [`ConnectionLog`] is the fleet-wide log of accepted TCP connections with their times, so
+//! a test can check a client's connection rate limit against what the "hosts" saw.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -150,9 +155,138 @@ impl HostStatsSnapshot {
     }
 }
 
+/// Most connection times a [`ConnectionLog`] keeps (8 MiB of `u64`); later connections are
+/// only counted.
+pub const CONNECTION_LOG_CAP: usize = 1_000_000;
+
+/// Every TCP connection the fleet accepted, as microseconds since the fleet started, in
+/// the order they were accepted; bounded by [`CONNECTION_LOG_CAP`].
+#[derive(Debug, Default)]
+pub struct ConnectionLog {
+    times: Mutex<Vec<u64>>,
+    dropped: AtomicU64,
+}
+
+impl ConnectionLog {
+    /// Records one connection accepted `at` after the fleet started.
+    pub fn record(&self, at: Duration) {
+        let micros = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
+        // A poisoned lock only means another accept task panicked mid-push; the Vec is intact.
+        let mut times = self.times.lock().unwrap_or_else(|p| p.into_inner());
+        if times.len() < CONNECTION_LOG_CAP {
+            times.push(micros);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A copy of the log, sorted by time; `origin` is the instant the times count from.
+    pub fn snapshot(&self, origin: Instant) -> ConnectionLogSnapshot {
+        let mut times: Vec<u64> = self.times.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Accept tasks run in parallel: pushes may land slightly out of time order.
+        times.sort_unstable();
+        ConnectionLogSnapshot {
+            origin,
+            times: times.into_iter().map(Duration::from_micros).collect(),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A copy of a [`ConnectionLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLogSnapshot {
+    /// The instant `times` count from (the fleet's start), to line them up with a client's
+    /// own clock.
+    pub origin: Instant,
+    /// Accept times since the fleet started, ascending.
+    pub times: Vec<Duration>,
+    /// Connections accepted after the log was full (not in `times`).
+    pub dropped: u64,
+}
+
+impl ConnectionLogSnapshot {
+    /// Connections recorded (`times.len()`; `dropped` not included).
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// True when no connection was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The most connections in any half-open window `[t, t + window)`, and the `t` (the time
+    /// of the window's first connection) where that maximum is first reached.
+    pub fn max_in_window(&self, window: Duration) -> (usize, Duration) {
+        let mut best = (0, Duration::ZERO);
+        let mut start = 0;
+        for (end, &time) in self.times.iter().enumerate() {
+            // Drop connections that are `window` or more before this one.
+            while let Some(&first) = self.times.get(start) {
+                if time.saturating_sub(first) >= window {
+                    start += 1;
+                } else {
+                    break;
+                }
+            }
+            let count = end + 1 - start;
+            if count > best.0 {
+                best = (count, self.times.get(start).copied().unwrap_or_default());
+            }
+        }
+        best
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_log_windows_count_half_open_seconds() {
+        let log = ConnectionLog::default();
+        // Out of order on purpose: the snapshot sorts.
+        for ms in [1_500, 0, 10, 999, 1_000, 1_001, 2_600] {
+            log.record(Duration::from_millis(ms));
+        }
+        let origin = Instant::now();
+        let snap = log.snapshot(origin);
+        assert_eq!(snap.origin, origin);
+        assert_eq!(snap.len(), 7);
+        assert_eq!(snap.dropped, 0);
+        assert_eq!(snap.times[0], Duration::ZERO);
+        assert_eq!(snap.times[6], Duration::from_millis(2_600));
+        // [10 ms, 1010 ms) holds 10, 999, 1000, 1001; [0, 1000) holds only three.
+        assert_eq!(
+            snap.max_in_window(Duration::from_secs(1)),
+            (4, Duration::from_millis(10))
+        );
+        assert_eq!(
+            snap.max_in_window(Duration::from_millis(2)),
+            (2, Duration::from_millis(999))
+        );
+        assert_eq!(
+            ConnectionLog::default()
+                .snapshot(origin)
+                .max_in_window(Duration::from_secs(1)),
+            (0, Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn connection_log_counts_what_it_cannot_keep() {
+        let log = ConnectionLog::default();
+        for i in 0..CONNECTION_LOG_CAP as u64 + 3 {
+            log.record(Duration::from_micros(i));
+        }
+        let snap = log.snapshot(Instant::now());
+        assert_eq!((snap.len(), snap.dropped), (CONNECTION_LOG_CAP, 3));
+        assert_eq!(
+            snap.max_in_window(Duration::from_millis(1)),
+            (1_000, Duration::ZERO)
+        );
+    }
 
     #[test]
     fn bumps_show_in_snapshots_and_totals() {

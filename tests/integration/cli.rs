@@ -14,6 +14,7 @@
 // Test support: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -101,6 +102,11 @@ impl Sandbox {
 
     /// `psfleet args...` in the work directory with a clean environment plus `env`.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().unwrap()
+    }
+
+    /// The command [`Sandbox::run`] runs, to spawn it instead.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(binary());
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -112,7 +118,7 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        cmd
     }
 }
 
@@ -983,4 +989,472 @@ fn inventory_list_and_check_resolve_hosts_as_run_would() {
     );
     assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("=x"), "{}", text(&out.stderr));
+}
+
+/// A simulated fleet on its own loopback block, served by its own runtime for as long as the
+/// value lives; its inventory, CA and accounts are written to `dir`.
+struct SimFleet {
+    runtime: tokio::runtime::Runtime,
+    fleet: Option<psfleet_sim::fleet::FleetHandle>,
+    dir: PathBuf,
+}
+
+impl SimFleet {
+    fn start(profile: &str, hosts: usize, latency_ms: Option<u64>, dir: PathBuf) -> Self {
+        use psfleet_sim::fleet::FleetOptions;
+        use psfleet_sim::profile::Profile;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut options = FleetOptions::new(Profile::load(profile).unwrap(), hosts, 5);
+        options.out_dir = Some(dir.clone());
+        options.latency = latency_ms.map(std::time::Duration::from_millis);
+        let fleet = runtime.block_on(psfleet_tests::fleet::start(options));
+        Self {
+            runtime,
+            fleet: Some(fleet),
+            dir,
+        }
+    }
+
+    fn fleet(&self) -> &psfleet_sim::fleet::FleetHandle {
+        self.fleet.as_ref().unwrap()
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// PSFLEET_USER and PSFLEET_PASSWORD of the fleet's administrator.
+    fn admin_env(&self) -> Vec<(&'static str, String)> {
+        let admin = self.fleet().accounts().iter().find(|a| a.admin).unwrap();
+        vec![
+            ("PSFLEET_USER", admin.name.clone()),
+            ("PSFLEET_PASSWORD", admin.password.clone()),
+        ]
+    }
+
+    /// Script executions per host name.
+    fn executions(&self) -> BTreeMap<String, u64> {
+        self.fleet()
+            .hosts()
+            .iter()
+            .map(|h| {
+                (
+                    h.spec.name.clone(),
+                    h.service().counters().totals.script_executions,
+                )
+            })
+            .collect()
+    }
+
+    fn open_shells(&self) -> u64 {
+        self.fleet()
+            .hosts()
+            .iter()
+            .map(|h| h.service().counters().totals.shells_open)
+            .sum()
+    }
+}
+
+impl Drop for SimFleet {
+    fn drop(&mut self) {
+        if let Some(fleet) = self.fleet.take() {
+            let _ = self.runtime.block_on(fleet.shutdown());
+        }
+    }
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Every host once on standard output as JSON, nothing else there, the same bucket as the
+/// run's hosts.csv, and the exit code "some hosts failed".
+#[test]
+fn run_over_a_simulated_fleet_prints_one_json_record_per_host_with_the_csv_buckets() {
+    let sb = Sandbox::new("run-mixed");
+    let sim = SimFleet::start("mixed", 30, None, sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let out = sb.run(
+        &[
+            "run",
+            "-i",
+            &inventory,
+            "-c",
+            "hostname",
+            "--ca-file",
+            &ca,
+            "--allow-unencrypted",
+            "-o",
+            "json",
+            "--timeout",
+            "8s",
+        ],
+        &env_refs(&env),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut hosts: Vec<&str> = records
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    hosts.sort_unstable();
+    let mut names: Vec<&str> = sim
+        .fleet()
+        .inventory()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(hosts, names, "each host exactly once");
+    let succeeded = records
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .count();
+    assert!(succeeded >= 3, "{succeeded} succeeded\n{stderr}");
+    assert!(stderr.contains("psfleet run: 30 hosts in "), "{stderr}");
+
+    // The run's own CSV (written at the end) has the same bucket for every host.
+    let run_dir = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("run ")
+                .and_then(|l| l.split_once(": "))
+                .map(|(_, d)| d.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no run folder in {stderr}"));
+    let mut csv = csv::Reader::from_path(Path::new(&run_dir).join("hosts.csv")).unwrap();
+    let headers = csv.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (host_col, bucket_col) = (col("host"), col("bucket"));
+    let csv_buckets: BTreeMap<String, String> = csv
+        .records()
+        .map(|r| r.unwrap())
+        .map(|r| (r[host_col].to_owned(), r[bucket_col].to_owned()))
+        .collect();
+    assert_eq!(csv_buckets.len(), 30);
+    for record in &records {
+        let host = record["host"].as_str().unwrap();
+        let bucket = record["bucket"].as_str().unwrap_or("");
+        assert_eq!(csv_buckets[host], bucket, "{host}");
+    }
+    assert!(Path::new(&run_dir).join("report.html").is_file());
+    assert_eq!(
+        sim.open_shells(),
+        0,
+        "every shell the run opened was deleted"
+    );
+
+    // Text output of the same run: failure lines and the bucket summary with the fixes.
+    let out = sb.run(
+        &[
+            "run",
+            "-i",
+            &inventory,
+            "-c",
+            "hostname",
+            "--ca-file",
+            &ca,
+            "--allow-unencrypted",
+            "--timeout",
+            "8s",
+            "-l",
+            "closed_port,script_fails",
+        ],
+        &env_refs(&env),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("FAILED ") && stdout.contains("[InvalidPort]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[ScriptFailed]"), "{stdout}");
+    assert!(stdout.contains("  Fix: "), "{stdout}");
+}
+
+/// Ctrl-C stops a run (exit 3, every host reported), `--resume last --rerun-interrupted`
+/// finishes it, and no host that succeeded ran its script twice.
+#[test]
+fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
+    let sb = Sandbox::new("run-resume");
+    let sim = SimFleet::start("healthy", 24, Some(150), sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let args = [
+        "run",
+        "-i",
+        &inventory,
+        "-c",
+        "hostname",
+        "--ca-file",
+        &ca,
+        "-o",
+        "json",
+        "-f",
+        "3",
+    ];
+    let child = sb
+        .command(&args, &env_refs(&env))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("Stopping: no new hosts start"), "{stderr}");
+    let first: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(first.len(), 24, "every host reported once: {stderr}");
+    let done_first: Vec<String> = first
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| r["host"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !done_first.is_empty() && done_first.len() < 24,
+        "{} succeeded before the stop",
+        done_first.len()
+    );
+    assert_eq!(
+        sim.open_shells(),
+        0,
+        "the stop deleted the shells of the hosts in flight"
+    );
+
+    let resume: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--resume", "last", "--rerun-interrupted"])
+        .collect();
+    let out = sb.run(&resume, &env_refs(&env));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("psfleet: resuming run "), "{stderr}");
+    let second: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        second.len(),
+        24 - done_first.len(),
+        "only the hosts not done ran: {stderr}"
+    );
+    assert!(
+        second.iter().all(|r| r["status"] == "succeeded"),
+        "{second:?}"
+    );
+    let executions = sim.executions();
+    for host in &done_first {
+        assert_eq!(executions[host], 1, "{host} ran once");
+    }
+    // The journal now says every host succeeded, once.
+    let out = sb.run(&["runs", "-o", "json", "--last", "1"], &[]);
+    let run: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (run["succeeded"].as_u64(), run["done"].as_u64()),
+        (Some(24), Some(24)),
+        "{run}"
+    );
+    println!(
+        "Ctrl-C after 4 s: {} of 24 hosts done, the rest interrupted or skipped; the resume ran {}",
+        done_first.len(),
+        second.len()
+    );
+}
+
+/// `--authentication certificate`: the client certificate from PEM files, over HTTPS, no
+/// password anywhere.
+#[test]
+fn certificate_authentication_runs_with_pem_files_and_no_password() {
+    let sb = Sandbox::new("run-cert");
+    let profile = sb.write(
+        "cert.toml",
+        "description = \"HTTPS hosts that map client certificates\"\n\
+         [[class]]\nname = \"cert\"\npercent = 100\nexpected = \"Succeeded\"\n\
+         listeners = [\"https\"]\nauth = [\"certificate\"]\n",
+    );
+    let sim = SimFleet::start(profile.to_str().unwrap(), 4, None, sb.root.join("fleet"));
+    let admin = sim.fleet().accounts().iter().find(|a| a.admin).unwrap();
+    let cert = sim.fleet().client_certificate(&admin.name).unwrap();
+    let cert_file = sb.write("client.pem", &cert.certificate_pem);
+    let key_file = sb.write("client.key", &cert.key_pem);
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let args = [
+        "run",
+        "-i",
+        &inventory,
+        "-c",
+        "$env:COMPUTERNAME",
+        "--use-ssl",
+        "--authentication",
+        "certificate",
+        "--certificate-file",
+        cert_file.to_str().unwrap(),
+        "--certificate-key-file",
+        key_file.to_str().unwrap(),
+        "--ca-file",
+        &ca,
+        "-o",
+        "json",
+    ];
+    let out = sb.run(&args, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stderr}\n{}",
+        text(&out.stdout)
+    );
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    assert!(
+        records.iter().all(|r| r["status"] == "succeeded"),
+        "{records:?}"
+    );
+    // A key that is not the certificate's is a usage error before anything is sent.
+    let other = sim.fleet().accounts().iter().find(|a| !a.admin).unwrap();
+    let wrong_key = sb.write(
+        "wrong.key",
+        &sim.fleet().client_certificate(&other.name).unwrap().key_pem,
+    );
+    let mut bad = args;
+    bad[11] = wrong_key.to_str().unwrap();
+    let out = sb.run(&bad, &[]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--certificate-file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `psfleet demo`: a mixed fleet, a sweep and a script run, both reports, every failure
+/// bucket represented, nothing to configure (a clean environment, no password given).
+#[test]
+fn the_demo_shows_every_failure_bucket_and_writes_both_reports() {
+    let sb = Sandbox::new("demo");
+    let out_dir = sb.root.join("demo");
+    let started = std::time::Instant::now();
+    let out = sb.run(
+        &[
+            "demo",
+            "--hosts",
+            "60",
+            "--seed",
+            "3",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let elapsed = started.elapsed();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("psfleet demo sweep: 60 hosts in "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("psfleet demo run: 60 hosts in "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("psfleet demo: 19 of the 19 failure buckets seen"),
+        "{stdout}"
+    );
+    let reports: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("script run: ")
+                .or_else(|| l.trim().strip_prefix("sweep: "))
+        })
+        .collect();
+    assert_eq!(reports.len(), 7, "{stdout}");
+    for path in &reports {
+        assert!(Path::new(path).is_file(), "{path}");
+    }
+    assert!(
+        reports.iter().any(|p| p.ends_with("config.csv")),
+        "the sweep's fleet configuration"
+    );
+    println!(
+        "psfleet demo --hosts 60: {:.1} s (debug build)",
+        elapsed.as_secs_f64()
+    );
+}
+
+/// A run killed with SIGKILL leaves shells open; `cleanup --dry-run` lists the ones the
+/// state store recorded, and `cleanup` deletes them (the simulator's open shells go to 0).
+#[test]
+fn cleanup_reaps_the_shells_a_killed_run_left_open() {
+    let sb = Sandbox::new("cleanup");
+    let sim = SimFleet::start("healthy", 4, Some(2500), sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let mut child = sb
+        .command(
+            &["run", "-i", &inventory, "-c", "hostname", "-o", "json"],
+            &env_refs(&env),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until every host has a shell open (the Create answers after the latency).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim.open_shells() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A little longer, so the journal has the shell_opened lines the answers produced.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let leaked = sim.open_shells();
+    assert!(leaked > 0, "the killed run left shells open");
+
+    let out = sb.run(&["cleanup", "-i", &inventory, "--dry-run"], &env_refs(&env));
+    let listed = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        listed.lines().count() >= 1,
+        "{listed}\n{}",
+        text(&out.stderr)
+    );
+    assert_eq!(sim.open_shells(), leaked, "a dry run deletes nothing");
+
+    let out = sb.run(
+        &["cleanup", "-i", &inventory, "-o", "json"],
+        &env_refs(&env),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sim.open_shells(), 0, "{}", text(&out.stderr));
+    println!(
+        "cleanup: {leaked} shells left by a killed run, {} listed by --dry-run, all reaped",
+        listed.lines().count()
+    );
 }

@@ -44,19 +44,72 @@ pub fn execute(args: CleanupArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     reap_shells(args.dry_run, &connection, &fleet, &output, ctx)
 }
 
-/// Enumerates and deletes the shells on every host through `crate::drive::drive`.
-///
-/// Not in this build: it needs the WinRM client's shell enumeration and delete
-/// (`engine::ops`), the state store's open-shell records and the inventory loader.
+/// Deletes the leaked shells on every selected host through the engine's fleet runner:
+/// those the state store records open, and those enumeration finds (owned by the same
+/// user, never a shell of a job of this process). With `dry_run`, lists the shells the
+/// store records open on those hosts and touches nothing (no host is contacted, so shells
+/// the store does not know are not listed).
 pub fn reap_shells(
-    _dry_run: bool,
-    _connection: &ConnectionSettings,
-    _fleet: &FleetSettings,
-    _output: &OutputSettings,
-    _ctx: &Context<'_>,
+    dry_run: bool,
+    connection: &ConnectionSettings,
+    fleet: &FleetSettings,
+    output: &OutputSettings,
+    ctx: &Context<'_>,
 ) -> Result<Exit, CliError> {
-    Err(super::not_available(
-        "cleanup",
-        "the WinRM client's shell enumeration and the state store",
-    ))
+    if !dry_run {
+        return crate::fleet_run::run_fleet(
+            psfleet_engine::fleet::RunKind::Cleanup { reap_unknown: true },
+            "psfleet cleanup",
+            connection,
+            fleet,
+            output,
+            ctx,
+        );
+    }
+    let loaded = crate::hosts::load(&fleet.select, connection)?;
+    let store = psfleet_engine::store::Store::open(ctx.global.state_dir()?)
+        .map_err(|e| CliError::Internal(format!("state directory: {e}")))?;
+    let mut shells = Vec::new();
+    for host in &loaded.hosts {
+        let mut names = vec![host.name.clone()];
+        if let Some(psfleet_inventories::Address::Name(name)) = &host.address
+            && !name.eq_ignore_ascii_case(&host.name)
+        {
+            names.push(name.clone());
+        }
+        for name in names {
+            let open = store
+                .open_shells_on(&name)
+                .map_err(|e| CliError::Internal(format!("state directory: {e}")))?;
+            shells.extend(open);
+        }
+    }
+    let mut text = String::new();
+    for shell in &shells {
+        text.push_str(&match output.output.value {
+            crate::options::OutputFormat::Json => format!(
+                "{}\n",
+                serde_json::json!({
+                    "host": shell.host,
+                    "shell_id": shell.shell_id,
+                    "run_id": shell.run_id.0,
+                    "created": shell.created,
+                })
+            ),
+            crate::options::OutputFormat::Text => format!(
+                "{}  {}  run {}  created {}\n",
+                shell.host, shell.shell_id, shell.run_id, shell.created
+            ),
+        });
+    }
+    ctx.sink.out(&text);
+    if !ctx.quiet() {
+        ctx.sink.err(&format!(
+            "dry run: {} shell(s) recorded open on {} selected host(s); nothing was deleted \
+             (without --dry-run, enumeration also finds shells the state store does not know)\n",
+            shells.len(),
+            loaded.hosts.len()
+        ));
+    }
+    Ok(Exit::Success)
 }

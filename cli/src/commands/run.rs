@@ -5,6 +5,8 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args};
+use psfleet_core::psrp::client::ScriptSpec;
+use psfleet_engine::fleet::RunKind;
 
 use crate::cli::Context;
 use crate::exit::{CliError, Exit};
@@ -72,7 +74,7 @@ pub enum Work {
 
 /// Everything `run` needs, validated.
 #[derive(Debug)]
-pub struct RunPlan {
+pub struct RunRequest {
     /// Connection settings.
     pub connection: ConnectionSettings,
     /// Fleet settings.
@@ -93,7 +95,7 @@ pub fn execute(args: RunArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     let work = work_from(&args, stdin_taken, &mut std::io::stdin().lock())?;
     ctx.global.state_dir()?;
     run_on_fleet(
-        RunPlan {
+        RunRequest {
             connection,
             fleet,
             output,
@@ -103,19 +105,31 @@ pub fn execute(args: RunArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     )
 }
 
-/// Loads the inventory, gets the password, and runs the work on every host through
-/// `crate::drive::drive`, journalling each host.
-///
-/// Not in this build: it needs `psfleet_inventories::load` (inventories), the WinRM client
-/// (`engine::ops::HostClient`) with the classifier, and the run journal
-/// (`engine::journal`). The order to keep when wiring: inventory (usage errors before any
-/// prompt), credentials (`crate::credentials::obtain`), journal header, then `drive`.
-pub fn run_on_fleet(plan: RunPlan, _ctx: &Context<'_>) -> Result<Exit, CliError> {
-    tracing::debug!(work = ?std::mem::discriminant(&plan.work), "run plan validated");
-    Err(super::not_available(
-        "run",
-        "the WinRM client, the inventory loader and the run journal",
-    ))
+/// Loads the inventory, gets the password, and runs the work on every host through the
+/// engine's fleet runner ([`crate::fleet_run::run_fleet`]).
+pub fn run_on_fleet(request: RunRequest, ctx: &Context<'_>) -> Result<Exit, CliError> {
+    let kind = match request.work {
+        Work::Script {
+            text, arguments, ..
+        } => RunKind::Script(
+            arguments
+                .into_iter()
+                .fold(ScriptSpec::new(text), ScriptSpec::with_argument),
+        ),
+        // The whole command line goes as the command, as winrs.exe sends it.
+        Work::Cmd { command } => RunKind::Cmd {
+            command,
+            arguments: Vec::new(),
+        },
+    };
+    crate::fleet_run::run_fleet(
+        kind,
+        "psfleet run",
+        &request.connection,
+        &request.fleet,
+        &request.output,
+        ctx,
+    )
 }
 
 /// The work `args` ask for; a script file is read (`-`: from `stdin`, unless the inventory

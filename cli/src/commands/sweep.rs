@@ -33,19 +33,19 @@ pub fn execute(args: SweepArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     sweep_fleet(&connection, &fleet, &output, ctx)
 }
 
-/// Loads the inventory and sweeps it through `crate::drive::drive` with a job that needs no
-/// shell (`shells_needed() == 0`).
-///
-/// Not in this build: it needs the inventory loader, the WinRM client's identify and config
-/// Get (`engine::ops`), and the run journal.
+/// Sweeps the selected hosts through the engine's fleet runner (a job that needs no shell).
 pub fn sweep_fleet(
-    _connection: &ConnectionSettings,
-    _fleet: &FleetSettings,
-    _output: &OutputSettings,
-    _ctx: &Context<'_>,
+    connection: &ConnectionSettings,
+    fleet: &FleetSettings,
+    output: &OutputSettings,
+    ctx: &Context<'_>,
 ) -> Result<Exit, CliError> {
-    Err(super::not_available(
-        "sweep",
-        "the WinRM client, the inventory loader and the run journal",
-    ))
+    crate::fleet_run::run_fleet(
+        psfleet_engine::fleet::RunKind::Sweep,
+        "psfleet sweep",
+        connection,
+        fleet,
+        output,
+        ctx,
+    )
 }

@@ -50,8 +50,9 @@ use super::messages::{
 use crate::ids::IdGenerator;
 use crate::winrs::Operation;
 use crate::wsman::{
-    Action, CommandLine, CommandState, CreateShell, Receive, Request, RequestBody, RequestHeader,
-    Response, ResponseBody, Send, SendStream, Signal, SignalCode, WsOption, WsmanFault, resources,
+    Action, CommandLine, CommandState, CreateShell, Receive, ReceiveResponse, Request, RequestBody,
+    RequestHeader, Response, ResponseBody, Send, SendStream, Signal, SignalCode, WsOption,
+    WsmanFault, resources,
 };
 
 /// Default [`PsrpSettings::max_received_message_bytes`]: 16 MiB, far above real messages
@@ -301,19 +302,15 @@ enum State {
 /// One script in a fresh PowerShell runspace pool.
 #[derive(Debug)]
 pub struct ScriptRun {
-    settings: PsrpSettings,
+    wire: PoolWire,
     spec: ScriptSpec,
     state: State,
     awaiting: Uuid,
     events: VecDeque<PsrpEvent>,
     failure: Option<PsrpClientError>,
     outcome: Option<PipelineOutcome>,
-    fragmenter: Fragmenter,
-    pool_in: Defragmenter,
-    pipeline_in: Defragmenter,
     /// CREATE_PIPELINE fragment blobs that did not fit in the Command, one Send each.
     pending_sends: VecDeque<Vec<u8>>,
-    max_fragment: usize,
 }
 
 impl ScriptRun {
@@ -324,57 +321,18 @@ impl ScriptRun {
         ids: &mut impl IdGenerator,
     ) -> (Self, Box<Request>) {
         let shell = ids.next_id();
-        let limits = DefragmenterLimits {
-            max_message_size: settings.max_received_message_bytes,
-            max_pending_bytes: settings.max_received_message_bytes,
-            ..DefragmenterLimits::default()
-        };
         let mut run = Self {
-            settings,
+            wire: PoolWire::new(settings, shell),
             spec,
             state: State::ExpectShellCreated { shell },
             awaiting: Uuid::nil(),
             events: VecDeque::new(),
             failure: None,
             outcome: None,
-            fragmenter: Fragmenter::new(),
-            pool_in: Defragmenter::with_limits(limits),
-            pipeline_in: Defragmenter::with_limits(limits),
             pending_sends: VecDeque::new(),
-            max_fragment: 0,
         };
-        run.max_fragment = run.fragment_budget(shell);
-        let capability = SessionCapability {
-            protocol_version: run.settings.protocol_version.to_version(),
-            ..SessionCapability::default()
-        };
-        let init = InitRunspacePool {
-            min_runspaces: run.settings.min_runspaces,
-            max_runspaces: run.settings.max_runspaces,
-            ..InitRunspacePool::default()
-        };
-        let mut creation = Vec::new();
-        for message in [
-            capability.encode(super::Destination::Server, shell),
-            init.encode(shell),
-        ] {
-            let fragments = run.fragmenter.fragment(&message.encode(), run.max_fragment);
-            creation.extend(encode_fragments(&fragments));
-        }
-        let version = format!(
-            "{}.{}",
-            run.settings.protocol_version.major, run.settings.protocol_version.minor
-        );
-        let mut header = run
-            .header(Action::Create, ids)
-            .with_option(WsOption::must_comply("protocolversion", version));
-        if run.settings.no_profile {
-            header = header.with_option(WsOption::must_comply("WINRS_NOPROFILE", "TRUE"));
-        }
-        let request = run.request(
-            header,
-            RequestBody::Create(CreateShell::powershell(shell, creation)),
-        );
+        let create = run.wire.create(shell, ids);
+        let request = run.issue(create);
         (run, request)
     }
 
@@ -403,7 +361,7 @@ impl ScriptRun {
 
     /// The largest outgoing fragment, header included, for the configured envelope.
     pub fn max_fragment_size(&self) -> usize {
-        self.max_fragment
+        self.wire.max_fragment()
     }
 
     /// Feeds the reply to the outstanding request.
@@ -429,17 +387,10 @@ impl ScriptRun {
                 self.receive_pool(shell, ids)
             }
             (State::ExpectPoolOpened { shell }, ResponseBody::ReceiveResponse(output)) => {
-                let mut blob = Vec::new();
-                for stream in output.streams {
-                    blob.extend(stream.data);
-                }
-                match self.pool_messages(&blob) {
+                match self.wire.pool_opening(output, &mut self.events) {
                     Err(error) => self.fail(error, ids),
-                    Ok(None) => self.receive_pool(shell, ids),
-                    Ok(Some((RunspacePoolState::Opened, _))) => self.command(shell, ids),
-                    Ok(Some((state, error))) => {
-                        self.fail(PsrpClientError::PoolFailed { state, error }, ids)
-                    }
+                    Ok(false) => self.receive_pool(shell, ids),
+                    Ok(true) => self.command(shell, ids),
                 }
             }
             (
@@ -458,37 +409,19 @@ impl ScriptRun {
                 State::ExpectPipelineOutput { shell, command },
                 ResponseBody::ReceiveResponse(output),
             ) => {
-                let done = output
-                    .command_state
-                    .as_ref()
-                    .is_some_and(|s| s.state == CommandState::Done);
-                for stream in output.streams {
-                    if stream.data.is_empty() {
-                        continue;
-                    }
-                    // Route by the WS-Man CommandId, not by the PSRP header ids: streams
-                    // without one belong to the pool, which may report itself broken.
-                    let result = match stream.command_id {
-                        Some(id) if id == command => self.pipeline_messages(&stream.data),
-                        Some(_) => Ok(()),
-                        None => match self.pool_messages(&stream.data) {
-                            Ok(Some((state, error))) if state != RunspacePoolState::Opened => {
-                                Err(PsrpClientError::PoolFailed { state, error })
-                            }
-                            Ok(_) => Ok(()),
-                            Err(error) => Err(error),
-                        },
-                    };
-                    if let Err(error) = result {
-                        return self.fail(error, ids);
-                    }
+                let progress = match self.wire.pipeline_output(output, command, &mut self.events) {
+                    Ok(progress) => progress,
+                    Err(error) => return self.fail(error, ids),
+                };
+                if self.outcome.is_none() {
+                    self.outcome = progress.outcome;
                 }
                 if self.outcome.is_some() {
                     // The pipeline is over: deleting the shell ends it, so no Signal is
                     // needed; one round trip fewer per host (Windows accepts Delete right
                     // after PIPELINE_STATE, R:test_psrp_stream_output_invocation).
                     self.delete(shell, ids)
-                } else if done {
+                } else if progress.done {
                     self.fail(PsrpClientError::NoPipelineState, ids)
                 } else {
                     self.receive_pipeline(shell, command, ids)
@@ -544,13 +477,7 @@ impl ScriptRun {
                 self.fail(error, ids)
             }
             (_, other) => {
-                let error = PsrpClientError::UnexpectedResponse {
-                    operation,
-                    expected: self.expected_reply(),
-                    found: other
-                        .action()
-                        .map_or_else(|| "an untyped body".to_owned(), |a| a.uri().to_owned()),
-                };
+                let error = PsrpClientError::unexpected(operation, &other);
                 self.fail(error, ids)
             }
         }
@@ -578,7 +505,9 @@ impl ScriptRun {
         match self.state {
             State::ExpectSendAck { shell, command }
             | State::ExpectPipelineOutput { shell, command } => {
-                self.signal(shell, command, SignalCode::PsCtrlC, ids)
+                self.state = State::ExpectSignalled { shell };
+                let request = self.wire.signal(shell, command, SignalCode::PsCtrlC, ids);
+                Step::Send(self.issue(request))
             }
             State::ExpectPoolOpened { shell }
             | State::ExpectCommandId { shell, .. }
@@ -598,12 +527,351 @@ impl ScriptRun {
         }
     }
 
+    fn receive_pool(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Step {
+        self.state = State::ExpectPoolOpened { shell };
+        let request = self.wire.receive(shell, None, ids);
+        Step::Send(self.issue(request))
+    }
+
+    fn receive_pipeline(&mut self, shell: Uuid, command: Uuid, ids: &mut impl IdGenerator) -> Step {
+        self.state = State::ExpectPipelineOutput { shell, command };
+        let request = self.wire.receive(shell, Some(command), ids);
+        Step::Send(self.issue(request))
+    }
+
+    fn command(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Step {
+        let command = ids.next_id();
+        self.state = State::ExpectCommandId { shell, command };
+        let pipeline = self
+            .spec
+            .create_pipeline(self.wire.settings().protocol_version);
+        let (request, rest) = self.wire.command(shell, command, &pipeline, ids);
+        self.pending_sends = rest;
+        Step::Send(self.issue(request))
+    }
+
+    fn send_next_or_receive(
+        &mut self,
+        shell: Uuid,
+        command: Uuid,
+        ids: &mut impl IdGenerator,
+    ) -> Step {
+        let Some(data) = self.pending_sends.pop_front() else {
+            return self.receive_pipeline(shell, command, ids);
+        };
+        self.state = State::ExpectSendAck { shell, command };
+        let request = self.wire.send(shell, command, data, ids);
+        Step::Send(self.issue(request))
+    }
+
+    fn delete(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Step {
+        self.state = State::ExpectDeleted { shell };
+        let request = self.wire.delete(shell, ids);
+        Step::Send(self.issue(request))
+    }
+
+    /// Records `request` as the outstanding one.
+    fn issue(&mut self, request: Request) -> Box<Request> {
+        self.awaiting = request.header.message_id;
+        Box::new(request)
+    }
+
+    fn operation(&self) -> Operation {
+        match self.state {
+            State::ExpectShellCreated { .. } => Operation::Create,
+            State::ExpectCommandId { .. } => Operation::Command,
+            State::ExpectSendAck { .. } => Operation::Send,
+            State::ExpectPoolOpened { .. } | State::ExpectPipelineOutput { .. } => {
+                Operation::Receive
+            }
+            State::ExpectSignalled { .. } => Operation::Signal,
+            State::ExpectDeleted { .. } | State::Finished => Operation::Delete,
+        }
+    }
+}
+
+impl PsrpClientError {
+    /// The error for a reply of the wrong kind to `operation`.
+    pub(crate) fn unexpected(operation: Operation, body: &ResponseBody) -> Self {
+        Self::UnexpectedResponse {
+            operation,
+            expected: expected_reply(operation),
+            found: body
+                .action()
+                .map_or_else(|| "an untyped body".to_owned(), |a| a.uri().to_owned()),
+        }
+    }
+}
+
+/// The reply action each operation calls for.
+fn expected_reply(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CreateResponse",
+        Operation::Command => "CommandResponse",
+        Operation::Send => "SendResponse",
+        Operation::Receive => "ReceiveResponse",
+        Operation::Signal => "SignalResponse",
+        Operation::Delete => "DeleteResponse",
+    }
+}
+
+/// What one pipeline Receive brought.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PipelineProgress {
+    /// The first terminal PIPELINE_STATE in this reply, if any.
+    pub(crate) outcome: Option<PipelineOutcome>,
+    /// WinRS `CommandState` Done: the host sends nothing more for this command.
+    pub(crate) done: bool,
+}
+
+/// The wire half of a PowerShell runspace pool, shared by [`ScriptRun`] (one script) and
+/// [`super::session::PsrpSession`] (many pipelines on one pool): the requests with their
+/// headers (MS-PSRP 3.1.5.3; wire-facts 2.5), the fragment budget, and the reassembly and
+/// decoding of what the pool and its pipelines send. It keeps no protocol state beyond
+/// the reassembly buffers; the machines own the states and the outstanding request.
+#[derive(Debug)]
+pub(crate) struct PoolWire {
+    settings: PsrpSettings,
+    fragmenter: Fragmenter,
+    pool_in: Defragmenter,
+    pipeline_in: Defragmenter,
+    max_fragment: usize,
+}
+
+impl PoolWire {
+    /// The wire of pool `shell` (its id sizes the measured envelope overhead).
+    pub(crate) fn new(settings: PsrpSettings, shell: Uuid) -> Self {
+        let limits = Self::limits(&settings);
+        let mut wire = Self {
+            settings,
+            fragmenter: Fragmenter::new(),
+            pool_in: Defragmenter::with_limits(limits),
+            pipeline_in: Defragmenter::with_limits(limits),
+            max_fragment: 0,
+        };
+        wire.max_fragment = wire.fragment_budget(shell);
+        wire
+    }
+
+    /// Reassembly limits: `max_received_message_bytes` for one message and for the bytes
+    /// of partly received messages (each of the pool's and the pipeline's).
+    fn limits(settings: &PsrpSettings) -> DefragmenterLimits {
+        DefragmenterLimits {
+            max_message_size: settings.max_received_message_bytes,
+            max_pending_bytes: settings.max_received_message_bytes,
+            ..DefragmenterLimits::default()
+        }
+    }
+
+    /// The settings.
+    pub(crate) fn settings(&self) -> &PsrpSettings {
+        &self.settings
+    }
+
+    /// The largest outgoing fragment, header included.
+    pub(crate) fn max_fragment(&self) -> usize {
+        self.max_fragment
+    }
+
+    /// Create with `creationXml`: SESSION_CAPABILITY and INIT_RUNSPACEPOOL
+    /// (R:test_psrp_open_runspace), the `protocolversion` option and, when asked,
+    /// `WINRS_NOPROFILE`.
+    pub(crate) fn create(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Request {
+        let capability = SessionCapability {
+            protocol_version: self.settings.protocol_version.to_version(),
+            ..SessionCapability::default()
+        };
+        let init = InitRunspacePool {
+            min_runspaces: self.settings.min_runspaces,
+            max_runspaces: self.settings.max_runspaces,
+            ..InitRunspacePool::default()
+        };
+        let mut creation = Vec::new();
+        for message in [
+            capability.encode(super::Destination::Server, shell),
+            init.encode(shell),
+        ] {
+            let fragments = self
+                .fragmenter
+                .fragment(&message.encode(), self.max_fragment);
+            creation.extend(encode_fragments(&fragments));
+        }
+        let version = format!(
+            "{}.{}",
+            self.settings.protocol_version.major, self.settings.protocol_version.minor
+        );
+        let mut header = self
+            .header(Action::Create, ids)
+            .with_option(WsOption::must_comply("protocolversion", version));
+        if self.settings.no_profile {
+            header = header.with_option(WsOption::must_comply("WINRS_NOPROFILE", "TRUE"));
+        }
+        Request::new(
+            header,
+            RequestBody::Create(CreateShell::powershell(shell, creation)),
+        )
+    }
+
+    /// Receive on `stdout`: the pool's own output (`command` `None`) or a pipeline's.
+    pub(crate) fn receive(
+        &self,
+        shell: Uuid,
+        command: Option<Uuid>,
+        ids: &mut impl IdGenerator,
+    ) -> Request {
+        let header = self
+            .header(Action::Receive, ids)
+            .with_shell_id(&shell)
+            .with_option(WsOption::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True"));
+        let body = RequestBody::Receive(Receive {
+            command_id: command,
+            streams: vec!["stdout".to_owned()],
+        });
+        Request::new(header, body)
+    }
+
+    /// Command with the CREATE_PIPELINE fragments that fit in one envelope; the rest are
+    /// returned for Send on stdin, one blob each (R:test_psrp_small_msg_size). Starts a
+    /// fresh reassembly buffer for the pipeline's output.
+    pub(crate) fn command(
+        &mut self,
+        shell: Uuid,
+        command: Uuid,
+        pipeline: &CreatePipeline,
+        ids: &mut impl IdGenerator,
+    ) -> (Request, VecDeque<Vec<u8>>) {
+        self.pipeline_in = Defragmenter::with_limits(Self::limits(&self.settings));
+        let message = pipeline.encode(shell, command);
+        let fragments = self
+            .fragmenter
+            .fragment(&message.encode(), self.max_fragment);
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        for fragment in &fragments {
+            let encoded = fragment.encode();
+            match chunks.last_mut() {
+                Some(last) if last.len() + encoded.len() <= self.max_fragment => {
+                    last.extend(encoded);
+                }
+                _ => chunks.push(encoded),
+            }
+        }
+        let mut chunks = VecDeque::from(chunks);
+        let first = chunks.pop_front().unwrap_or_default();
+        let header = self
+            .header(Action::Command, ids)
+            .with_shell_id(&shell)
+            .with_option(WsOption::new("WINRS_SKIP_CMD_SHELL", "False"));
+        let body = RequestBody::Command(CommandLine::powershell(command, &first));
+        (Request::new(header, body), chunks)
+    }
+
+    /// Send of one blob of pipeline fragments on `stdin`, without End.
+    pub(crate) fn send(
+        &self,
+        shell: Uuid,
+        command: Uuid,
+        data: Vec<u8>,
+        ids: &mut impl IdGenerator,
+    ) -> Request {
+        let header = self.header(Action::Send, ids).with_shell_id(&shell);
+        let body = RequestBody::Send(Send {
+            streams: vec![SendStream {
+                name: "stdin".to_owned(),
+                command_id: Some(command),
+                end: None,
+                data,
+            }],
+        });
+        Request::new(header, body)
+    }
+
+    /// Signal `code` to pipeline `command`.
+    pub(crate) fn signal(
+        &self,
+        shell: Uuid,
+        command: Uuid,
+        code: SignalCode,
+        ids: &mut impl IdGenerator,
+    ) -> Request {
+        let header = self.header(Action::Signal, ids).with_shell_id(&shell);
+        let body = RequestBody::Signal(Signal {
+            command_id: Some(command),
+            code,
+        });
+        Request::new(header, body)
+    }
+
+    /// Delete of the pool, with its PowerShell resource URI (R:test_psrp_open_runspace).
+    pub(crate) fn delete(&self, shell: Uuid, ids: &mut impl IdGenerator) -> Request {
+        let header = self.header(Action::Delete, ids).with_shell_id(&shell);
+        Request::new(header, RequestBody::Delete)
+    }
+
+    /// Reads a pool Receive while the pool opens: `Ok(true)` once RUNSPACEPOOL_STATE
+    /// Opened arrived, `Ok(false)` to poll again (the state can come over two or three
+    /// Receives, R:test_psrp_open_runspace vs R:test_psrp_disconnect_runspaces), and
+    /// [`PsrpClientError::PoolFailed`] for Broken or Closed (wire-facts 1.13).
+    pub(crate) fn pool_opening(
+        &mut self,
+        output: ReceiveResponse,
+        events: &mut VecDeque<PsrpEvent>,
+    ) -> Result<bool, PsrpClientError> {
+        let mut blob = Vec::new();
+        for stream in output.streams {
+            blob.extend(stream.data);
+        }
+        match self.pool_messages(&blob, events)? {
+            None => Ok(false),
+            Some((RunspacePoolState::Opened, _)) => Ok(true),
+            Some((state, error)) => Err(PsrpClientError::PoolFailed { state, error }),
+        }
+    }
+
+    /// Reads a pipeline Receive: output and records become events; streams without a
+    /// CommandId are the pool's own, which may report itself broken. Streams are routed
+    /// by the WS-Man CommandId, not by the PSRP header ids (old recordings carry those in
+    /// the other byte order).
+    pub(crate) fn pipeline_output(
+        &mut self,
+        output: ReceiveResponse,
+        command: Uuid,
+        events: &mut VecDeque<PsrpEvent>,
+    ) -> Result<PipelineProgress, PsrpClientError> {
+        let done = output
+            .command_state
+            .as_ref()
+            .is_some_and(|s| s.state == CommandState::Done);
+        let mut outcome = None;
+        for stream in output.streams {
+            if stream.data.is_empty() {
+                continue;
+            }
+            match stream.command_id {
+                Some(id) if id == command => {
+                    let ended = self.pipeline_messages(&stream.data, events)?;
+                    if outcome.is_none() {
+                        outcome = ended;
+                    }
+                }
+                Some(_) => {}
+                None => match self.pool_messages(&stream.data, events)? {
+                    Some((state, error)) if state != RunspacePoolState::Opened => {
+                        return Err(PsrpClientError::PoolFailed { state, error });
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(PipelineProgress { outcome, done })
+    }
+
     /// Reads pool messages; returns the first RUNSPACEPOOL_STATE other than
     /// Opening/BeforeOpen, if any.
     #[allow(clippy::type_complexity)]
     fn pool_messages(
         &mut self,
         blob: &[u8],
+        events: &mut VecDeque<PsrpEvent>,
     ) -> Result<Option<(RunspacePoolState, Option<Box<ErrorRecord>>)>, PsrpClientError> {
         let mut found = None;
         for bytes in self.pool_in.push_blob(blob)? {
@@ -611,8 +879,7 @@ impl ScriptRun {
             match PsrpMessage::decode(&message)? {
                 PsrpMessage::ApplicationPrivateData(data) => {
                     if let Some(table) = data.version_table {
-                        self.events
-                            .push_back(PsrpEvent::PsVersionTable(Box::new(table)));
+                        events.push_back(PsrpEvent::PsVersionTable(Box::new(table)));
                     }
                 }
                 PsrpMessage::RunspacePoolState(state)
@@ -624,15 +891,21 @@ impl ScriptRun {
                 {
                     found = Some((state.state, state.error.map(Box::new)));
                 }
-                // SESSION_CAPABILITY and anything else the pool sends while opening carries
-                // nothing this client acts on.
+                // SESSION_CAPABILITY and anything else the pool sends carries nothing
+                // this client acts on.
                 _ => {}
             }
         }
         Ok(found)
     }
 
-    fn pipeline_messages(&mut self, blob: &[u8]) -> Result<(), PsrpClientError> {
+    /// Reads pipeline messages into events; returns the first terminal PIPELINE_STATE.
+    fn pipeline_messages(
+        &mut self,
+        blob: &[u8],
+        events: &mut VecDeque<PsrpEvent>,
+    ) -> Result<Option<PipelineOutcome>, PsrpClientError> {
+        let mut outcome = None;
         for bytes in self.pipeline_in.push_blob(blob)? {
             let message = Message::decode(&bytes)?;
             let event = match PsrpMessage::decode(&message)? {
@@ -650,9 +923,9 @@ impl ScriptRun {
                         PsInvocationState::Completed
                             | PsInvocationState::Failed
                             | PsInvocationState::Stopped
-                    ) && self.outcome.is_none()
+                    ) && outcome.is_none()
                     {
-                        self.outcome = Some(PipelineOutcome {
+                        outcome = Some(PipelineOutcome {
                             state: s.state,
                             error: error.clone(),
                         });
@@ -664,112 +937,9 @@ impl ScriptRun {
                 }
                 _ => continue,
             };
-            self.events.push_back(event);
+            events.push_back(event);
         }
-        Ok(())
-    }
-
-    fn receive_pool(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Step {
-        self.state = State::ExpectPoolOpened { shell };
-        let header = self
-            .header(Action::Receive, ids)
-            .with_shell_id(&shell)
-            .with_option(WsOption::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True"));
-        let body = RequestBody::Receive(Receive {
-            command_id: None,
-            streams: vec!["stdout".to_owned()],
-        });
-        Step::Send(self.request(header, body))
-    }
-
-    fn receive_pipeline(&mut self, shell: Uuid, command: Uuid, ids: &mut impl IdGenerator) -> Step {
-        self.state = State::ExpectPipelineOutput { shell, command };
-        let header = self
-            .header(Action::Receive, ids)
-            .with_shell_id(&shell)
-            .with_option(WsOption::new("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "True"));
-        let body = RequestBody::Receive(Receive {
-            command_id: Some(command),
-            streams: vec!["stdout".to_owned()],
-        });
-        Step::Send(self.request(header, body))
-    }
-
-    /// Command with the CREATE_PIPELINE fragments that fit in one envelope; the rest is
-    /// queued for Send on stdin (R:test_psrp_small_msg_size).
-    fn command(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Step {
-        let command = ids.next_id();
-        self.state = State::ExpectCommandId { shell, command };
-        let message = self
-            .spec
-            .create_pipeline(self.settings.protocol_version)
-            .encode(shell, command);
-        let fragments = self
-            .fragmenter
-            .fragment(&message.encode(), self.max_fragment);
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        for fragment in &fragments {
-            let encoded = fragment.encode();
-            match chunks.last_mut() {
-                Some(last) if last.len() + encoded.len() <= self.max_fragment => {
-                    last.extend(encoded);
-                }
-                _ => chunks.push(encoded),
-            }
-        }
-        let mut chunks = VecDeque::from(chunks);
-        let first = chunks.pop_front().unwrap_or_default();
-        self.pending_sends = chunks;
-        let header = self
-            .header(Action::Command, ids)
-            .with_shell_id(&shell)
-            .with_option(WsOption::new("WINRS_SKIP_CMD_SHELL", "False"));
-        let body = RequestBody::Command(CommandLine::powershell(command, &first));
-        Step::Send(self.request(header, body))
-    }
-
-    fn send_next_or_receive(
-        &mut self,
-        shell: Uuid,
-        command: Uuid,
-        ids: &mut impl IdGenerator,
-    ) -> Step {
-        let Some(data) = self.pending_sends.pop_front() else {
-            return self.receive_pipeline(shell, command, ids);
-        };
-        self.state = State::ExpectSendAck { shell, command };
-        let header = self.header(Action::Send, ids).with_shell_id(&shell);
-        let body = RequestBody::Send(Send {
-            streams: vec![SendStream {
-                name: "stdin".to_owned(),
-                command_id: Some(command),
-                end: None,
-                data,
-            }],
-        });
-        Step::Send(self.request(header, body))
-    }
-
-    fn signal(
-        &mut self,
-        shell: Uuid,
-        command: Uuid,
-        code: SignalCode,
-        ids: &mut impl IdGenerator,
-    ) -> Step {
-        self.state = State::ExpectSignalled { shell };
-        let header = self.header(Action::Signal, ids).with_shell_id(&shell);
-        let body = RequestBody::Signal(Signal {
-            command_id: Some(command),
-            code,
-        });
-        Step::Send(self.request(header, body))
-    }
-
-    fn delete(&mut self, shell: Uuid, ids: &mut impl IdGenerator) -> Step {
-        self.state = State::ExpectDeleted { shell };
-        let header = self.header(Action::Delete, ids).with_shell_id(&shell);
-        Step::Send(self.request(header, RequestBody::Delete))
+        Ok(outcome)
     }
 
     fn header(&self, action: Action, ids: &mut impl IdGenerator) -> RequestHeader {
@@ -811,39 +981,10 @@ impl ScriptRun {
         let overhead = skeleton.to_xml().len();
         max_fragment_size(self.settings.max_envelope_size as usize, overhead)
     }
-
-    fn request(&mut self, header: RequestHeader, body: RequestBody) -> Box<Request> {
-        self.awaiting = header.message_id;
-        Box::new(Request::new(header, body))
-    }
-
-    fn operation(&self) -> Operation {
-        match self.state {
-            State::ExpectShellCreated { .. } => Operation::Create,
-            State::ExpectCommandId { .. } => Operation::Command,
-            State::ExpectSendAck { .. } => Operation::Send,
-            State::ExpectPoolOpened { .. } | State::ExpectPipelineOutput { .. } => {
-                Operation::Receive
-            }
-            State::ExpectSignalled { .. } => Operation::Signal,
-            State::ExpectDeleted { .. } | State::Finished => Operation::Delete,
-        }
-    }
-
-    fn expected_reply(&self) -> &'static str {
-        match self.operation() {
-            Operation::Create => "CreateResponse",
-            Operation::Command => "CommandResponse",
-            Operation::Send => "SendResponse",
-            Operation::Receive => "ReceiveResponse",
-            Operation::Signal => "SignalResponse",
-            Operation::Delete => "DeleteResponse",
-        }
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ids::SequentialIds;
     use crate::psrp::Destination;
@@ -857,24 +998,24 @@ mod tests {
         Selector,
     };
 
-    const ENDPOINT: &str = "http://host:5985/wsman";
+    pub(crate) const ENDPOINT: &str = "http://host:5985/wsman";
 
     /// A scripted Windows host: learns the RPID/PID from the client's requests, decodes
     /// what the client sends, and fragments its own messages like a server does.
-    struct Host {
+    pub(crate) struct Host {
         ids: SequentialIds,
-        rpid: Uuid,
-        pid: Uuid,
+        pub(crate) rpid: Uuid,
+        pub(crate) pid: Uuid,
         out: Fragmenter,
         /// Server-side fragment size: small values split every message.
-        fragment_size: usize,
+        pub(crate) fragment_size: usize,
         inbound: Defragmenter,
-        received: Vec<PsrpMessage>,
-        log: Vec<(Action, Option<SignalCode>)>,
+        pub(crate) received: Vec<PsrpMessage>,
+        pub(crate) log: Vec<(Action, Option<SignalCode>)>,
     }
 
     impl Host {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self {
                 ids: SequentialIds::starting_after(1000),
                 rpid: Uuid::nil(),
@@ -888,7 +1029,7 @@ mod tests {
         }
 
         /// Records a request and decodes the PSRP it carries.
-        fn learn(&mut self, request: &Request) {
+        pub(crate) fn learn(&mut self, request: &Request) {
             let signal = match &request.body {
                 RequestBody::Signal(s) => Some(s.code.clone()),
                 _ => None,
@@ -915,7 +1056,7 @@ mod tests {
         }
 
         /// Each message's fragments, encoded one by one.
-        fn fragments(&mut self, messages: &[Message]) -> Vec<Vec<u8>> {
+        pub(crate) fn fragments(&mut self, messages: &[Message]) -> Vec<Vec<u8>> {
             messages
                 .iter()
                 .flat_map(|m| self.out.fragment(&m.encode(), self.fragment_size))
@@ -923,7 +1064,7 @@ mod tests {
                 .collect()
         }
 
-        fn created(&self) -> ResponseBody {
+        pub(crate) fn created(&self) -> ResponseBody {
             ResponseBody::CreateResponse(CreateResponse {
                 address: ENDPOINT.into(),
                 resource_uri: Some(resources::powershell("Microsoft.PowerShell")),
@@ -933,7 +1074,7 @@ mod tests {
         }
 
         /// SESSION_CAPABILITY, APPLICATION_PRIVATE_DATA, RUNSPACEPOOL_STATE `state`.
-        fn pool_messages(
+        pub(crate) fn pool_messages(
             &self,
             state: RunspacePoolState,
             error: Option<ErrorRecord>,
@@ -950,7 +1091,7 @@ mod tests {
         }
 
         /// A ReceiveResponse for the pool: one stream without CommandId per blob.
-        fn pool_output(&self, blobs: Vec<Vec<u8>>) -> ResponseBody {
+        pub(crate) fn pool_output(&self, blobs: Vec<Vec<u8>>) -> ResponseBody {
             ResponseBody::ReceiveResponse(ReceiveResponse {
                 streams: blobs
                     .into_iter()
@@ -966,7 +1107,7 @@ mod tests {
         }
 
         /// A ReceiveResponse for the pipeline: one stream per blob, Done when `done`.
-        fn pipeline_output(&self, blobs: Vec<Vec<u8>>, done: bool) -> ResponseBody {
+        pub(crate) fn pipeline_output(&self, blobs: Vec<Vec<u8>>, done: bool) -> ResponseBody {
             ResponseBody::ReceiveResponse(ReceiveResponse {
                 streams: blobs
                     .into_iter()
@@ -989,16 +1130,20 @@ mod tests {
             })
         }
 
-        fn state(&self, state: PsInvocationState, error: Option<ErrorRecord>) -> Message {
+        pub(crate) fn state(
+            &self,
+            state: PsInvocationState,
+            error: Option<ErrorRecord>,
+        ) -> Message {
             PipelineStateMessage { state, error }.encode(self.rpid, self.pid)
         }
 
-        fn output(&self, text: &str) -> Message {
+        pub(crate) fn output(&self, text: &str) -> Message {
             PipelineOutput { value: text.into() }.encode(self.rpid, self.pid)
         }
 
         /// Answers everything but the pipeline Receive the usual way.
-        fn usual(&mut self, request: &Request) -> ResponseBody {
+        pub(crate) fn usual(&mut self, request: &Request) -> ResponseBody {
             match &request.body {
                 RequestBody::Create(_) => self.created(),
                 RequestBody::Receive(r) if r.command_id.is_none() => {
@@ -1016,7 +1161,7 @@ mod tests {
             }
         }
 
-        fn answer(&mut self, request: &Request, body: ResponseBody) -> Response {
+        pub(crate) fn answer(&mut self, request: &Request, body: ResponseBody) -> Response {
             let response = Response::reply(request.header.message_id, self.ids.next_id(), body);
             // Everything crosses the wire as XML: the reply goes through the real codec.
             Response::parse(&response.to_xml()).unwrap()

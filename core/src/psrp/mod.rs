@@ -7,6 +7,10 @@
 //! - [`messages`]: one typed struct per message type, with decoders for all of them and
 //!   encoders for what a client and a simulated server send (MS-PSRP 2.2.2, 2.2.3).
 //!
+//! Client machines: [`client::ScriptRun`] (one script in a fresh pool, the Invoke-Command
+//! path) and [`session::PsrpSession`] (one pool, many pipelines, Enter-PSSession); both
+//! build their requests with the same pool wire.
+//!
 //! Receiving: base64-decode each `rsp:Stream` (or `creationXml`, `connectXml`...), feed
 //! the bytes to one [`Defragmenter`] per sender, and decode what completes with
 //! [`receive_blob`]. Sending: build a typed message, `encode` it to a [`Message`], split
@@ -18,6 +22,7 @@ pub mod clixml;
 pub mod fragment;
 pub mod message;
 pub mod messages;
+pub mod session;
 
 pub use clixml::{ClixmlError, PsObject, Value};
 pub use fragment::{Defragmenter, DefragmenterLimits, Fragment, FragmentError, Fragmenter};

@@ -165,6 +165,37 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Runs the script of an earlier pipeline of the same runspace for what it leaves in
+    /// the session (variables, functions, environment), then forgets its records, time
+    /// and work count so the next script starts afresh. A script that does not parse, or
+    /// fails, leaves what it did before failing.
+    pub(crate) fn replay(&mut self, script: &str, positional: &[Value], named: &[(String, Value)]) {
+        let Ok(block) = super::syntax::parse_script(script) else {
+            return;
+        };
+        let saved = std::mem::replace(&mut self.script, Rc::from(script));
+        let positional = positional.iter().cloned().map(Val::V).collect();
+        let named = named
+            .iter()
+            .map(|(n, v)| (n.clone(), Val::V(v.clone())))
+            .collect();
+        // Its outcome is irrelevant: only the state it leaves counts.
+        let _ = self
+            .bind_params(&block, positional, named)
+            .and_then(|()| self.exec_all(&block.body));
+        self.script = saved;
+        self.clock = Duration::ZERO;
+        self.events.clear();
+        self.captures.clear();
+        self.redirections.clear();
+        self.steps = 0;
+        self.try_depth = 0;
+        self.call_depth = 0;
+        self.last_ok = true;
+        self.truncated = false;
+        self.scopes.truncate(1);
+    }
+
     // ===== Bookkeeping =====
 
     pub(crate) fn site(&self, start: usize, end: usize) -> Site<'_> {

@@ -116,9 +116,34 @@ pub fn run_script(inv: &ScriptInvocation<'_>) -> ScriptRun {
     run_with_state(inv).0
 }
 
+/// A script an earlier pipeline of the same runspace pool ran, with its arguments: the
+/// session state (variables, functions, `$env:` changes) one pipeline leaves for the next,
+/// as `Invoke-Command -Session` and `Enter-PSSession` rely on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierScript {
+    /// The script text.
+    pub script: String,
+    /// Its positional arguments.
+    pub arguments: Vec<Value>,
+    /// Its named parameters.
+    pub named: Vec<(String, Value)>,
+}
+
+/// [`run_script`] in a runspace where `earlier` ran first, in order. The interpreter keeps
+/// no state between runs, so the earlier scripts are replayed (deterministic, virtual time)
+/// with their records, time and work budget dropped; what they left in the global scope is
+/// what the new script sees.
+pub fn run_script_in_session(earlier: &[EarlierScript], inv: &ScriptInvocation<'_>) -> ScriptRun {
+    run_in_session(earlier, inv).0
+}
+
 /// [`run_script`], also returning `$?` after the last statement (powershell.exe's exit code
 /// rule).
 pub(crate) fn run_with_state(inv: &ScriptInvocation<'_>) -> (ScriptRun, bool) {
+    run_in_session(&[], inv)
+}
+
+fn run_in_session(earlier: &[EarlierScript], inv: &ScriptInvocation<'_>) -> (ScriptRun, bool) {
     let extra = inv.host.script.extra_duration;
     let block = match syntax::parse_script(inv.script) {
         Ok(b) => b,
@@ -135,6 +160,9 @@ pub(crate) fn run_with_state(inv: &ScriptInvocation<'_>) -> (ScriptRun, bool) {
         }
     };
     let mut engine = eval::Engine::new(inv.host, inv.user, inv.script);
+    for e in earlier {
+        engine.replay(&e.script, &e.arguments, &e.named);
+    }
     engine.set_var(
         "input",
         values::Val::Array(inv.input.iter().cloned().map(values::Val::V).collect()),

@@ -92,6 +92,10 @@ pub enum ServiceReply {
 pub struct HostService {
     spec: Arc<HostSpec>,
     state: Mutex<HostState>,
+    /// Woken after every request that is not a Receive: a Receive held open
+    /// ([`ServiceReply::WaitUntil`]) asks again at once, as Windows answers a held Receive
+    /// as soon as a Signal (ctrl_c), a Send or a Delete gives it something to say.
+    changed: tokio::sync::Notify,
 }
 
 /// OperationTimeout when a request carries none: Windows' MaxTimeoutms default (60 s,
@@ -119,7 +123,16 @@ impl HostService {
     /// A service with no open shells.
     pub fn new(spec: Arc<HostSpec>) -> Self {
         let state = Mutex::new(HostState::new(&spec));
-        Self { spec, state }
+        Self {
+            spec,
+            state,
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Notified after every request that is not a Receive (see the field).
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     /// The host this service simulates.
@@ -205,6 +218,9 @@ impl HostService {
         };
         let mut state = self.lock();
         let mut flow = self.dispatch(&mut state, &ctx);
+        if !matches!(parsed.body, RequestBody::Receive(_)) {
+            self.changed.notify_waiters();
+        }
         for _ in 0..MAX_JOB_ROUNDS {
             let Flow::Run(jobs, then) = flow else {
                 break;
@@ -693,6 +709,7 @@ impl HostService {
                     &job.create,
                     &job.input,
                     restricted,
+                    &job.earlier,
                     rpid,
                     job.pid,
                 ),

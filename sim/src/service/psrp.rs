@@ -9,6 +9,7 @@
 //! are released by time through an [`Outbox`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use psfleet_core::psrp::messages::{
@@ -22,10 +23,16 @@ use uuid::Uuid;
 use super::output::{Drained, Outbox, ReceiveBudget};
 use super::script::PlannedPipeline;
 use crate::host::HostSpec;
+use crate::powershell::EarlierScript;
 
 /// Pipelines one pool keeps (running or finished and not yet terminated); a client that
 /// starts more gets a quota fault instead of growing the host's memory.
 pub(super) const MAX_PIPELINES: usize = 64;
+
+/// Most earlier pipelines a pool keeps for its session state, and their most script text
+/// in bytes; past either, the oldest are forgotten (the state is then approximate).
+const MAX_SESSION_ENTRIES: usize = 256;
+const MAX_SESSION_BYTES: usize = 1 << 20;
 
 /// Why a PSRP operation was refused; the service turns it into a WS-Man fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +54,8 @@ pub(super) struct ScriptJob {
     pub create: CreatePipeline,
     /// Its input objects.
     pub input: Vec<Value>,
+    /// The pipelines that ran in the pool before it (the session state).
+    pub earlier: Arc<Vec<EarlierScript>>,
 }
 
 /// What a Receive found.
@@ -73,6 +82,11 @@ pub(super) struct PsrpShell {
     /// Server-side fragment object ids: one counter per sender (wire-facts 4.1).
     next_object_id: u64,
     pipelines: BTreeMap<Uuid, Pipeline>,
+    /// The scripts that ran in this pool, oldest first: what a pipeline finds in the
+    /// session (variables, functions) is what they left (`Invoke-Command -Session`).
+    session: Arc<Vec<EarlierScript>>,
+    /// The pipeline each session entry came from (to drop a stopped one).
+    session_pids: Vec<Uuid>,
 }
 
 #[derive(Debug)]
@@ -130,6 +144,8 @@ impl PsrpShell {
             pool_out: Outbox::default(),
             next_object_id: 1,
             pipelines: BTreeMap::new(),
+            session: Arc::new(Vec::new()),
+            session_pids: Vec::new(),
         };
         let capability = SessionCapability {
             protocol_version: Version::from_text(host.powershell.protocol_version.clone()),
@@ -220,6 +236,9 @@ impl PsrpShell {
                 i == last,
             );
         }
+        if let Some(entry) = plan.session_entry {
+            self.remember(pid, entry);
+        }
     }
 
     /// Receive: the pool's messages (`command` `None`) or a pipeline's.
@@ -274,6 +293,12 @@ impl PsrpShell {
         }
         pipeline.outbox.discard_after(now);
         pipeline.phase = Phase::Running;
+        // A stopped pipeline leaves nothing in the session (its effects are treated as
+        // not having happened; the interpreter runs a script whole).
+        if let Some(at) = self.session_pids.iter().position(|p| *p == pid) {
+            self.session_pids.remove(at);
+            Arc::make_mut(&mut self.session).remove(at);
+        }
         let stopped = PipelineStateMessage {
             state: PsInvocationState::Stopped,
             error: Some(pipeline_stopped_error()),
@@ -304,12 +329,27 @@ impl PsrpShell {
             .collect()
     }
 
+    /// Adds a pipeline's script to the session state, forgetting the oldest past the caps.
+    fn remember(&mut self, pid: Uuid, entry: EarlierScript) {
+        let session = Arc::make_mut(&mut self.session);
+        session.push(entry);
+        self.session_pids.push(pid);
+        let mut bytes: usize = session.iter().map(|e| e.script.len()).sum();
+        while session.len() > MAX_SESSION_ENTRIES
+            || (bytes > MAX_SESSION_BYTES && session.len() > 1)
+        {
+            bytes = bytes.saturating_sub(session.remove(0).script.len());
+            self.session_pids.remove(0);
+        }
+    }
+
     fn queue_pool(&mut self, now: Duration, message: &Message) {
         self.pool_out
             .push(now, message, &mut self.next_object_id, false);
     }
 
     fn pipeline_input(&mut self, pid: Uuid, data: &[u8]) -> Result<Option<ScriptJob>, PsrpRefusal> {
+        let earlier = Arc::clone(&self.session);
         let pipeline = self
             .pipelines
             .get_mut(&pid)
@@ -323,6 +363,7 @@ impl PsrpShell {
                         pid,
                         create,
                         input: Vec::new(),
+                        earlier: Arc::clone(&earlier),
                     }),
                 ),
                 (Phase::Receiving, PsrpMessage::CreatePipeline(create)) => (
@@ -344,6 +385,7 @@ impl PsrpShell {
                         pid,
                         create: *create,
                         input,
+                        earlier: Arc::clone(&earlier),
                     }),
                 ),
                 // Host responses and anything unexpected carry nothing this host acts on.

@@ -12,13 +12,16 @@ use psfleet_core::psrp::{Message, Value};
 use uuid::Uuid;
 
 use crate::host::HostSpec;
-use crate::powershell::{self, ScriptEnd, ScriptEvent, ScriptInvocation};
+use crate::powershell::{self, EarlierScript, ScriptEnd, ScriptEvent, ScriptInvocation};
 
 /// A pipeline's messages to the client, each with when it becomes ready (relative to the
 /// pipeline's start). The last one is the terminal PIPELINE_STATE.
 pub(super) struct PlannedPipeline {
     /// Messages in execution order (wire-facts 4.4 step 5: not grouped by stream).
     pub messages: Vec<(Duration, Message)>,
+    /// What the pool keeps of this pipeline for the session state of the next ones
+    /// (`None`: nothing ran).
+    pub session_entry: Option<EarlierScript>,
 }
 
 /// A cmd command's result.
@@ -29,15 +32,18 @@ pub(super) struct PlannedCmd {
     pub duration: Duration,
 }
 
-/// Runs a pipeline and renders its records as messages for `rpid`/`pid`. `restricted`
-/// (a JEA endpoint in no-language mode) refuses script commands as Windows does
-/// (FullyQualifiedErrorId `ScriptsNotAllowed`, wire-facts 1.1).
+/// Runs a pipeline, after the `earlier` pipelines of its pool (the session state), and
+/// renders its records as messages for `rpid`/`pid`. `restricted` (a JEA endpoint in
+/// no-language mode) refuses script commands as Windows does (FullyQualifiedErrorId
+/// `ScriptsNotAllowed`, wire-facts 1.1).
+#[allow(clippy::too_many_arguments)] // The pipeline, its pool's state and its ids.
 pub(super) fn plan_pipeline(
     host: &HostSpec,
     user: &str,
     create: &CreatePipeline,
     input: &[Value],
     restricted: bool,
+    earlier: &[EarlierScript],
     rpid: Uuid,
     pid: Uuid,
 ) -> PlannedPipeline {
@@ -55,6 +61,7 @@ pub(super) fn plan_pipeline(
         };
         return PlannedPipeline {
             messages: vec![(Duration::ZERO, state.encode(rpid, pid))],
+            session_entry: None,
         };
     }
     let (script, arguments, named) = match invoke_expression(&statements) {
@@ -67,14 +74,17 @@ pub(super) fn plan_pipeline(
         ),
         None => invocation_parts(&statements),
     };
-    let run = powershell::run_script(&ScriptInvocation {
-        script: &script,
-        arguments: &arguments,
-        named: &named,
-        input,
-        host,
-        user,
-    });
+    let run = powershell::run_script_in_session(
+        earlier,
+        &ScriptInvocation {
+            script: &script,
+            arguments: &arguments,
+            named: &named,
+            input,
+            host,
+            user,
+        },
+    );
     let mut messages = Vec::with_capacity(run.events.len() + 1);
     for timed in run.events {
         let message = match timed.event {
@@ -105,7 +115,14 @@ pub(super) fn plan_pipeline(
         ),
     };
     messages.push((at, state.encode(rpid, pid)));
-    PlannedPipeline { messages }
+    PlannedPipeline {
+        messages,
+        session_entry: Some(EarlierScript {
+            script,
+            arguments,
+            named,
+        }),
+    }
 }
 
 /// Runs a WinRS command line.
@@ -342,7 +359,7 @@ mod tests {
             Command::cmdlet("Out-String", v).with_parameter("Stream", true),
         ]);
         let (rpid, pid) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let plan = plan_pipeline(&host, "fleetadmin", &create, &[], false, rpid, pid);
+        let plan = plan_pipeline(&host, "fleetadmin", &create, &[], false, &[], rpid, pid);
         let mut outputs = Vec::new();
         let mut warnings = Vec::new();
         let mut last = None;

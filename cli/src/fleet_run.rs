@@ -1,0 +1,484 @@
+//! Running one job over the fleet (`run`, `sweep`, `cleanup`): the hosts from the
+//! inventories, a credential per account, the engine's client options per kind of host, the
+//! state store, then the engine's fleet runner (`engine::fleet::execute`) watched by
+//! [`crate::drive::watch`] (progress, output, Ctrl-C), and at the end the reports.
+//!
+//! The order matters to the operator: everything that can be wrong with the command line,
+//! the configuration or the inventory is found before the password prompt, and the prompt
+//! comes before anything is written to the state directory or sent to a host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use psfleet_engine::fleet::{FleetError, RunEvent, RunInfo, RunKind, RunPlan, Target, execute};
+use psfleet_engine::ops::ClientOptions;
+use psfleet_engine::record::RunId;
+use psfleet_engine::scheduler::StopLevel;
+use psfleet_engine::store::{Store, StoreError};
+use psfleet_engine::target::Scheme as EngineScheme;
+use psfleet_inventories::{Address, Host, Scheme};
+use tokio::sync::mpsc;
+
+use crate::cli::Context;
+use crate::credentials::{CredentialCache, Credentials};
+use crate::drive::{Observed, watch};
+use crate::exit::{CliError, Exit};
+use crate::options::ResumeFrom;
+use crate::output::Reporter;
+use crate::progress::{Mode, ProgressDisplay};
+use crate::settings::{ConnectionSettings, FleetSettings, OutputSettings};
+use crate::tty::TerminalPrompt;
+
+/// Events buffered between the runner and the display.
+const EVENT_BUFFER: usize = 1024;
+
+/// A lookup of environment variables (the process's, or a stand-in).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+/// What a caller other than the command line changes about a run (`psfleet demo`).
+pub struct RunTweaks<'a> {
+    /// Where `PSFLEET_PASSWORD` and inventory `env:` references are looked up, instead of
+    /// the process environment.
+    pub env: Option<Env<'a>>,
+    /// A change to the run's client options (every host's options derive from them).
+    pub client: Option<&'a dyn Fn(&mut ClientOptions)>,
+    /// A change to the plan (scheduler settings, output caps).
+    pub plan: Option<&'a dyn Fn(&mut RunPlan)>,
+    /// The state directory, instead of the global one.
+    pub state_dir: Option<PathBuf>,
+    /// Text output without a line per failed host (the summary only).
+    pub summary_only: bool,
+    /// Text summaries with each bucket's message and fix (the default), or the table only.
+    pub details: bool,
+}
+
+impl Default for RunTweaks<'_> {
+    fn default() -> Self {
+        Self {
+            env: None,
+            client: None,
+            plan: None,
+            state_dir: None,
+            summary_only: false,
+            details: true,
+        }
+    }
+}
+
+/// How a run went, for callers that go on after it.
+#[derive(Debug, Clone)]
+pub struct FleetOutcome {
+    /// The exit code the run means.
+    pub exit: Exit,
+    /// The run.
+    pub run_id: RunId,
+    /// The reports written at the end (`None`: aborted, or the writing failed).
+    pub reports: Option<psfleet_reports::ReportFiles>,
+}
+
+/// Runs `kind` over the hosts `fleet` selects and returns the exit code (docs/cli.md).
+/// `what` names the command in the summary (`psfleet run`).
+pub fn run_fleet(
+    kind: RunKind,
+    what: &'static str,
+    conn: &ConnectionSettings,
+    fleet: &FleetSettings,
+    output: &OutputSettings,
+    ctx: &Context<'_>,
+) -> Result<Exit, CliError> {
+    run_fleet_with(kind, what, conn, fleet, output, ctx, &RunTweaks::default()).map(|o| o.exit)
+}
+
+/// [`run_fleet`] with `tweaks`.
+#[allow(clippy::too_many_arguments)] // The settings groups of a run, and the tweaks.
+pub fn run_fleet_with(
+    kind: RunKind,
+    what: &'static str,
+    conn: &ConnectionSettings,
+    fleet: &FleetSettings,
+    output: &OutputSettings,
+    ctx: &Context<'_>,
+    tweaks: &RunTweaks<'_>,
+) -> Result<FleetOutcome, CliError> {
+    // 1. The hosts: inventory errors before any prompt.
+    let loaded = crate::hosts::load(&fleet.select, conn)?;
+    if !ctx.quiet() {
+        for warning in &loaded.warnings {
+            ctx.sink.err(&format!("{warning}\n"));
+        }
+    }
+    let state_dir = match &tweaks.state_dir {
+        Some(dir) => dir.clone(),
+        None => ctx.global.state_dir()?.to_owned(),
+    };
+
+    // 2. Credentials (one prompt per account at most) and client options.
+    let mut prompt = TerminalPrompt;
+    let env = tweaks.env.unwrap_or(ctx.env);
+    let targets = targets(&loaded.hosts, conn, env, tweaks.client, &mut prompt)?;
+    let Some(base) = targets.base else {
+        return Err(CliError::Inventory("the inventory selects no host".into()));
+    };
+
+    // 3. The state store (its lock keeps two runs out of one state directory).
+    let store = Store::open(&state_dir).map_err(|e| match e {
+        StoreError::Locked(dir) => CliError::Internal(format!(
+            "the state directory {} is in use by another psfleet process; wait for it, or \
+             give this run its own --state-dir",
+            dir.display()
+        )),
+        other => CliError::Internal(format!("state directory: {other}")),
+    })?;
+    let resume = match &fleet.resume {
+        None => None,
+        Some(from) => Some(resume_id(&store, from, &kind)?),
+    };
+
+    // 4. The plan.
+    let host_count = targets.targets.len() as u64;
+    let mut plan = RunPlan::new(kind, targets.targets, base);
+    plan.scheduler = fleet.scheduler_config();
+    plan.resume = resume;
+    plan.rerun_interrupted = fleet.rerun_interrupted.value;
+    plan.info = RunInfo {
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        inventory_paths: fleet.select.inventory.value.clone(),
+        inventory_digest: Some(loaded.digest.clone()),
+        options: run_options(conn, fleet),
+    };
+    if let Some(tweak) = tweaks.plan {
+        tweak(&mut plan);
+    }
+    let handle = plan.handle();
+
+    // 5. The run, watched.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io("cannot start the runtime", e))?;
+    let quiet = ctx.quiet();
+    let (result, watched) = runtime.block_on(async {
+        let interrupts = crate::drive::interrupt_signals()?;
+        let mode = Mode::choose(
+            quiet,
+            output.no_progress.value,
+            ctx.stderr_is_terminal,
+            output.progress_interval.value,
+        );
+        let mut progress = ProgressDisplay::new(ctx.sink.clone(), mode, Some(host_count));
+        let mut reporter = Reporter::new(
+            ctx.sink.clone(),
+            output.output.value,
+            ctx.verbosity > 0,
+            quiet,
+        );
+        reporter.set_host_lines(!tweaks.summary_only);
+        reporter.set_details(tweaks.details);
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let observe = move |event: RunEvent| observe(event, quiet);
+        let (result, watched) = tokio::join!(
+            execute(plan, &store, tx),
+            watch(
+                rx,
+                observe,
+                &handle,
+                &mut progress,
+                &mut reporter,
+                &ctx.sink,
+                what,
+                interrupts
+            )
+        );
+        Ok::<_, CliError>((result, watched))
+    })?;
+    let summary = result.map_err(fleet_error)?;
+    if let Some(error) = &summary.store_error {
+        return Err(CliError::Internal(format!(
+            "the run journal failed and the run stopped: {error}; hosts without a durable \
+             record run again with --resume {}",
+            summary.run_id
+        )));
+    }
+    if let Some(error) = &summary.cache_error {
+        tracing::warn!(%error, "the host cache could not be updated (the journal is complete)");
+    }
+
+    // 6. Reports (not after a second Ctrl-C: that means "exit now").
+    let mut reports = None;
+    if handle.stop_level() < StopLevel::Aborted {
+        match write_reports(&store, &summary.run_id) {
+            Ok(files) => {
+                if !quiet {
+                    ctx.sink.err(&format!(
+                        "run {}: {}\nreports: {} {}\n",
+                        summary.run_id,
+                        summary.run_dir.display(),
+                        files.html.display(),
+                        files.hosts_csv.display()
+                    ));
+                }
+                reports = Some(files);
+            }
+            Err(e) => ctx.sink.err(&format!(
+                "psfleet: the reports could not be written ({e}); `psfleet report {}` retries\n",
+                summary.run_id
+            )),
+        }
+    }
+    Ok(FleetOutcome {
+        exit: watched.exit,
+        run_id: summary.run_id,
+        reports,
+    })
+}
+
+/// What a runner event means to the display.
+fn observe(event: RunEvent, quiet: bool) -> Observed {
+    match event {
+        RunEvent::RunStarted {
+            run_id,
+            hosts,
+            already_done,
+            resumed,
+            ..
+        } => {
+            let to_run = hosts.saturating_sub(already_done);
+            if quiet {
+                return Observed::Total(to_run);
+            }
+            let text = if resumed {
+                format!(
+                    "psfleet: resuming run {run_id}: {already_done} of {hosts} hosts already \
+                     done, {to_run} to go"
+                )
+            } else {
+                format!("psfleet: run {run_id}: {hosts} hosts")
+            };
+            Observed::TotalAndNotice(to_run, text)
+        }
+        RunEvent::HostDone(record) | RunEvent::HostInterrupted(record) => {
+            Observed::Finished(record)
+        }
+        RunEvent::Retrying {
+            host,
+            attempt,
+            after,
+            detail,
+            ..
+        } => Observed::Retrying {
+            host: host.to_string(),
+            attempt,
+            after,
+            detail,
+        },
+        RunEvent::StoreFailed { error } => Observed::Notice(format!(
+            "psfleet: the run journal refused a write ({error}); the run stops"
+        )),
+        _ => Observed::Nothing,
+    }
+}
+
+/// The hosts as runner targets, with the run's client options and the hosts' own.
+struct Targets {
+    targets: Vec<Target>,
+    base: Option<Arc<ClientOptions>>,
+}
+
+/// What makes two hosts' client options differ.
+type OptionsKey = (usize, String, bool, Option<PathBuf>, String);
+
+fn targets(
+    hosts: &[Host],
+    conn: &ConnectionSettings,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    tweak: Option<&dyn Fn(&mut ClientOptions)>,
+    prompt: &mut TerminalPrompt,
+) -> Result<Targets, CliError> {
+    let mut cache = CredentialCache::default();
+    let mut accounts: HashMap<String, usize> = HashMap::new();
+    // An account is a user with a password source: two references for one user are two
+    // accounts (they may hold different passwords).
+    let mut account_of = |c: &Credentials, host: &Host| -> usize {
+        let user = c
+            .credential
+            .as_ref()
+            .map_or_else(String::new, |c| c.user().to_owned());
+        let source = host
+            .password
+            .as_ref()
+            .map(crate::hosts::secret_ref_text)
+            .unwrap_or_default();
+        let next = accounts.len();
+        *accounts.entry(format!("{user}\0{source}")).or_insert(next)
+    };
+    let mut base: Option<(Arc<ClientOptions>, usize)> = None;
+    let mut shared: HashMap<OptionsKey, Option<Arc<ClientOptions>>> = HashMap::new();
+    let mut targets = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let credentials = cache.for_host(host, conn, env, prompt)?;
+        let account = account_of(&credentials, host);
+        let options = match &base {
+            None => {
+                let mut options =
+                    crate::client::client_options(conn, credentials.credential.clone())?;
+                if let Some(tweak) = tweak {
+                    tweak(&mut options);
+                }
+                let options = Arc::new(options);
+                let own = crate::client::for_host(&options, conn, host, None)?;
+                base = Some((Arc::clone(&options), account));
+                own
+            }
+            Some((base_options, base_account)) => {
+                let key: OptionsKey = (
+                    account,
+                    host.authentication.to_string(),
+                    host.cert_validation == psfleet_inventories::CertValidation::Ignore,
+                    host.ca_trust_path.clone(),
+                    host.configuration_name.clone(),
+                );
+                match shared.get(&key) {
+                    Some(found) => found.clone(),
+                    None => {
+                        let credential = (account != *base_account)
+                            .then(|| credentials.credential.clone())
+                            .flatten();
+                        let own = crate::client::for_host(base_options, conn, host, credential)?;
+                        shared.insert(key, own.clone());
+                        own
+                    }
+                }
+            }
+        };
+        targets.push(target(host, options));
+    }
+    Ok(Targets {
+        targets,
+        base: base.map(|(options, _)| options),
+    })
+}
+
+/// One inventory host as a runner target.
+fn target(host: &Host, options: Option<Arc<ClientOptions>>) -> Target {
+    let mut target = Target::new(&host.name);
+    match &host.address {
+        Some(Address::Ip(ip)) => target.address = Some(*ip),
+        Some(Address::Name(name)) => target.host = Some(name.clone()),
+        None => {}
+    }
+    target.scheme = match host.scheme {
+        Scheme::Http => EngineScheme::Http,
+        Scheme::Https => EngineScheme::Https,
+    };
+    target.port = Some(host.port);
+    target.path = Some(host.path.clone());
+    target.group = host.groups.iter().find(|g| *g != "all").cloned();
+    target.options = options;
+    target.configuration_name = Some(host.configuration_name.clone());
+    target
+}
+
+/// The run `--resume` names: `last` is the newest run of the same kind.
+fn resume_id(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, CliError> {
+    let runs = store
+        .runs()
+        .map_err(|e| CliError::Internal(format!("state directory: {e}")))?;
+    let job = kind.job_kind();
+    match from {
+        ResumeFrom::Last => runs
+            .iter()
+            .filter(|r| r.job == job)
+            .max_by(|a, b| a.run_id.cmp(&b.run_id))
+            .map(|r| r.run_id.clone())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "--resume last: there is no earlier {} run in {}",
+                    serde_json::to_value(job)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    store.dir().display()
+                ))
+            }),
+        ResumeFrom::Run(id) => runs
+            .iter()
+            .find(|r| r.run_id.0 == *id)
+            .map(|r| r.run_id.clone())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "--resume {id}: no such run in {} (`psfleet runs` lists them)",
+                    store.dir().display()
+                ))
+            }),
+    }
+}
+
+/// The effective options `run.json` keeps (never secrets).
+fn run_options(
+    conn: &ConnectionSettings,
+    fleet: &FleetSettings,
+) -> BTreeMap<String, serde_json::Value> {
+    use serde_json::json;
+    let mut o = BTreeMap::new();
+    o.insert("forks".into(), json!(fleet.forks.value));
+    o.insert("retries".into(), json!(fleet.retries.value));
+    o.insert(
+        "max_shells_default".into(),
+        json!(fleet.max_shells_default.value),
+    );
+    if let Some(t) = &fleet.timeout {
+        o.insert("timeout_s".into(), json!(t.value.as_secs_f64()));
+    }
+    if let Some(r) = &fleet.rate {
+        o.insert("rate".into(), json!(r.value.to_string()));
+    }
+    if let Some(r) = &fleet.per_host_rate {
+        o.insert("per_host_rate".into(), json!(r.value.to_string()));
+    }
+    if let Some(l) = &fleet.select.limit {
+        o.insert("limit".into(), json!(l.value));
+    }
+    o.insert(
+        "authentication".into(),
+        json!(conn.authentication.value.name()),
+    );
+    o.insert("use_ssl".into(), json!(conn.use_ssl.value));
+    o.insert("port".into(), json!(conn.port().value));
+    o.insert("encryption".into(), json!(conn.encryption.value.name()));
+    o.insert(
+        "configuration_name".into(),
+        json!(conn.configuration_name.value),
+    );
+    if let Some(user) = &conn.user {
+        o.insert("user".into(), json!(user.value));
+    }
+    o
+}
+
+/// The runner's errors as exit codes.
+fn fleet_error(error: FleetError) -> CliError {
+    match error {
+        FleetError::Scheduler(e) => CliError::usage(e.to_string()),
+        FleetError::DuplicateHost(host) => CliError::Inventory(format!(
+            "host {host:?} is selected twice (two inventory entries with one name)"
+        )),
+        FleetError::ResumeKindMismatch { .. } => CliError::usage(error.to_string()),
+        other => CliError::Internal(other.to_string()),
+    }
+}
+
+/// Writes the run's reports into its folder (the HTML compares with the previous run of the
+/// same inventory).
+fn write_reports(store: &Store, run_id: &RunId) -> Result<psfleet_reports::ReportFiles, String> {
+    let state = store.load_run(run_id).map_err(|e| e.to_string())?;
+    let mut report = psfleet_reports::Report::from_state(&state);
+    if let Ok(Some(previous)) = store.previous_run(run_id)
+        && let Ok(previous) = store.load_run(&previous.run_id)
+    {
+        report = report.with_previous(&previous);
+    }
+    report.write_files(&state.dir).map_err(|e| e.to_string())
+}

@@ -1,0 +1,238 @@
+//! The global connection rate limit (`--rate`) checked against the simulator's own log of
+//! accepted TCP connections (issue 5, "Done when" item 3): over a 1,000-host run at 50/s with
+//! a burst of 10, no one-second window of the log holds more than 50 + 10 connections.
+//!
+//! The limiter spends one token per attempt, and the bound is about connections, so the test
+//! also checks that each host saw exactly one connection (one attempt, one keep-alive
+//! connection for authentication and every request).
+//!
+//! Known failure, hence `#[ignore]` (run it with `-- --ignored`): the scheduler spends the
+//! token before the attempt journals `host_started` (durably) and builds its client, so the
+//! connection follows the token by a variable delay (median 30 ms at 32 forks, 200-500 ms at
+//! 256 forks on a loaded 2-core machine, p99 up to 1.5 s), and connections bunch: busiest
+//! seconds of 63-77 were measured at 50/s:10 with 256 forks (61 with 32). The bound can only
+//! hold if the token is spent right before the TCP connect.
+
+// Test support: failing loudly is the point.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use psfleet_core::psrp::client::ScriptSpec;
+use psfleet_engine::auth::{Credential, Mechanism};
+use psfleet_engine::fleet::{RunEvent, RunKind, RunPlan, RunSummary, Target, execute};
+use psfleet_engine::http::AuthMethod;
+use psfleet_engine::journal::EndReason;
+use psfleet_engine::ops::ClientOptions;
+use psfleet_engine::record::{HostRecord, Status};
+use psfleet_engine::scheduler::RateLimit;
+use psfleet_engine::store::Store;
+use psfleet_engine::target::Scheme;
+use psfleet_sim::fleet::{FleetHandle, FleetOptions};
+use psfleet_sim::profile::Profile;
+use psfleet_sim::stats::ConnectionLogSnapshot;
+use tokio::sync::mpsc;
+
+use crate::state::temp_dir;
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the engine spends the rate token right before connecting (see module docs)"]
+async fn a_1000_host_run_at_50_per_second_never_exceeds_rate_plus_burst_in_any_second() {
+    const HOSTS: usize = 1_000;
+    const RATE: u32 = 50;
+    const BURST: u32 = 10;
+    let fleet = start("bench", HOSTS, 50).await;
+    let state = temp_dir("rate-50");
+    let store = Store::open(&state).unwrap();
+    let mut plan = plan(&fleet, "hostname");
+    plan.scheduler.forks = 256;
+    plan.scheduler.rate = Some(
+        RateLimit::per_second(NonZeroU32::new(RATE).unwrap())
+            .with_burst(NonZeroU32::new(BURST).unwrap()),
+    );
+    assert_eq!(
+        plan.scheduler.rate.unwrap(),
+        "50/s:10".parse::<RateLimit>().unwrap()
+    );
+    assert!(fleet.connection_log().is_empty());
+
+    let began = Instant::now();
+    let (summary, records, started) = run(plan, &store).await;
+    let wall = began.elapsed();
+
+    // Every host succeeded, once, on its first attempt.
+    assert_eq!(summary.end, EndReason::Completed);
+    assert_eq!(records.len(), HOSTS);
+    assert_eq!(
+        summary.count(Status::Succeeded),
+        HOSTS as u64,
+        "{summary:?}"
+    );
+    for record in &records {
+        assert_eq!(record.status, Status::Succeeded, "{record:?}");
+        assert_eq!(record.attempts, 1, "{record:?}");
+    }
+
+    // One connection per host: a token is spent per attempt, so this is what makes the
+    // limiter a limit on connections.
+    for host in fleet.hosts() {
+        assert_eq!(
+            host.stats.snapshot().connections,
+            1,
+            "connections to {}",
+            host.spec.name
+        );
+    }
+    let log = fleet.connection_log();
+    assert_eq!(log.dropped, 0);
+    assert_eq!(log.len(), HOSTS, "the log holds every accepted connection");
+
+    let (max, at) = log.max_in_window(WINDOW);
+    let first = log.times[0];
+    let last = log.times[log.len() - 1];
+    println!(
+        "rate 50/s burst 10 over {HOSTS} hosts: {} connections, busiest one-second window {max} \
+         (from {:.3} s), connections spread over {:.3} s, run wall time {:.3} s, max in flight {}",
+        log.len(),
+        at.saturating_sub(first).as_secs_f64(),
+        last.saturating_sub(first).as_secs_f64(),
+        wall.as_secs_f64(),
+        summary.scheduler.max_in_flight
+    );
+    let (started_max, [p50, p99, lag_max]) = started_figures(&started, &log);
+    println!(
+        "  attempts started: busiest one-second window {started_max}; connection after start: \
+         median {p50:.1} ms, p99 {p99:.1} ms, max {lag_max:.1} ms"
+    );
+    assert!(
+        max <= (RATE + BURST) as usize,
+        "{max} connections in the one-second window from {at:?}: more than {RATE} + {BURST}"
+    );
+    // The limiter cannot release the last host earlier than (hosts - burst) / rate after
+    // the first (19.8 s); a little slack for the limiter's nanosecond rounding.
+    let floor = Duration::from_secs_f64((HOSTS as f64 - f64::from(BURST)) / f64::from(RATE));
+    assert!(
+        wall + Duration::from_millis(100) >= floor,
+        "wall {wall:?} < {floor:?}"
+    );
+    // And it was not much slower: the busiest second is close to the bound (the rate was
+    // actually reached), not a trivially quiet run.
+    assert!(
+        max >= RATE as usize,
+        "busiest second {max}: the run never reached {RATE}/s"
+    );
+    fleet.shutdown().await.unwrap();
+}
+
+/// The control: the same log and window over an unthrottled run do see more than 60
+/// connections in a second, so the bound above is a real measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unthrottled_run_exceeds_that_bound() {
+    const HOSTS: usize = 200;
+    let fleet = start("bench", HOSTS, 51).await;
+    let state = temp_dir("rate-none");
+    let store = Store::open(&state).unwrap();
+    let mut plan = plan(&fleet, "hostname");
+    plan.scheduler.forks = 256;
+    assert_eq!(plan.scheduler.rate, None);
+    let began = Instant::now();
+    let (summary, _records, _started) = run(plan, &store).await;
+    let wall = began.elapsed();
+    assert_eq!(
+        summary.count(Status::Succeeded),
+        HOSTS as u64,
+        "{summary:?}"
+    );
+    let log = fleet.connection_log();
+    assert_eq!(log.len(), HOSTS);
+    let (max, _) = log.max_in_window(WINDOW);
+    println!(
+        "no rate over {HOSTS} hosts: busiest one-second window {max}, wall time {:.3} s",
+        wall.as_secs_f64()
+    );
+    assert!(max > 60, "busiest second {max}");
+    fleet.shutdown().await.unwrap();
+}
+
+async fn start(profile: &str, hosts: usize, seed: u64) -> FleetHandle {
+    let profile = Profile::load(profile).unwrap();
+    psfleet_tests::fleet::start(FleetOptions::new(profile, hosts, seed)).await
+}
+
+/// A script run over every host of the fleet as the admin account, Negotiate over HTTP.
+fn plan(fleet: &FleetHandle, script: &str) -> RunPlan {
+    let admin = fleet.accounts().iter().find(|a| a.admin).unwrap();
+    let mut options = ClientOptions::new(
+        AuthMethod::Sspi(Mechanism::Negotiate),
+        Credential::new(&admin.name, admin.password.clone()).unwrap(),
+    );
+    options.connect_timeout = Duration::from_secs(5);
+    options.request_timeout = Duration::from_secs(10);
+    let hosts = fleet
+        .inventory()
+        .iter()
+        .map(|row| {
+            let mut target = Target::new(&row.name);
+            target.address = row.address.map(IpAddr::V4);
+            target.scheme = Scheme::Http;
+            target.port = Some(row.port);
+            target
+        })
+        .collect();
+    let mut plan = RunPlan::new(
+        RunKind::Script(ScriptSpec::new(script)),
+        hosts,
+        Arc::new(options),
+    );
+    plan.scheduler.seed = Some(7);
+    plan
+}
+
+/// Runs a plan to its end, collecting the durable records and when each attempt's `Started`
+/// event arrived (just after its rate tokens were spent).
+async fn run(plan: RunPlan, store: &Store) -> (RunSummary, Vec<HostRecord>, Vec<Instant>) {
+    let (tx, mut rx) = mpsc::channel(256);
+    let collector = tokio::spawn(async move {
+        let mut records = Vec::new();
+        let mut started = Vec::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                RunEvent::Started { .. } => started.push(Instant::now()),
+                RunEvent::HostDone(record) => records.push(*record),
+                _ => {}
+            }
+        }
+        (records, started)
+    });
+    let summary = execute(plan, store, tx).await.unwrap();
+    let (records, started) = collector.await.unwrap();
+    (summary, records, started)
+}
+
+/// The busiest `WINDOW` of the `Started` events (as the collector received them, so a little
+/// late and bunched by the event path), and how long after its `Started` event the
+/// k-th connection was accepted (k-th in time order on both sides): median, 99th
+/// percentile and maximum, in milliseconds.
+fn started_figures(started: &[Instant], log: &ConnectionLogSnapshot) -> (usize, [f64; 3]) {
+    let mut as_log = log.clone();
+    as_log.times = started
+        .iter()
+        .map(|t| t.saturating_duration_since(log.origin))
+        .collect();
+    as_log.times.sort_unstable();
+    let (max, _) = as_log.max_in_window(WINDOW);
+    let mut lags: Vec<f64> = as_log
+        .times
+        .iter()
+        .zip(&log.times)
+        .map(|(s, c)| (c.as_secs_f64() - s.as_secs_f64()) * 1e3)
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    (max, [at(0.5), at(0.99), at(1.0)])
+}
