@@ -49,7 +49,9 @@ use uuid::Uuid;
 
 use crate::auth::{ClientCertificate, Credential};
 use crate::error::ClientError;
-use crate::http::{self, AuthMethod, Connection, ConnectionConfig, Encryption};
+use crate::http::{
+    self, AuthMethod, Connection, ConnectionConfig, Encryption, Phase, TransportError,
+};
 use crate::target::{self, ClientPolicy, Endpoint, Resolver};
 use crate::tls::TlsClient;
 
@@ -202,7 +204,9 @@ impl std::fmt::Debug for RunControl {
 /// can journal it before the run goes on (a crash then leaves a leak the reaper knows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShellEvent {
-    /// The host returned a ShellId (the Create response).
+    /// The shell exists, or may: the host returned its ShellId (WinRS), or a PowerShell
+    /// run is about to send a Create naming its own ShellId (MS-PSRP 3.1.4.1), which is
+    /// reported first so that a Create whose reply is lost still leaves an id to delete.
     Created {
         /// The shell.
         shell_id: Uuid,
@@ -757,6 +761,9 @@ impl HostClient {
             track: ShellTrack::new(&resource_uri),
             outcome: None,
         };
+        if let Some(shell_id) = runner.run.pending_shell() {
+            runner.track.created(shell_id);
+        }
         let stopped = self.drive(&mut runner, first, control).await;
         let durations = self.durations_since(&start);
         let leaked_shell = runner.track.leaked();
@@ -968,6 +975,13 @@ impl HostClient {
         let mut stopped: Option<ClientError> = None;
         let mut cleanup_deadline: Option<Instant> = None;
         let mut request = first;
+        // Shells known before the first request (a PowerShell run's own ShellId) are
+        // journaled before the Create can make them.
+        for event in runner.track().take_events() {
+            if let Some(hook) = shell_hook.as_mut() {
+                hook(event).await;
+            }
+        }
         loop {
             // A stop that came while a Create was in flight: the Create's response is awaited
             // first (it may carry a ShellId the host already made), then the run stops.
@@ -1048,10 +1062,15 @@ impl HostClient {
                         self.conn = None;
                     }
                     let reason = error.to_string();
+                    let create_never_arrived = creates_shell && !may_have_reached_host(&error);
                     stopped.get_or_insert(error);
                     cleanup_deadline
                         .get_or_insert_with(|| Instant::now() + self.options.cleanup_timeout);
-                    runner.abort(reason, &mut self.ids)
+                    if create_never_arrived {
+                        runner.abandon(reason, &mut self.ids)
+                    } else {
+                        runner.abort(reason, &mut self.ids)
+                    }
                 }
             };
             // Shells created or deleted by that step are reported before anything else is
@@ -1193,7 +1212,12 @@ enum Next {
 /// A core state machine behind a common face, collecting its events.
 trait Runner {
     fn handle(&mut self, response: Response, ids: &mut RandomIds) -> Next;
+    /// Stops the run and cleans up whatever may exist on the host.
     fn abort(&mut self, reason: String, ids: &mut RandomIds) -> Next;
+    /// Stops a run whose outstanding Create never reached the host.
+    fn abandon(&mut self, reason: String, ids: &mut RandomIds) -> Next {
+        self.abort(reason, ids)
+    }
     fn track(&mut self) -> &mut ShellTrack;
 }
 
@@ -1217,6 +1241,10 @@ impl ShellTrack {
     }
 
     fn created(&mut self, shell_id: Uuid) {
+        if self.created == Some(shell_id) {
+            // Reported before the Create went out; the reply only confirms it.
+            return;
+        }
         self.created = Some(shell_id);
         self.events.push(ShellEvent::Created {
             shell_id,
@@ -1449,9 +1477,55 @@ impl Runner for ScriptRunner {
         let step = self.run.abort(PsrpClientError::Aborted(reason), ids);
         self.next(step)
     }
+
+    fn abandon(&mut self, reason: String, ids: &mut RandomIds) -> Next {
+        // The id reported before the Create names no shell: close the record.
+        if let Some(shell_id) = self.run.pending_shell() {
+            self.track.deleted(shell_id);
+        }
+        let step = self.run.abandon(PsrpClientError::Aborted(reason), ids);
+        self.next(step)
+    }
+
     fn track(&mut self) -> &mut ShellTrack {
         &mut self.track
     }
+}
+
+/// Whether a request that failed with `error` may have been received and acted on: false
+/// only when it provably never reached WinRM (no connection, a failure on an authentication
+/// leg, which carries no SOAP body, or an HTTP-level refusal such as a 401). Timeouts, cuts
+/// and unreadable replies to the message itself may follow a Create the host carried out.
+/// (A transport that sent a body on an authentication leg would have to report that leg's
+/// failures as [`Phase::Message`].)
+fn may_have_reached_host(error: &ClientError) -> bool {
+    let ClientError::Transport(transport) = error else {
+        return !matches!(error, ClientError::Target(_));
+    };
+    let phase = match transport {
+        TransportError::InvalidTarget { .. }
+        | TransportError::InvalidRequest(_)
+        | TransportError::Dns { .. }
+        | TransportError::ConnectionRefused { .. }
+        | TransportError::ConnectTimeout { .. }
+        | TransportError::Connect { .. }
+        | TransportError::TlsSetup(_)
+        | TransportError::Tls { .. }
+        | TransportError::MechanismNotOffered { .. }
+        | TransportError::CredentialsRejected { .. }
+        | TransportError::ClientCertificateRefused { .. }
+        | TransportError::PlaintextRefused { .. }
+        | TransportError::Redirected { .. } => return false,
+        TransportError::HttpStatus { status, .. } => return !(400..500).contains(status),
+        TransportError::Auth { phase, .. }
+        | TransportError::ConnectionClosed { phase, .. }
+        | TransportError::RequestTimeout { phase, .. }
+        | TransportError::Http { phase, .. }
+        | TransportError::ResponseTooLarge { phase, .. }
+        | TransportError::Protocol { phase, .. } => *phase,
+        _ => return true,
+    };
+    phase == Phase::Message
 }
 
 /// The error a stop reports; a fired cancellation is disarmed (it fires once).

@@ -19,7 +19,7 @@ use psfleet_core::taxonomy::Bucket;
 use psfleet_engine::auth::{Credential, Mechanism};
 use psfleet_engine::error::ClientError;
 use psfleet_engine::http::{AuthMethod, Encryption, TransportError};
-use psfleet_engine::ops::{ClientOptions, HostClient, RunControl};
+use psfleet_engine::ops::{ClientOptions, HostClient, RunControl, ShellEvent};
 use psfleet_engine::target::{ClientPolicy, Endpoint, Scheme, TrustedHosts};
 use psfleet_engine::tls::{TlsClient, TlsFailure, TlsOptions};
 use psfleet_sim::fleet::{FleetHandle, FleetOptions};
@@ -55,6 +55,11 @@ name = "https_self_signed"
 count = 1
 listeners = ["https"]
 certificate = "self-signed"
+
+[[class]]
+name = "cuts_replies"
+count = 1
+reset_probability = 1.0
 "#;
 
 /// The script of the streams test: one statement per stream, and the two arguments.
@@ -226,6 +231,50 @@ async fn cancelled_and_timed_out_runs_leave_no_open_shell() {
         .await
         .unwrap();
     assert_eq!(result.output, [json!("after")]);
+}
+
+/// A Create whose reply is lost (the host made the shell, then the connection was cut)
+/// leaves no shell: the PowerShell run names its ShellId itself, reports it before the
+/// Create goes out (so a crash leaves an id for the reaper), and deletes it after the cut.
+#[tokio::test]
+async fn a_create_whose_reply_is_cut_is_deleted_by_the_id_reported_before_it() {
+    let fleet = fleet().await;
+    let mut client = client(&fleet, "cuts_replies", Scheme::Http, negotiate(&fleet));
+    let service = Arc::clone(fleet.host_of_class("cuts_replies").unwrap().service());
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let hook = move |event: ShellEvent| {
+        let seen = Arc::clone(&seen);
+        // Shells the host had made when the hook ran.
+        let made = service.counters().totals.shells_created;
+        Box::pin(async move {
+            seen.lock().unwrap().push((event, made));
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    };
+    let error = client
+        .run_script(
+            ScriptSpec::new("'never seen'"),
+            RunControl::none().with_shell_hook(Box::new(hook)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.error,
+            ClientError::Transport(TransportError::ConnectionClosed { .. })
+        ),
+        "{error:?}"
+    );
+    let events = events.lock().unwrap().clone();
+    let [(ShellEvent::Created { shell_id, .. }, 0)] = events.as_slice() else {
+        panic!("one shell reported, before the host made it: {events:?}")
+    };
+    // The Delete's reply was cut too, so the client cannot vouch for it: the id stays
+    // with the caller (journaled open, reaped by the next run).
+    assert_eq!(error.leaked_shell, Some(*shell_id));
+    // The host made the shell and deleted it: none is left.
+    let (open, created, deleted) = counts(&fleet, "cuts_replies");
+    assert_eq!((open, created, deleted), (0, 1, 1));
 }
 
 #[tokio::test]

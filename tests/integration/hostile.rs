@@ -101,7 +101,7 @@ impl Outcome {
         self.error().bucket()
     }
 
-    /// The host failed in one of `buckets`, within the deadline, with no shell leaked.
+    /// The host failed in one of `buckets`, within the deadline.
     fn assert_bounded(&self, mode: &str, buckets: &[Bucket]) {
         let bucket = self.bucket();
         assert!(
@@ -114,14 +114,17 @@ impl Outcome {
             "{mode}: took {:?}",
             self.elapsed
         );
+        // A hostile reply to the Create itself may follow a shell the host made: the run
+        // then reports the ShellId it named (journaled by a fleet run, deleted or found gone
+        // by the next run's reaper). Before the Create was answered no other shell exists.
         let leaked = self.result.as_ref().err().and_then(|e| e.leaked_shell);
-        assert_eq!(leaked, None, "{mode}");
         println!(
-            "hostile {mode}: {} in {:.2} s ({}); server saw {:?}",
+            "hostile {mode}: {} in {:.2} s ({}); server saw {:?}; shell reported open: {}",
             bucket.map_or("-", Bucket::name),
             self.elapsed.as_secs_f64(),
             self.error(),
-            self.stats
+            self.stats,
+            leaked.map_or_else(|| "none".to_owned(), |id| id.to_string())
         );
     }
 }
@@ -193,9 +196,14 @@ async fn trickle_times_out_at_the_request_timeout() {
         "{:?}",
         outcome.error()
     );
-    // One byte a second: the request timeout, not the server, ended it.
+    // One byte a second: the request timeout, not the server, ended it; then the Delete of
+    // the unanswered Create's shell is trickled too, until the cleanup timeout.
     assert!(outcome.elapsed >= REQUEST_TIMEOUT, "{:?}", outcome.elapsed);
-    assert!(outcome.stats.bytes_sent <= 2 + REQUEST_TIMEOUT.as_secs());
+    assert!(
+        outcome.stats.bytes_sent <= 2 + (REQUEST_TIMEOUT + CLEANUP_TIMEOUT).as_secs(),
+        "{:?}",
+        outcome.stats
+    );
     outcome.server.shutdown().await;
 }
 

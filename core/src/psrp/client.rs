@@ -27,6 +27,12 @@
 //! R:test_psrp_open_runspace) before the run finishes; failures after Create record the
 //! error, then go through Signal (if a pipeline runs) and Delete.
 //!
+//! The ShellId is the client's (the RPID, MS-PSRP 3.1.4.1), known before the Create is
+//! sent ([`ScriptRun::pending_shell`]): a caller journals it first, so a Create whose reply
+//! is lost (a reset, a crash) still leaves an id to delete. [`ScriptRun::abort`] while the
+//! Create is unanswered therefore deletes that id; a "shell not found" fault to a Delete
+//! (MS-WSMV 2150858843) means the shell does not exist, which is what a Delete wants.
+//!
 //! Incoming PSRP message headers are not checked against the RPID/PID: old recordings
 //! carry them in the other byte order. Messages are routed by the WS-Man `CommandId` of
 //! the stream instead.
@@ -192,7 +198,8 @@ pub enum PsrpEvent {
         /// The terminating error of a failed pipeline.
         error: Option<Box<ErrorRecord>>,
     },
-    /// The shell was deleted: forget it.
+    /// The shell was deleted, or the host says it does not exist (a Delete answered
+    /// "shell not found"): forget it.
     ShellDeleted {
         /// The ShellId.
         shell_id: Uuid,
@@ -341,6 +348,15 @@ impl ScriptRun {
         self.events.pop_front()
     }
 
+    /// The ShellId of a Create not answered yet: the host may make this shell at any moment
+    /// from now, so record it before sending the Create (see the module docs).
+    pub fn pending_shell(&self) -> Option<Uuid> {
+        match self.state {
+            State::ExpectShellCreated { shell } => Some(shell),
+            _ => None,
+        }
+    }
+
     /// The shell (runspace pool) this run has open on the host, if any.
     pub fn open_shell(&self) -> Option<Uuid> {
         match self.state {
@@ -458,6 +474,15 @@ impl ScriptRun {
                     .push_back(PsrpEvent::ShellDeleted { shell_id: shell });
                 self.finish()
             }
+            // The shell is gone already (it idled out, or a lost Create never made it):
+            // what the Delete was for.
+            (State::ExpectDeleted { shell }, ResponseBody::Fault(fault))
+                if fault.is_shell_not_found() =>
+            {
+                self.events
+                    .push_back(PsrpEvent::ShellDeleted { shell_id: shell });
+                self.finish()
+            }
             (State::ExpectDeleted { shell }, ResponseBody::Fault(fault)) => {
                 let error = PsrpClientError::Fault {
                     operation: Operation::Delete,
@@ -485,9 +510,15 @@ impl ScriptRun {
 
     /// Gives up on the run (deadline, cancellation, transport failure, unparsable reply).
     /// A running pipeline is stopped with `powershell/signal/ctrl_c`
-    /// (R:test_psrp_nested_command), then the shell is deleted.
+    /// (R:test_psrp_nested_command), then the shell is deleted. A Create without a reply
+    /// may have made the shell: its id is deleted too (use [`ScriptRun::abandon`] when the
+    /// Create is known never to have reached the host).
     pub fn abort(&mut self, error: PsrpClientError, ids: &mut impl IdGenerator) -> Step {
         match self.state {
+            State::ExpectShellCreated { shell } => {
+                self.failure.get_or_insert(error);
+                self.delete(shell, ids)
+            }
             State::ExpectSignalled { shell } => {
                 self.failure.get_or_insert(error);
                 self.delete(shell, ids)
@@ -497,6 +528,19 @@ impl ScriptRun {
                 self.finish()
             }
             _ => self.fail(error, ids),
+        }
+    }
+
+    /// Gives up on a run whose Create never reached the host (no connection, refused
+    /// authentication): there is no shell to delete. Anywhere else this is
+    /// [`ScriptRun::abort`].
+    pub fn abandon(&mut self, error: PsrpClientError, ids: &mut impl IdGenerator) -> Step {
+        match self.state {
+            State::ExpectShellCreated { .. } => {
+                self.failure.get_or_insert(error);
+                self.finish()
+            }
+            _ => self.abort(error, ids),
         }
     }
 
@@ -1699,6 +1743,49 @@ pub(crate) mod tests {
             Step::Finished(Err(PsrpClientError::Aborted("deadline".into())))
         );
         assert!(run.is_finished());
+    }
+
+    #[test]
+    fn a_create_without_a_reply_is_deleted_by_its_known_id_and_not_found_means_gone() {
+        let mut ids = SequentialIds::default();
+        let mut host = Host::new();
+        let (mut run, create) = ScriptRun::start(PsrpSettings::new(ENDPOINT), spec(), &mut ids);
+        host.learn(&create);
+        // The id to journal before sending is the one the Create carries.
+        assert_eq!(run.pending_shell(), Some(host.rpid));
+        assert_eq!(run.open_shell(), None);
+        // The reply was lost (a reset): the host may have made the shell.
+        let Step::Send(delete) = run.abort(PsrpClientError::Aborted("reset".into()), &mut ids)
+        else {
+            panic!("a lost Create is cleaned up")
+        };
+        assert_eq!(delete.header.action, Action::Delete);
+        assert_eq!(delete.header.shell_id(), Some(host.rpid));
+        assert_eq!(run.pending_shell(), None);
+        // It had not: "shell not found" is what the Delete wanted.
+        let response = host.answer(
+            &delete,
+            ResponseBody::Fault(WsmanFault::shell_not_found("host")),
+        );
+        assert_eq!(
+            run.handle(response, &mut ids),
+            Step::Finished(Err(PsrpClientError::Aborted("reset".into())))
+        );
+        let events: Vec<PsrpEvent> = std::iter::from_fn(|| run.poll_event()).collect();
+        assert_eq!(
+            events,
+            [PsrpEvent::ShellDeleted {
+                shell_id: host.rpid
+            }]
+        );
+
+        // A Create that never left (connection refused) has nothing to delete.
+        let (mut run, _create) = ScriptRun::start(PsrpSettings::new(ENDPOINT), spec(), &mut ids);
+        assert_eq!(
+            run.abandon(PsrpClientError::Aborted("refused".into()), &mut ids),
+            Step::Finished(Err(PsrpClientError::Aborted("refused".into())))
+        );
+        assert!(run.poll_event().is_none());
     }
 
     #[test]
