@@ -24,10 +24,11 @@ use crate::host::{
 use crate::rng::Rng;
 
 /// The built-in profiles: (name, TOML text).
-pub const BUILTIN: [(&str, &str); 3] = [
+pub const BUILTIN: [(&str, &str); 4] = [
     ("healthy", include_str!("../profiles/healthy.toml")),
     ("mixed", include_str!("../profiles/mixed.toml")),
     ("bench", include_str!("../profiles/bench.toml")),
+    ("chaos", include_str!("../profiles/chaos.toml")),
 ];
 
 /// The WinRM HTTP port.
@@ -370,7 +371,9 @@ pub enum ProfileError {
         source: std::io::Error,
     },
     /// Neither a built-in name nor an existing file.
-    #[error("unknown profile {0:?}: not a built-in profile (healthy, mixed, bench) nor a file")]
+    #[error(
+        "unknown profile {0:?}: not a built-in profile (healthy, mixed, bench, chaos) nor a file"
+    )]
     Unknown(String),
     /// A syntax or field error at a place in the file.
     #[error("{file}:{line}:{column}: {message}")]

@@ -29,9 +29,17 @@ cut cannot do (the process dies with the machine). After each cut the cycle chec
      exactly once, before and after the resume (the simulator's per-host
      `script_executions`). Hosts in flight at the cut are run again by
      --rerun-interrupted, so one that had already run its script runs twice: counted as
-     "interrupted hosts rerun", not a failure.
+     "interrupted hosts rerun", not a failure; but each of them runs exactly once more
+     (after = before + 1), and a host with no `started` line at the cut had not run the
+     script (before = 0) and runs it exactly once (after = 1);
+  5. hosts in flight at the cut are reported Interrupted before the resume: `psfleet report
+     last --format json` gives each of them a record in bucket `Interrupted` and no other
+     host one, and `psfleet runs -o json` counts them as `interrupted` (the journal replay
+     psfleet itself does);
+  6. shells leaked by the cut are reaped: the simulator's `shells_open` after the resume
+     (final stats.json) is 0, whatever the cut left open (counted as "shells leaked").
 
-A cycle passes when all four hold. The summary line is what docs/reliability.md records.
+A cycle passes when all six hold. The summary line is what docs/reliability.md records.
 Standard library only; run by scripts/crash-kill and scripts/crash-powerloss.
 """
 
@@ -102,8 +110,11 @@ def main():
           f"{totals['reopen_failures']}, cache rebuilds {totals['rebuilds']} "
           f"({totals['moved_aside']} damaged caches moved aside); acknowledged {totals['acked']}, "
           f"interrupted hosts {totals['interrupted']} ({totals['interrupted_rerun']} had run and "
-          f"ran again), finished hosts rerun {totals['reruns']}, resume failures "
-          f"{totals['resume_failures']}", flush=True)
+          f"ran again; {totals['interrupted_reported']} reported Interrupted before the resume, "
+          f"report mismatches {totals['report_failures']}), finished hosts rerun "
+          f"{totals['reruns']}, hosts run without a started line {totals['unstarted_ran']}, "
+          f"resume failures {totals['resume_failures']}; shells leaked by the cuts "
+          f"{totals['leaked']}, left open after the resumes {totals['left_open']}", flush=True)
     sys.exit(0 if totals["run"] > 0 and totals["passed"] == totals["run"] else 1)
 
 
@@ -117,7 +128,8 @@ class Harness:
         self.mounted = None
         self.totals = dict(run=0, passed=0, lost=0, reopen_failures=0, rebuilds=0,
                            moved_aside=0, acked=0, interrupted=0, reruns=0,
-                           interrupted_rerun=0, resume_failures=0)
+                           interrupted_rerun=0, resume_failures=0, interrupted_reported=0,
+                           report_failures=0, leaked=0, left_open=0, unstarted_ran=0)
 
     # ----- one cycle -------------------------------------------------------------------
 
@@ -143,6 +155,7 @@ class Harness:
         sim = Sim(self.args, os.path.join(self.work, f"sim-{n}"))
         state = self.fresh_state(n)
         problems = []
+        state_journals_seen = []
         try:
             cut_at = self.rng.uniform(0.0, 1.2 * self.window)
             run = self.start_run(sim, state, resume=False)
@@ -185,7 +198,13 @@ class Harness:
             finished = done
             interrupted = in_flight
             self.totals["interrupted"] += len(interrupted)
-            before = sim.executions()
+            if runs > 0:
+                problems += self.check_interrupted_reported(state, done, interrupted, listed)
+            started_at_cut = done | interrupted
+            state_journals_seen = glob.glob(os.path.join(state, "runs", "*", "journal.jsonl"))
+            state_journals_seen = [(p, open(p, "rb").read()) for p in state_journals_seen]
+            before, leaked = sim.executions()
+            self.totals["leaked"] += leaked or 0
             resume = self.start_run(sim, state, resume=runs > 0)
             code = resume.wait(self.args.timeout)
             if code not in (0, 2):
@@ -203,7 +222,14 @@ class Harness:
                 problems.append(f"{len(lost)} acknowledged results gone after the resume")
                 self.totals["lost"] += len(lost)
         finally:
-            after = sim.stop()
+            after, left_open = sim.stop()
+        if left_open != 0:
+            unrecorded = sorted(sim.open_hosts - journal_shells(state_journals_seen))
+            problems.append(f"{left_open} shells open on the simulator after the resume "
+                            f"({leaked} open after the cut), on {len(sim.open_hosts)} hosts, "
+                            f"{len(unrecorded)} of them with no shell_opened line in the journal "
+                            f"(a Create in flight at the cut): {unrecorded[:5]}")
+            self.totals["left_open"] += left_open or 0
         rerun = {h for h in finished if before.get(h, 0) != 1 or after.get(h, 0) != 1}
         if rerun:
             problems.append(f"{len(rerun)} finished hosts did not run exactly once: "
@@ -215,15 +241,77 @@ class Harness:
             problems.append(f"{len(never)} hosts never ran the script")
         twice = {h for h in interrupted if after.get(h, 0) > 1}
         self.totals["interrupted_rerun"] += len(twice)
+        not_once_more = {h for h in interrupted if after.get(h, 0) != before.get(h, 0) + 1}
+        if not_once_more:
+            problems.append(f"{len(not_once_more)} interrupted hosts did not run exactly once "
+                            f"more on the resume: " + ", ".join(
+                                f"{h} ({before.get(h, 0)} then {after.get(h, 0)})"
+                                for h in sorted(not_once_more)[:5]))
+        unstarted = set(sim.hosts) - started_at_cut
+        ran_early = {h for h in unstarted if before.get(h, 0) != 0}
+        if ran_early:
+            problems.append(f"{len(ran_early)} hosts ran the script with no started line in "
+                            f"the journal: {sorted(ran_early)[:5]}")
+            self.totals["unstarted_ran"] += len(ran_early)
+        not_once = {h for h in unstarted if after.get(h, 0) != 1}
+        if not_once:
+            problems.append(f"{len(not_once)} hosts not started at the cut did not run exactly "
+                            f"once: " + ", ".join(f"{h} ({after.get(h, 0)})"
+                                                   for h in sorted(not_once)[:5]))
         if problems:
             print(f"cycle {n}: FAILED (cut at {cut_at:.3f} s, {len(acked)} acknowledged): "
                   + "; ".join(problems), flush=True)
         else:
             self.totals["passed"] += 1
             print(f"cycle {n}: ok (cut at {cut_at:.3f} s, {len(acked)} acknowledged, "
-                  f"{len(finished)} done, {len(interrupted)} interrupted, {len(twice)} of "
-                  f"them had run and ran again)", flush=True)
+                  f"{len(finished)} done, {len(interrupted)} interrupted and reported so, "
+                  f"{len(twice)} of them had run and ran again; {leaked} shells leaked, "
+                  f"0 left open)", flush=True)
         self.release_state(state, keep=bool(problems) and self.args.keep_failures)
+
+    def check_interrupted_reported(self, state, done, interrupted, listed):
+        """Before the resume: the report of the cut run gives exactly the hosts in flight at
+        the cut (started, not done, in the journal) a record in bucket Interrupted, and
+        `psfleet runs` counts as many."""
+        problems = []
+        out = os.path.join(self.work, "report")
+        shutil.rmtree(out, ignore_errors=True)
+        report = self.psfleet(state, ["report", "last", "--format", "json", "--out", out])
+        records = {}
+        try:
+            with open(os.path.join(out, "hosts.jsonl")) as f:
+                for line in f:
+                    record = json.loads(line)
+                    records[record.get("host")] = record
+        except (OSError, ValueError) as e:
+            self.totals["report_failures"] += 1
+            return [f"no report of the cut run (exit {report.returncode}, {e}): "
+                    f"{report.stderr.strip()[-300:]}"]
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        reported = {h for h, r in records.items() if r.get("bucket") == "Interrupted"}
+        missing = interrupted - reported
+        extra = reported - interrupted
+        absent = (interrupted | done) - set(records)
+        if missing or extra or absent:
+            self.totals["report_failures"] += 1
+            problems.append(f"report before the resume: {len(missing)} hosts in flight at the "
+                            f"cut not reported Interrupted {sorted(missing)[:5]}, {len(extra)} "
+                            f"others reported Interrupted {sorted(extra)[:5]}, {len(absent)} "
+                            f"started hosts absent {sorted(absent)[:5]}")
+        else:
+            self.totals["interrupted_reported"] += len(reported)
+        summaries = []
+        for line in listed.stdout.splitlines():
+            try:
+                summaries.append(json.loads(line))
+            except ValueError:
+                pass
+        counted = summaries[0].get("interrupted") if summaries else None
+        if listed.returncode == 0 and counted != len(interrupted):
+            problems.append(f"`psfleet runs` counts {counted} interrupted hosts, the journal "
+                            f"{len(interrupted)}")
+        return problems
 
     # ----- psfleet ---------------------------------------------------------------------
 
@@ -370,6 +458,7 @@ class Sim:
         shutil.rmtree(out, ignore_errors=True)
         self.out = out
         self.inventory = os.path.join(out, "inventory.csv")
+        self.open_hosts = set()
         self.proc = subprocess.Popen(
             [args.psfleet, "sim", "--hosts", str(args.hosts), "--profile", "bench",
              "--latency-ms", "0", "--seed", "1", "--first-address", args.first_address,
@@ -393,34 +482,39 @@ class Sim:
             self.hosts = [line.split(",")[0] for line in f if line.strip()]
 
     def executions(self):
-        """Script executions per host now: stats.json is rewritten every second, so the
-        one written after a pause holds everything the cut client started."""
+        """Script executions per host and shells open now: stats.json is rewritten every
+        second, so the one written after a pause holds everything the cut client did."""
         time.sleep(STATS_REFRESH)
         return self.read_stats()
 
     def stop(self):
-        """Stops the fleet; returns script executions per host name (final stats.json)."""
+        """Stops the fleet; returns script executions per host name and the shells open
+        (final stats.json)."""
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        executions = self.read_stats()
+        stats = self.read_stats()
         shutil.rmtree(self.out, ignore_errors=True)
-        return executions
+        return stats
 
     def read_stats(self):
-        executions = {}
+        executions, shells_open = {}, None
         try:
             with open(os.path.join(self.out, "stats.json")) as f:
                 stats = json.load(f)
+            self.open_hosts = set()
             for host in stats.get("hosts", []):
                 service = host.get("service") or {}
                 executions[host["name"]] = service.get("totals", {}).get("script_executions", 0)
+                if service.get("totals", {}).get("shells_open", 0):
+                    self.open_hosts.add(host["name"])
+            shells_open = (stats.get("service_totals") or {}).get("shells_open", 0)
         except (OSError, ValueError) as e:
             print(f"crash: cannot read the simulator's stats: {e}", flush=True)
-        return executions
+        return executions, shells_open
 
 
 def read_journals(state):
@@ -442,6 +536,20 @@ def read_journals(state):
                 elif kind == "end":
                     ended = entry.get("reason")
     return done, started - done, ended, len(runs)
+
+
+def journal_shells(journals):
+    """Hosts with a shell_opened line in the given (path, content) journals."""
+    hosts = set()
+    for _, content in journals:
+        for raw in content.splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if entry.get("type") == "shell_opened":
+                hosts.add(entry.get("host"))
+    return hosts
 
 
 def power_cut(mount):
