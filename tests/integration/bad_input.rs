@@ -229,7 +229,8 @@ fn malformed_inventories_exit_4_with_file_and_line_and_write_nothing_to_the_stat
             assert_eq!(out.status.code(), Some(USAGE), "{body:?}\n{why}");
             let stderr = text(&out.stderr);
             assert!(
-                stderr.contains(&format!("{file}:{line}: ")),
+                // `file:line: ` (and `file:line:column: ` for YAML).
+                stderr.contains(&format!("{file}:{line}:")),
                 "{body:?} should name {file}:{line}\n{why}"
             );
             assert!(!stderr.contains("panicked"), "{why}");
