@@ -210,7 +210,7 @@ fn malformed_inventories_exit_4_with_file_and_line_and_write_nothing_to_the_stat
         let file = file.to_str().unwrap();
         // run (the common case), and sweep and cleanup for one case of each format.
         let mut commands: Vec<Vec<&str>> = vec![vec!["run", "-c", "hostname"]];
-        if per_format.get(format).is_none() {
+        if !per_format.contains_key(format) {
             commands.push(vec!["sweep"]);
             commands.push(vec!["cleanup"]);
         }
