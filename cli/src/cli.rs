@@ -25,7 +25,11 @@ Exit codes:
   2  the run finished and some hosts failed (see the summary or the report)
   3  the run was interrupted (continue it with --resume last)
   4  usage, configuration, credential or inventory error: nothing ran
-  5  internal error (a psfleet bug, an unusable state directory, a feature not in this build)
+  5  internal error (a psfleet bug, a feature not in this build)
+  6  the state directory cannot be used (permissions, not a directory, read-only or
+     full file system, locked by another psfleet): nothing ran
+  7  reports or standard output could not be written (full disk, I/O error): the
+     results are in the run's journal; `psfleet report RUN` writes them again
 
 Configuration: psfleet.toml (--config, ./psfleet.toml, $XDG_CONFIG_HOME/psfleet/psfleet.toml)
 and PSFLEET_* environment variables; the command line wins over both. See docs/cli.md.";
@@ -205,17 +209,25 @@ pub fn run(args: Vec<OsString>, cwd: &Path, env: &dyn Fn(&str) -> Option<OsStrin
         env,
         stderr_is_terminal: std::io::stderr().is_terminal(),
     };
+    let report = |e: &CliError| {
+        let label = if ctx.console.color() {
+            "\x1b[31merror\x1b[0m"
+        } else {
+            "error"
+        };
+        ctx.console.eprintln(&format!("psfleet: {label}: {e}"));
+        e.exit()
+    };
     match dispatch(cli.command, &ctx) {
-        Ok(exit) => exit,
-        Err(e) => {
-            let label = if ctx.console.color() {
-                "\x1b[31merror\x1b[0m"
-            } else {
-                "error"
-            };
-            ctx.console.eprintln(&format!("psfleet: {label}: {e}"));
-            e.exit()
-        }
+        // Standard output failed on the way (a full disk, an I/O error; not a closed pipe):
+        // the command's own outcome was no worse than that, so exit 7 says so.
+        Ok(exit) => match ctx.sink.stdout_failure() {
+            Some(error) if exit.worst(Exit::Output) == Exit::Output => {
+                report(&CliError::output("standard output", &error, None))
+            }
+            _ => exit,
+        },
+        Err(e) => report(&e),
     }
 }
 

@@ -349,6 +349,12 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     file.take(MAX_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
+    parse_bytes(path, bytes)
+}
+
+/// Reads `bytes` as the file `path`: at most 1 MiB, UTF-8 with an optional byte-order mark,
+/// then [`ConfigFile::parse`]. (The fuzz target `config` drives this.)
+pub fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<ConfigFile, ConfigError> {
     if bytes.len() as u64 > MAX_BYTES {
         return Err(ConfigError::TooLarge {
             path: path.to_owned(),

@@ -4,11 +4,13 @@
 //! line is lost under (or torn by) a bar. Without bars, a write is just a write.
 //!
 //! A closed standard output (`psfleet run ... | head`) stops result output quietly instead of
-//! failing the run: the hosts' outcomes are in the journal regardless.
+//! failing the run: the hosts' outcomes are in the journal regardless. Any other write error
+//! (a full disk, an I/O error) stops result output too, and is kept
+//! ([`Console::stdout_failure`]): the command ends with exit code 7 (`output`).
 
 use std::io::{self, IsTerminal as _, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
@@ -19,6 +21,7 @@ use crate::options::ColorChoice;
 pub struct Console {
     bars: MultiProgress,
     stdout_closed: Arc<AtomicBool>,
+    stdout_failure: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
     color: bool,
 }
 
@@ -37,6 +40,7 @@ impl Console {
         Self {
             bars: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
             stdout_closed: Arc::new(AtomicBool::new(false)),
+            stdout_failure: Arc::new(Mutex::new(None)),
             color,
         }
     }
@@ -82,11 +86,27 @@ impl Console {
             Ok(()) => true,
             Err(e) => {
                 if !self.stdout_closed.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "standard output is closed; results go to the journal only");
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        tracing::warn!(error = %e, "standard output is closed; results go to the journal only");
+                    } else {
+                        tracing::error!(error = %e, "standard output cannot be written; results go to the journal only");
+                        if let Ok(mut failure) = self.stdout_failure.lock() {
+                            *failure = Some((e.kind(), e.to_string()));
+                        }
+                    }
                 }
                 false
             }
         }
+    }
+
+    /// The error that stopped standard output, unless it was a closed pipe (`| head`, which
+    /// is the reader's choice, not a failure).
+    pub fn stdout_failure(&self) -> Option<io::Error> {
+        let failure = self.stdout_failure.lock().ok()?;
+        failure
+            .as_ref()
+            .map(|(kind, text)| io::Error::new(*kind, text.clone()))
     }
 }
 
@@ -150,6 +170,11 @@ impl Sink {
     /// Whether colours are on.
     pub fn color(&self) -> bool {
         self.console().is_some_and(Console::color)
+    }
+
+    /// The error that stopped standard output ([`Console::stdout_failure`]).
+    pub fn stdout_failure(&self) -> Option<io::Error> {
+        self.console().and_then(Console::stdout_failure)
     }
 }
 

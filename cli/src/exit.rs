@@ -2,10 +2,15 @@
 //!
 //! The codes are a stable interface for scripts and CI jobs: a wrapper can tell "some hosts
 //! failed" (look at the report) from "the run was interrupted" (resume it) from "the command
-//! line or the inventory is wrong" (fix it, nothing ran). 1 is deliberately unused so that a
-//! 1 always means something outside psfleet (a shell wrapper, a killed process supervisor).
+//! line or the inventory is wrong" (fix it, nothing ran) from "the state directory cannot be
+//! used" (fix it, nothing ran) from "the run went fine but its reports or output could not be
+//! written" (the results are in the journal; `psfleet report RUN` writes them again). 1 is
+//! deliberately unused so that a 1 always means something outside psfleet (a shell wrapper,
+//! a killed process supervisor).
 
 use std::fmt;
+use std::io;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// What the process exits with.
@@ -21,19 +26,27 @@ pub enum Exit {
     /// 4: the command line, the configuration, the credentials or the inventory are wrong;
     /// nothing was run.
     Usage,
-    /// 5: psfleet itself failed (a bug, an I/O error on the state directory, a feature not in
-    /// this build).
+    /// 5: psfleet itself failed (a bug, a feature not in this build).
     Internal,
+    /// 6: the state directory cannot be used (permission denied, not a directory, read-only
+    /// or full file system, locked by another psfleet process); nothing was run, or the run
+    /// stopped because its journal could not be written.
+    State,
+    /// 7: the reports or standard output could not be written (a full disk, an I/O error);
+    /// the run's results are safe in its journal and `psfleet report RUN` writes them again.
+    Output,
 }
 
 impl Exit {
     /// Every code, in the documented order.
-    pub const ALL: [Exit; 5] = [
+    pub const ALL: [Exit; 7] = [
         Exit::Success,
         Exit::HostsFailed,
         Exit::Interrupted,
         Exit::Usage,
         Exit::Internal,
+        Exit::State,
+        Exit::Output,
     ];
 
     /// The number the process exits with.
@@ -44,6 +57,8 @@ impl Exit {
             Exit::Interrupted => 3,
             Exit::Usage => 4,
             Exit::Internal => 5,
+            Exit::State => 6,
+            Exit::Output => 7,
         }
     }
 
@@ -55,19 +70,24 @@ impl Exit {
             Exit::Interrupted => "interrupted",
             Exit::Usage => "usage",
             Exit::Internal => "internal",
+            Exit::State => "state",
+            Exit::Output => "output",
         }
     }
 
     /// The worse of two outcomes (interrupted beats failed hosts beats success; errors beat
-    /// everything), for commands made of several steps.
+    /// every outcome: output, then usage, state and internal), for commands made of several
+    /// steps.
     pub fn worst(self, other: Exit) -> Exit {
         fn rank(e: Exit) -> u8 {
             match e {
                 Exit::Success => 0,
                 Exit::HostsFailed => 1,
                 Exit::Interrupted => 2,
-                Exit::Usage => 3,
-                Exit::Internal => 4,
+                Exit::Output => 3,
+                Exit::Usage => 4,
+                Exit::State => 5,
+                Exit::Internal => 6,
             }
         }
         if rank(other) > rank(self) {
@@ -117,6 +137,13 @@ pub enum CliError {
         /// What is missing.
         missing: &'static str,
     },
+    /// The state directory cannot be used; the text names it, says why and what to do.
+    #[error("{0}")]
+    State(String),
+    /// Reports or standard output could not be written; the text names the file, says why,
+    /// and where the results still are.
+    #[error("{0}")]
+    Output(String),
     /// Reading or writing a local file failed.
     #[error("{what}: {source}")]
     Io {
@@ -139,10 +166,66 @@ impl CliError {
             | CliError::Config(_)
             | CliError::Credentials(_)
             | CliError::Inventory(_) => Exit::Usage,
+            CliError::State(_) => Exit::State,
+            CliError::Output(_) => Exit::Output,
             CliError::NotAvailable { .. } | CliError::Io { .. } | CliError::Internal(_) => {
                 Exit::Internal
             }
         }
+    }
+
+    /// The state directory `dir` cannot be used because of `error`: names the directory,
+    /// the reason (from the first OS error in `error`'s chain) and what to do about it.
+    pub fn state_dir(dir: &Path, error: &(dyn std::error::Error + 'static)) -> Self {
+        let advice = match io_kind(error) {
+            Some(io::ErrorKind::PermissionDenied) => {
+                "psfleet may not write there: make it writable by this user, or give another \
+                 --state-dir (or PSFLEET_STATE_DIR)"
+            }
+            Some(io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists) => {
+                "a part of that path is a file, not a directory: give a directory as \
+                 --state-dir (or PSFLEET_STATE_DIR)"
+            }
+            Some(io::ErrorKind::ReadOnlyFilesystem) => {
+                "its file system is mounted read-only: give a --state-dir on a writable file \
+                 system"
+            }
+            Some(io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => {
+                "its file system is full: free some space, or give a --state-dir on another \
+                 file system"
+            }
+            _ => {
+                "psfleet needs a directory it can create files in: check it, or give another \
+                 --state-dir (or PSFLEET_STATE_DIR)"
+            }
+        };
+        CliError::State(format!(
+            "the state directory {} cannot be used ({error}); {advice}. Nothing was run.",
+            dir.display()
+        ))
+    }
+
+    /// Writing `what` (a report file, standard output) failed with `error` after the run
+    /// `run` was journaled: says that the results are safe and how to get the reports.
+    pub fn output(
+        what: &str,
+        error: &(dyn std::error::Error + 'static),
+        run: Option<&str>,
+    ) -> Self {
+        let reason = match io_kind(error) {
+            Some(io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => {
+                " (the disk is full)"
+            }
+            _ => "",
+        };
+        let mut text = format!("cannot write {what}: {error}{reason}");
+        if let Some(run) = run {
+            text.push_str(&format!(
+                "; the results of run {run} are safe in its journal: free the space and \
+                 `psfleet report {run}` writes the reports again (`psfleet runs` lists it)"
+            ));
+        }
+        CliError::Output(text)
     }
 
     /// A usage error with `message`.
@@ -159,6 +242,20 @@ impl CliError {
     }
 }
 
+/// The kind of the first `io::Error` in `error`'s source chain (the error itself first).
+pub fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut current = Some(error);
+    // A source chain is a handful of links; the bound guards a cyclic one.
+    for _ in 0..32 {
+        let e = current?;
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        current = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +263,7 @@ mod tests {
     #[test]
     fn codes_are_the_documented_numbers_and_distinct() {
         let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, [0, 2, 3, 4, 5]);
+        assert_eq!(codes, [0, 2, 3, 4, 5, 6, 7]);
         let docs = include_str!("../../docs/cli.md");
         for exit in Exit::ALL {
             let row = format!("| {} | `{}` |", exit.code(), exit.name());
@@ -183,6 +280,45 @@ mod tests {
         );
         assert_eq!(Exit::Usage.worst(Exit::Success), Exit::Usage);
         assert_eq!(Exit::Interrupted.worst(Exit::Internal), Exit::Internal);
+        assert_eq!(Exit::Interrupted.worst(Exit::Output), Exit::Output);
+        assert_eq!(Exit::State.worst(Exit::Output), Exit::State);
+    }
+
+    #[test]
+    fn state_and_output_errors_name_the_place_and_the_remedy() {
+        let dir = Path::new("/srv/psfleet-state");
+        let cases = [
+            (io::ErrorKind::PermissionDenied, "make it writable"),
+            (io::ErrorKind::NotADirectory, "is a file, not a directory"),
+            (io::ErrorKind::ReadOnlyFilesystem, "mounted read-only"),
+            (io::ErrorKind::StorageFull, "file system is full"),
+        ];
+        for (kind, advice) in cases {
+            let error = CliError::state_dir(dir, &io::Error::from(kind));
+            assert_eq!(error.exit(), Exit::State);
+            let text = error.to_string();
+            assert!(text.contains("/srv/psfleet-state"), "{text}");
+            assert!(text.contains(advice), "{kind:?}: {text}");
+            assert!(text.ends_with("Nothing was run."), "{text}");
+        }
+        // The kind is found below wrapping errors.
+        #[derive(Debug, thiserror::Error)]
+        #[error("open lock: {0}")]
+        struct Wrapped(#[source] io::Error);
+        let wrapped = Wrapped(io::Error::from(io::ErrorKind::ReadOnlyFilesystem));
+        assert_eq!(io_kind(&wrapped), Some(io::ErrorKind::ReadOnlyFilesystem));
+        let error = CliError::output(
+            "/x/hosts.csv",
+            &io::Error::from(io::ErrorKind::StorageFull),
+            Some("20261121T101500Z-1a2b"),
+        );
+        assert_eq!(error.exit(), Exit::Output);
+        let text = error.to_string();
+        assert!(text.contains("(the disk is full)"), "{text}");
+        assert!(
+            text.contains("psfleet report 20261121T101500Z-1a2b"),
+            "{text}"
+        );
     }
 
     #[test]

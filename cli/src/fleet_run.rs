@@ -122,14 +122,7 @@ pub fn run_fleet_with(
     };
 
     // 3. The state store (its lock keeps two runs out of one state directory).
-    let store = Store::open(&state_dir).map_err(|e| match e {
-        StoreError::Locked(dir) => CliError::Internal(format!(
-            "the state directory {} is in use by another psfleet process; wait for it, or \
-             give this run its own --state-dir",
-            dir.display()
-        )),
-        other => CliError::Internal(format!("state directory: {other}")),
-    })?;
+    let store = open_store(&state_dir)?;
     let resume = match &fleet.resume {
         None => None,
         Some(from) => Some(resume_id(&store, from, &kind)?),
@@ -194,11 +187,13 @@ pub fn run_fleet_with(
         );
         Ok::<_, CliError>((result, watched))
     })?;
-    let summary = result.map_err(fleet_error)?;
+    let summary = result.map_err(|e| fleet_error(e, &state_dir))?;
     if let Some(error) = &summary.store_error {
-        return Err(CliError::Internal(format!(
-            "the run journal failed and the run stopped: {error}; hosts without a durable \
-             record run again with --resume {}",
+        return Err(CliError::State(format!(
+            "the run journal in {} failed and the run stopped: {error}; the hosts recorded \
+             before are safe. Free the space or fix the directory, then `psfleet run ... \
+             --resume {}`: hosts without a durable record run again",
+            state_dir.display(),
             summary.run_id
         )));
     }
@@ -206,27 +201,29 @@ pub fn run_fleet_with(
         tracing::warn!(%error, "the host cache could not be updated (the journal is complete)");
     }
 
-    // 6. Reports (not after a second Ctrl-C: that means "exit now").
+    // 6. Reports (not after a second Ctrl-C: that means "exit now"). A report or standard
+    // output that cannot be written ends the command with exit 7: the run is complete in
+    // its journal, and `psfleet report RUN` writes the reports again.
     let mut reports = None;
     if handle.stop_level() < StopLevel::Aborted {
-        match write_reports(&store, &summary.run_id) {
-            Ok(files) => {
-                if !quiet {
-                    ctx.sink.err(&format!(
-                        "run {}: {}\nreports: {} {}\n",
-                        summary.run_id,
-                        summary.run_dir.display(),
-                        files.html.display(),
-                        files.hosts_csv.display()
-                    ));
-                }
-                reports = Some(files);
-            }
-            Err(e) => ctx.sink.err(&format!(
-                "psfleet: the reports could not be written ({e}); `psfleet report {}` retries\n",
-                summary.run_id
-            )),
+        let files = write_reports(&store, &summary.run_id)?;
+        if !quiet {
+            ctx.sink.err(&format!(
+                "run {}: {}\nreports: {} {}\n",
+                summary.run_id,
+                summary.run_dir.display(),
+                files.html.display(),
+                files.hosts_csv.display()
+            ));
         }
+        reports = Some(files);
+    }
+    if let Some(error) = ctx.sink.stdout_failure() {
+        return Err(CliError::output(
+            "standard output",
+            &error,
+            Some(&summary.run_id.0),
+        ));
     }
     Ok(FleetOutcome {
         exit: watched.exit,
@@ -381,11 +378,78 @@ fn target(host: &Host, options: Option<Arc<ClientOptions>>) -> Target {
     target
 }
 
-/// The run `--resume` names: `last` is the newest run of the same kind.
+/// Opens the state store in `dir`, or says why it cannot be used (exit 6, nothing run).
+pub fn open_store(dir: &std::path::Path) -> Result<Store, CliError> {
+    // create_dir_all reports a file in the way as "exists"; say what it is.
+    if let Ok(meta) = std::fs::metadata(dir)
+        && !meta.is_dir()
+    {
+        return Err(CliError::state_dir(
+            dir,
+            &std::io::Error::from(std::io::ErrorKind::NotADirectory),
+        ));
+    }
+    Store::open(dir).map_err(|e| match e {
+        StoreError::Locked(dir) => CliError::State(format!(
+            "the state directory {} is in use by another psfleet process (it holds {}); wait \
+             for it to finish, or give this run its own --state-dir. Nothing was run.",
+            dir.display(),
+            dir.join(psfleet_engine::store::LOCK_FILE).display()
+        )),
+        other => CliError::state_dir(dir, &other),
+    })
+}
+
+/// The run `--resume` names: `last` is the newest run of the same kind. The run must have
+/// run the same script or command: its finished hosts ran that one.
 fn resume_id(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, CliError> {
+    let id = find_resumed(store, from, kind)?;
+    let dir = store
+        .dir()
+        .join(psfleet_engine::journal::RUNS_DIR)
+        .join(&id.0);
+    let meta = psfleet_engine::journal::read_meta(&dir)
+        .map_err(|e| CliError::state_dir(store.dir(), &e))?;
+    let (option, what) = match kind {
+        RunKind::Cmd { .. } => ("--cmd", "cmd command"),
+        _ => ("the script (SCRIPT_FILE or -c)", "script"),
+    };
+    let ran = |job| {
+        serde_json::to_value(job)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    if meta.job != kind.job_kind() {
+        return Err(crate::settings::conflict(
+            &format!("--resume {from}"),
+            option,
+            &format!(
+                "run {id} is a {} run; it continues only as one",
+                ran(meta.job)
+            ),
+        ));
+    }
+    if let (Some(before), Some(now)) = (meta.script.as_deref(), kind.text())
+        && before != now.as_str()
+    {
+        return Err(crate::settings::conflict(
+            &format!("--resume {from}"),
+            option,
+            &format!(
+                "run {id} ran another {what} (its hosts done so far ran that one); give the \
+                 same {what} to continue it (the run's run.json has it), or start a new run \
+                 without --resume"
+            ),
+        ));
+    }
+    Ok(id)
+}
+
+fn find_resumed(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, CliError> {
     let runs = store
         .runs()
-        .map_err(|e| CliError::Internal(format!("state directory: {e}")))?;
+        .map_err(|e| CliError::state_dir(store.dir(), &e))?;
     let job = kind.job_kind();
     match from {
         ResumeFrom::Last => runs
@@ -459,8 +523,10 @@ fn run_options(
 }
 
 /// The runner's errors as exit codes.
-fn fleet_error(error: FleetError) -> CliError {
+fn fleet_error(error: FleetError, state_dir: &std::path::Path) -> CliError {
     match error {
+        // Creating the run's journal failed before any host was touched.
+        FleetError::Store(e) => CliError::state_dir(state_dir, &e),
         FleetError::Scheduler(e) => CliError::usage(e.to_string()),
         FleetError::DuplicateHost(host) => CliError::Inventory(format!(
             "host {host:?} is selected twice (two inventory entries with one name)"
@@ -472,13 +538,17 @@ fn fleet_error(error: FleetError) -> CliError {
 
 /// Writes the run's reports into its folder (the HTML compares with the previous run of the
 /// same inventory).
-fn write_reports(store: &Store, run_id: &RunId) -> Result<psfleet_reports::ReportFiles, String> {
-    let state = store.load_run(run_id).map_err(|e| e.to_string())?;
+fn write_reports(store: &Store, run_id: &RunId) -> Result<psfleet_reports::ReportFiles, CliError> {
+    let state = store
+        .load_run(run_id)
+        .map_err(|e| CliError::output("the reports (reading the journal)", &e, Some(&run_id.0)))?;
     let mut report = psfleet_reports::Report::from_state(&state);
     if let Ok(Some(previous)) = store.previous_run(run_id)
         && let Ok(previous) = store.load_run(&previous.run_id)
     {
         report = report.with_previous(&previous);
     }
-    report.write_files(&state.dir).map_err(|e| e.to_string())
+    report
+        .write_files(&state.dir)
+        .map_err(|e| CliError::output("the reports", &e, Some(&run_id.0)))
 }

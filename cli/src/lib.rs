@@ -16,6 +16,8 @@ pub mod credentials;
 pub mod drive;
 pub mod exit;
 pub mod fleet_run;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hosts;
 pub mod logging;
 pub mod options;

@@ -185,6 +185,13 @@ impl<'a> Layers<'a> {
     }
 }
 
+/// Two options given together that cannot both hold: names both, and says why.
+pub fn conflict(first: &str, second: &str, why: &str) -> CliError {
+    CliError::usage(format!(
+        "{first} and {second} cannot be used together: {why}"
+    ))
+}
+
 /// An error about a setting, naming where its value came from.
 pub fn invalid<T>(key: &str, setting: &Setting<T>, message: impl fmt::Display) -> CliError {
     let place = match &setting.origin {
@@ -531,6 +538,7 @@ impl ConnectionSettings {
                 return Err(invalid(key, setting, "must be at least 1s"));
             }
         }
+        self.check_conflicts()?;
         if self.authentication.value == AuthMethod::Certificate {
             if !self.use_ssl.value {
                 return Err(invalid(
@@ -548,6 +556,140 @@ impl ConnectionSettings {
             }
         }
         Ok(self)
+    }
+
+    /// Options that contradict each other (docs/cli.md, "Conflicting options"). Only pairs
+    /// given together on the command line are refused: a value from the environment or
+    /// psfleet.toml is a default the command line may make moot, and inventory hosts may
+    /// need it (an HTTPS host's CA while the command line's hosts use HTTP).
+    fn check_conflicts(&self) -> Result<(), CliError> {
+        use AuthMethod::{Basic, Certificate};
+        let cli = |origin: &Origin| *origin == Origin::CommandLine;
+        let no_ssl = !self.use_ssl.value && cli(&self.use_ssl.origin);
+        // Everything that only means something over TLS; --use-ssl=false on the command line
+        // makes every host HTTP (it beats the inventory).
+        let tls_only: [(&str, Option<&Origin>); 5] = [
+            (
+                "certificate-thumbprint",
+                self.certificate_thumbprint.as_ref().map(|s| &s.origin),
+            ),
+            (
+                "skip-ca-check",
+                self.skip_ca_check
+                    .value
+                    .then_some(&self.skip_ca_check.origin),
+            ),
+            (
+                "skip-cn-check",
+                self.skip_cn_check
+                    .value
+                    .then_some(&self.skip_cn_check.origin),
+            ),
+            ("ca-file", self.ca_file.as_ref().map(|s| &s.origin)),
+            (
+                "certificate-file",
+                self.certificate_file.as_ref().map(|s| &s.origin),
+            ),
+        ];
+        for (key, origin) in tls_only {
+            if no_ssl && origin.is_some_and(cli) {
+                return Err(conflict(
+                    "--use-ssl=false",
+                    &format!("--{key}"),
+                    "the second is about the TLS of HTTPS connections, and the first makes \
+                     every host plain HTTP; drop one of them",
+                ));
+            }
+        }
+        if self.encryption.value == EncryptionMode::Never
+            && cli(&self.encryption.origin)
+            && !self.allow_unencrypted.value
+            && cli(&self.allow_unencrypted.origin)
+        {
+            return Err(conflict(
+                "--encryption never",
+                "--allow-unencrypted=false",
+                "unsealed messages over HTTP are what AllowUnencrypted allows; drop one of them",
+            ));
+        }
+        let auth = self.authentication.value;
+        let auth_cli = cli(&self.authentication.origin);
+        let auth_text = format!("--authentication {}", auth.name());
+        if auth_cli
+            && matches!(auth, Basic | Certificate)
+            && self.encryption.value == EncryptionMode::Always
+            && cli(&self.encryption.origin)
+        {
+            // Basic has no message encryption (wire-facts 1.3; pypsrp refuses the pair too).
+            return Err(conflict(
+                &auth_text,
+                "--encryption always",
+                "only NTLM, Negotiate, Kerberos and CredSSP can seal messages; use TLS \
+                 (--use-ssl) with --encryption auto",
+            ));
+        }
+        if auth_cli && auth != Certificate {
+            for (key, origin) in [
+                (
+                    "certificate-file",
+                    self.certificate_file.as_ref().map(|s| &s.origin),
+                ),
+                (
+                    "certificate-key-file",
+                    self.certificate_key_file.as_ref().map(|s| &s.origin),
+                ),
+            ] {
+                if origin.is_some_and(cli) {
+                    return Err(conflict(
+                        &auth_text,
+                        &format!("--{key}"),
+                        "a client certificate is used only by --authentication certificate",
+                    ));
+                }
+            }
+        }
+        if auth_cli
+            && auth == Certificate
+            && self.password_file.as_ref().is_some_and(|s| cli(&s.origin))
+        {
+            return Err(conflict(
+                &auth_text,
+                "--password-file",
+                "certificate authentication uses no password",
+            ));
+        }
+        if let Some(key) = &self.certificate_key_file
+            && self.certificate_file.is_none()
+        {
+            return Err(invalid(
+                "certificate-key-file",
+                key,
+                "a certificate key without --certificate-file: give the client certificate \
+                 (PEM) with --certificate-file",
+            ));
+        }
+        if let Some(port) = &self.port
+            && cli(&port.origin)
+            && cli(&self.use_ssl.origin)
+        {
+            // Not refused: a listener may sit on any port (PowerShell accepts -UseSSL -Port
+            // 5985 too), but the pair is usually a slip.
+            let other = if self.use_ssl.value {
+                DEFAULT_HTTP_PORT
+            } else {
+                DEFAULT_HTTPS_PORT
+            };
+            if port.value == other {
+                tracing::warn!(
+                    "--port {other} is WinRM's default {} port, and --use-ssl={} asks for {}; \
+                     check which listener the hosts have",
+                    if self.use_ssl.value { "HTTP" } else { "HTTPS" },
+                    self.use_ssl.value,
+                    if self.use_ssl.value { "HTTPS" } else { "HTTP" },
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The settings as `key = value (origin)` rows, for `psfleet config show`.

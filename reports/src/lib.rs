@@ -35,6 +35,15 @@ pub enum ReportError {
         /// The OS error.
         source: io::Error,
     },
+    /// Writing one report file failed (the file, then why).
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<ReportError>,
+    },
     /// The CSV writer failed.
     #[error("writing CSV: {0}")]
     Csv(#[from] csv::Error),
@@ -155,14 +164,29 @@ impl Report {
     }
 }
 
-fn write_file(
+/// Writes one file through `body`. A file that fails half-way (a full disk, an I/O error) is
+/// removed, so no truncated report is left looking complete; a file that cannot be created
+/// is left as it was.
+pub fn write_file(
     path: &Path,
     body: impl FnOnce(&mut BufWriter<File>) -> Result<(), ReportError>,
 ) -> Result<(), ReportError> {
     let file = File::create(path).map_err(io_err(path))?;
     let mut out = BufWriter::new(file);
-    body(&mut out)?;
-    out.flush().map_err(io_err(path))?;
+    let written = body(&mut out).and_then(|()| out.flush().map_err(io_err(path)));
+    if let Err(error) = written {
+        // The buffered rest would fail again on drop; the partial file goes.
+        let (_, _) = out.into_parts();
+        let _ = std::fs::remove_file(path);
+        let shown = path.display().to_string();
+        return Err(match error {
+            ReportError::Io { what, source } if what == shown => ReportError::Io { what, source },
+            other => ReportError::File {
+                path: path.to_owned(),
+                source: Box::new(other),
+            },
+        });
+    }
     Ok(())
 }
 
@@ -216,5 +240,41 @@ pub(crate) mod tests {
             errors: vec![],
             warnings: vec![],
         }
+    }
+
+    /// A full disk (`/dev/full` behind the report's path: ENOSPC on every write) fails the
+    /// file with its path and the OS error, and leaves no half-written file behind.
+    #[test]
+    fn a_file_that_fails_half_way_is_removed_and_named() {
+        let dir = std::env::temp_dir().join(format!("psfleet-reports-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hosts.csv");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let records: Vec<HostRecord> = (0..50).map(|i| sample(&format!("srv{i}"), None)).collect();
+        let error = write_file(&path, |w| csv_report::write_hosts(w, &records)).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("hosts.csv"), "{text}");
+        assert!(text.contains("No space left on device"), "{text}");
+        assert!(
+            path.symlink_metadata().is_err(),
+            "the partial file is removed"
+        );
+        // The OS error is reachable through the source chain (the CLI's exit 7 reads it).
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut kind = None;
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                kind = Some(io.kind());
+                break;
+            }
+            source = e.source();
+        }
+        assert_eq!(kind, Some(io::ErrorKind::StorageFull));
+        // A healthy write is untouched by the clean-up path.
+        let ok = dir.join("ok.csv");
+        write_file(&ok, |w| csv_report::write_hosts(w, &records)).unwrap();
+        assert_eq!(csv::Reader::from_path(&ok).unwrap().records().count(), 50);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -76,12 +76,12 @@ pub(crate) fn binary() -> &'static Path {
 }
 
 /// A private directory with a home, config and state directory, and a working directory.
-struct Sandbox {
-    root: PathBuf,
+pub(crate) struct Sandbox {
+    pub(crate) root: PathBuf,
 }
 
 impl Sandbox {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let root = std::env::temp_dir().join(format!("psfleet-cli-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for dir in ["home", "cfg/psfleet", "state", "work"] {
@@ -90,23 +90,23 @@ impl Sandbox {
         Self { root }
     }
 
-    fn work(&self) -> PathBuf {
+    pub(crate) fn work(&self) -> PathBuf {
         self.root.join("work")
     }
 
-    fn write(&self, relative: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, relative: &str, text: &str) -> PathBuf {
         let path = self.root.join(relative);
         std::fs::write(&path, text).unwrap();
         path
     }
 
     /// `psfleet args...` in the work directory with a clean environment plus `env`.
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.command(args, env).output().unwrap()
     }
 
     /// The command [`Sandbox::run`] runs, to spawn it instead.
-    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    pub(crate) fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(binary());
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -128,7 +128,7 @@ impl Drop for Sandbox {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -993,14 +993,19 @@ fn inventory_list_and_check_resolve_hosts_as_run_would() {
 
 /// A simulated fleet on its own loopback block, served by its own runtime for as long as the
 /// value lives; its inventory, CA and accounts are written to `dir`.
-struct SimFleet {
+pub(crate) struct SimFleet {
     runtime: tokio::runtime::Runtime,
     fleet: Option<psfleet_sim::fleet::FleetHandle>,
     dir: PathBuf,
 }
 
 impl SimFleet {
-    fn start(profile: &str, hosts: usize, latency_ms: Option<u64>, dir: PathBuf) -> Self {
+    pub(crate) fn start(
+        profile: &str,
+        hosts: usize,
+        latency_ms: Option<u64>,
+        dir: PathBuf,
+    ) -> Self {
         use psfleet_sim::fleet::FleetOptions;
         use psfleet_sim::profile::Profile;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1019,16 +1024,16 @@ impl SimFleet {
         }
     }
 
-    fn fleet(&self) -> &psfleet_sim::fleet::FleetHandle {
+    pub(crate) fn fleet(&self) -> &psfleet_sim::fleet::FleetHandle {
         self.fleet.as_ref().unwrap()
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
     /// PSFLEET_USER and PSFLEET_PASSWORD of the fleet's administrator.
-    fn admin_env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn admin_env(&self) -> Vec<(&'static str, String)> {
         let admin = self.fleet().accounts().iter().find(|a| a.admin).unwrap();
         vec![
             ("PSFLEET_USER", admin.name.clone()),
@@ -1037,7 +1042,7 @@ impl SimFleet {
     }
 
     /// Script executions per host name.
-    fn executions(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn executions(&self) -> BTreeMap<String, u64> {
         self.fleet()
             .hosts()
             .iter()
@@ -1050,7 +1055,7 @@ impl SimFleet {
             .collect()
     }
 
-    fn open_shells(&self) -> u64 {
+    pub(crate) fn open_shells(&self) -> u64 {
         self.fleet()
             .hosts()
             .iter()
@@ -1067,7 +1072,7 @@ impl Drop for SimFleet {
     }
 }
 
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub(crate) fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 

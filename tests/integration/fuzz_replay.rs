@@ -8,13 +8,14 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-/// A `psfleet_core::fuzzing` (or `psfleet_inventories::fuzzing`) function: arbitrary bytes in, a panic when something is wrong.
+/// A `psfleet_core::fuzzing` (or `psfleet_inventories::fuzzing`, `psfleet_cli::fuzzing`) function: arbitrary bytes in, a panic when something is wrong.
 type Target = fn(&[u8]);
 
 /// Target name (the directory under `fuzz/corpus` and `fuzz/regressions`, and
 /// `fuzz/fuzz_targets/<name>.rs`) to the function both the target and this replay call.
 const TARGETS: &[(&str, Target)] = &[
     ("clixml", psfleet_core::fuzzing::clixml),
+    ("config", psfleet_cli::fuzzing::config),
     ("encryption", psfleet_core::fuzzing::encryption),
     ("inventory_csv", psfleet_inventories::fuzzing::inventory_csv),
     ("inventory_ini", psfleet_inventories::fuzzing::inventory_ini),

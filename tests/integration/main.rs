@@ -3,6 +3,9 @@
 //! Modules by area:
 //! - `auth_matrix`: every authentication method through the engine's `HostClient` against
 //!   simulated hosts (and a real MIT KDC), successes and typed failures.
+//! - `bad_input`: the `psfleet` binary against bad input: malformed inventories (nothing
+//!   written to the state directory), conflicting options, an unusable state directory and
+//!   full disks while writing reports and output, each with its exit code.
 //! - `cli`: the `psfleet` binary: help, usage errors, the refused --password, configuration
 //!   precedence, PSFLEET_* variables, completions.
 //! - `client_ops`: the engine's operations (cmd, PowerShell, cancel, auth, typed errors) against
@@ -34,6 +37,7 @@
 //! - `transport`: the engine's NTLM/Negotiate HTTP transport against pyspnego and sspi.
 
 mod auth_matrix;
+mod bad_input;
 mod cli;
 mod client_ops;
 mod conformance;

@@ -67,8 +67,8 @@ pub fn reap_shells(
         );
     }
     let loaded = crate::hosts::load(&fleet.select, connection)?;
-    let store = psfleet_engine::store::Store::open(ctx.global.state_dir()?)
-        .map_err(|e| CliError::Internal(format!("state directory: {e}")))?;
+    let state_dir = ctx.global.state_dir()?;
+    let store = crate::fleet_run::open_store(state_dir)?;
     let mut shells = Vec::new();
     for host in &loaded.hosts {
         let mut names = vec![host.name.clone()];
@@ -80,7 +80,7 @@ pub fn reap_shells(
         for name in names {
             let open = store
                 .open_shells_on(&name)
-                .map_err(|e| CliError::Internal(format!("state directory: {e}")))?;
+                .map_err(|e| CliError::state_dir(state_dir, &e))?;
             shells.extend(open);
         }
     }

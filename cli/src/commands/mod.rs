@@ -51,7 +51,7 @@ pub fn find_run(
     use crate::options::RunRef;
     use psfleet_engine::journal;
     let runs = state_dir.join(journal::RUNS_DIR);
-    let dirs = journal::list_run_dirs(state_dir).map_err(|e| CliError::Internal(e.to_string()))?;
+    let dirs = journal::list_run_dirs(state_dir).map_err(|e| CliError::state_dir(state_dir, &e))?;
     let pick = match run {
         RunRef::Last => dirs.last(),
         RunRef::Previous => dirs.len().checked_sub(2).and_then(|i| dirs.get(i)),

@@ -2,7 +2,7 @@
 //! HTML and JSON-lines reports of a run, written from its journal (docs/reports.md).
 
 use std::fs::File;
-use std::io::{BufWriter, Write as _};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -56,24 +56,29 @@ pub fn write_reports(
         report = report.with_previous(&previous);
     }
     let out = out.map_or_else(|| dir.clone(), Path::to_path_buf);
+    let run_id = state.meta.run_id.0.clone();
+    let write = |path: &Path, body: &dyn Fn(&mut BufWriter<File>) -> Result<(), ReportError>| {
+        write(path, body)
+            .map_err(|e| CliError::output(&path.display().to_string(), &e, Some(&run_id)))
+    };
     std::fs::create_dir_all(&out)
-        .map_err(|e| CliError::io(format!("cannot create {}", out.display()), e))?;
+        .map_err(|e| CliError::output(&out.display().to_string(), &e, Some(&run_id)))?;
     let mut written = Vec::new();
     for format in formats {
         match format {
             ReportFormat::Csv => {
                 let hosts = out.join("hosts.csv");
-                write(&hosts, |w| {
+                write(&hosts, &|w| {
                     psfleet_reports::csv_report::write_hosts(w, &report.records)
                 })?;
                 let buckets = out.join("buckets.csv");
-                write(&buckets, |w| {
+                write(&buckets, &|w| {
                     psfleet_reports::csv_report::write_buckets(w, &report.records)
                 })?;
                 written.extend([hosts, buckets]);
                 if !psfleet_reports::fleet::configured(&report.facts).is_empty() {
                     let config = out.join("config.csv");
-                    write(&config, |w| {
+                    write(&config, &|w| {
                         psfleet_reports::fleet::write_csv(w, &report.facts)
                     })?;
                     written.push(config);
@@ -81,12 +86,12 @@ pub fn write_reports(
             }
             ReportFormat::Html => {
                 let html = out.join("report.html");
-                write(&html, |w| psfleet_reports::html::write(w, &report))?;
+                write(&html, &|w| psfleet_reports::html::write(w, &report))?;
                 written.push(html);
             }
             ReportFormat::Json => {
                 let jsonl = out.join("hosts.jsonl");
-                write(&jsonl, |w| {
+                write(&jsonl, &|w| {
                     psfleet_reports::jsonl::write(w, &report.records)
                 })?;
                 written.push(jsonl);
@@ -116,14 +121,11 @@ fn previous_of(state_dir: &Path, state: &RunState) -> Option<RunState> {
         .and_then(|(d, _)| journal::Journal::replay(d).ok())
 }
 
+/// Writes one report file; one that fails half-way is removed, so no truncated report is
+/// left looking complete (the journal still has everything).
 fn write(
     path: &Path,
-    body: impl FnOnce(&mut BufWriter<File>) -> Result<(), ReportError>,
-) -> Result<(), CliError> {
-    let file = File::create(path)
-        .map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?;
-    let mut w = BufWriter::new(file);
-    body(&mut w).map_err(|e| CliError::Internal(format!("{}: {e}", path.display())))?;
-    w.flush()
-        .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e))
+    body: &dyn Fn(&mut BufWriter<File>) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
+    psfleet_reports::write_file(path, body)
 }

@@ -42,7 +42,7 @@ pub fn list_runs(
     state_dir: &std::path::Path,
     ctx: &Context<'_>,
 ) -> Result<Exit, CliError> {
-    let dirs = journal::list_run_dirs(state_dir).map_err(|e| CliError::Internal(e.to_string()))?;
+    let dirs = journal::list_run_dirs(state_dir).map_err(|e| CliError::state_dir(state_dir, &e))?;
     let mut summaries = Vec::new();
     for dir in dirs.iter().rev().take(last) {
         match super::replay_run(dir) {
