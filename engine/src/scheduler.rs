@@ -17,7 +17,9 @@
 //! 2. a shell slot on its host ([`crate::budget`]; [`EventKind::WaitingForShellSlot`] when it
 //!    has to wait);
 //! 3. a fork (one of `forks` attempts in flight);
-//! 4. the rate limiters ([`RateLimit`]; the tokens are spent just before the attempt);
+//! 4. the rate limiters ([`RateLimit`]): a job that [connects through the
+//!    gate](HostJob::connects_through_gate) spends their tokens inside its attempt, right
+//!    before each new TCP connect ([`AttemptGate`]); any other job just before the attempt;
 //! 5. the attempt ([`EventKind::Started`]); on a transient failure or a quota fault, every
 //!    permit is given back and the job sleeps out its back-off ([`EventKind::Retrying`]), then
 //!    goes back to step 2.
@@ -27,6 +29,7 @@
 //! host's last job. Only the counters of [`Progress`] and governor's per-host rate states
 //! (dropped by [`Scheduler::retain_recent`] once fresh) outlive a host.
 
+mod gate;
 mod rate;
 
 use std::fmt;
@@ -42,6 +45,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
+pub use self::gate::AttemptGate;
 use self::rate::Limiters;
 pub use self::rate::{RateLimit, RateParseError};
 use crate::budget::{
@@ -157,6 +161,14 @@ pub trait HostJob: Send + Sync + 'static {
         ShellFacts::default()
     }
 
+    /// Whether the job's connections pass [`AttemptContext::gate`] (true: the job hands the
+    /// gate to every client it connects with, and the rate-limit tokens are spent there,
+    /// right before each new TCP connect; false: the scheduler spends one set of tokens just
+    /// before each attempt, which then must open at most one connection).
+    fn connects_through_gate(&self) -> bool {
+        false
+    }
+
     /// One try. On `ctx.cancel` (deadline or stop) the job stops its pipeline, deletes its
     /// shell within its own bounds and returns; the scheduler waits `cleanup_grace` for that.
     fn attempt(
@@ -178,6 +190,9 @@ pub struct AttemptContext {
     /// Where to report what the host said about its shells (the config Get's MaxShellsPerUser,
     /// shells found open and reaped).
     pub budget: BudgetHandle,
+    /// For a job that [connects through the gate](HostJob::connects_through_gate): hand it
+    /// to every client of the attempt (`HostClient::with_connect_gate`); `None` otherwise.
+    pub gate: Option<Arc<AttemptGate>>,
 }
 
 /// How one attempt went.
@@ -294,7 +309,8 @@ pub enum EventKind<J: HostJob> {
         /// Shells psfleet holds there now.
         in_use: u32,
     },
-    /// An attempt started (its rate-limit tokens are spent and it holds a fork).
+    /// An attempt started: it holds a fork, and its rate-limit tokens are spent (a job that
+    /// connects through the gate spends them later, right before each TCP connect).
     Started {
         /// 1 for the first attempt.
         attempt: u32,
@@ -783,18 +799,23 @@ impl Shared {
         }
     }
 
-    /// Waits for the rate limiters to let one new connection to `budget`'s host through.
-    async fn pass_rate_limits(&self, budget: &HostBudget) {
-        // One job per host waits on the per-host limiter at a time (see `rate`).
-        let gate = match self.limiters.has_per_host() {
+    /// The per-host turn of `budget`'s host when a per-host limit is configured: one job
+    /// per host waits on the per-host limiter at a time (see `rate`).
+    fn rate_turn(&self, budget: &HostBudget) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        match self.limiters.has_per_host() {
             true => budget.rate_gate(),
             false => None,
-        };
-        let _turn = match gate {
-            Some(gate) => Some(gate.lock_owned().await),
+        }
+    }
+
+    /// Waits for the rate limiters to let one new connection to `host` through, and spends
+    /// their tokens at that moment.
+    async fn pass_rate_limits(&self, host: &Arc<str>, turn: Option<&tokio::sync::Mutex<()>>) {
+        let _turn = match turn {
+            Some(turn) => Some(turn.lock().await),
             None => None,
         };
-        self.limiters.until_ready(budget.key()).await;
+        self.limiters.until_ready(host).await;
         if self.starts.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
             self.limiters.retain_recent();
         }
@@ -955,6 +976,8 @@ impl<J: HostJob> JobTask<J> {
         let shared = Arc::clone(&self.shared);
         let policy = &shared.config.retry;
         let needed = job.shells_needed();
+        let gated = job.connects_through_gate();
+        let rate_turn = shared.rate_turn(&self.budget);
         let mut attempts = 0u32;
         let mut transient_failures = 0u32;
         let mut quota_retries = 0u32;
@@ -1006,7 +1029,8 @@ impl<J: HostJob> JobTask<J> {
 
             // 4. The rate limiters. The `Started` event's channel slot is reserved first, so
             // nothing waits between spending the rate tokens and connecting (a token spent
-            // early would let connections bunch up past the rate).
+            // early would let connections bunch up past the rate). A job that connects
+            // through the gate spends them there instead, right before each TCP connect.
             let slot = match shared
                 .unless_interrupted(deadline, self.events.reserve())
                 .await
@@ -1014,9 +1038,13 @@ impl<J: HostJob> JobTask<J> {
                 Ok(slot) => slot.ok(), // closed: nobody listens
                 Err(reason) => break interrupted(reason, attempts, last_error),
             };
-            if let Err(reason) = shared
-                .unless_interrupted(deadline, shared.pass_rate_limits(&self.budget))
-                .await
+            if !gated
+                && let Err(reason) = shared
+                    .unless_interrupted(
+                        deadline,
+                        shared.pass_rate_limits(self.budget.key(), rate_turn.as_deref()),
+                    )
+                    .await
             {
                 break interrupted(reason, attempts, last_error);
             }
@@ -1038,11 +1066,21 @@ impl<J: HostJob> JobTask<J> {
                     kind: EventKind::Started { attempt: attempts },
                 });
             }
+            let cancel = CancelToken::new();
+            let gate = gated.then(|| {
+                Arc::new(AttemptGate::new(
+                    Arc::clone(&shared),
+                    Arc::clone(self.budget.key()),
+                    rate_turn.clone(),
+                    cancel.clone(),
+                ))
+            });
             let ctx = AttemptContext {
                 attempt: attempts,
                 deadline,
-                cancel: CancelToken::new(),
+                cancel,
                 budget: self.budget.handle(),
+                gate,
             };
             let end = run_attempt(&shared, &job, ctx, deadline).await;
             if let AttemptEnd::Returned(AttemptOutcome::Quota { max_shells, .. }) = &end {
