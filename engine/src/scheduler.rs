@@ -62,6 +62,12 @@ pub const DEFAULT_FORKS: usize = 256;
 /// is abandoned (the shell is then left to the leak reaper).
 pub const DEFAULT_CLEANUP_GRACE: Duration = Duration::from_secs(15);
 
+/// Default time a first TCP connect may stay pending before its attempt gives its fork back
+/// (`SchedulerConfig::connect_handoff_after`): the initial retransmission timeout of a SYN
+/// (RFC 6298 2.1, Linux `TCP_TIMEOUT_INIT`), so a host that answers at all, however far
+/// away, has answered by then unless a packet was lost.
+pub const DEFAULT_CONNECT_HANDOFF_AFTER: Duration = Duration::from_secs(1);
+
 /// How many attempts start between two prunings of governor's per-host rate states.
 const RETAIN_EVERY: u64 = 1024;
 
@@ -73,6 +79,13 @@ pub struct SchedulerConfig {
     /// Most jobs pulled from the iterator and not finished (in flight, waiting for a slot or
     /// backing off). `0` means `max(4 * forks, 1024)`.
     pub queue_depth: usize,
+    /// Most attempts at once that gave their fork back while their first TCP connect is
+    /// pending (a host that does not answer the SYN), on top of the `forks` doing WinRM
+    /// work. `0` means `2 * forks`. Only jobs that connect through the gate hand off.
+    pub connecting: usize,
+    /// How long a first TCP connect may be pending before its attempt gives its fork back
+    /// (it takes a fork again once connected); `None`: never.
+    pub connect_handoff_after: Option<Duration>,
     /// Global rate of new connections (`--rate`), or none.
     pub rate: Option<RateLimit>,
     /// Rate of new connections to any one host, or none.
@@ -94,6 +107,8 @@ impl Default for SchedulerConfig {
         Self {
             forks: DEFAULT_FORKS,
             queue_depth: 0,
+            connecting: 0,
+            connect_handoff_after: Some(DEFAULT_CONNECT_HANDOFF_AFTER),
             rate: None,
             per_host_rate: None,
             default_max_shells: DEFAULT_MAX_SHELLS,
@@ -106,6 +121,15 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// The cap on attempts connecting without a fork in effect.
+    pub fn effective_connecting(&self) -> usize {
+        match self.connecting {
+            0 => self.forks.saturating_mul(2),
+            n => n,
+        }
+        .min(Semaphore::MAX_PERMITS)
+    }
+
     /// The queue depth in effect.
     pub fn effective_queue_depth(&self) -> usize {
         match self.queue_depth {
@@ -447,8 +471,11 @@ pub struct Progress {
     pub queued: u64,
     /// Waiting for a shell slot on their host.
     pub waiting_for_shell_slot: u64,
-    /// Attempts in flight.
+    /// Attempts in flight (holding a fork, or connecting without one).
     pub in_flight: u64,
+    /// Of `in_flight`: attempts that gave their fork back while a slow first TCP connect is
+    /// pending (not counted among the pending states: they are in flight).
+    pub connecting: u64,
     /// Sleeping out a back-off.
     pub backing_off: u64,
     /// Retries scheduled so far (transient and quota).
@@ -492,8 +519,10 @@ impl Progress {
 pub struct Summary {
     /// The counters at the end (this scheduler's, all runs so far).
     pub progress: Progress,
-    /// Most attempts in flight at once.
+    /// Most attempts in flight at once (with `connecting`, up to `forks + connecting`).
     pub max_in_flight: usize,
+    /// Most attempts at once that had given their fork back during a slow connect.
+    pub max_connecting: usize,
     /// Most jobs pending at once.
     pub max_pending: usize,
     /// A second stop aborted the run: jobs in flight were dropped without a `Finished`.
@@ -566,6 +595,7 @@ impl Scheduler {
         Ok(Self {
             shared: Arc::new(Shared {
                 forks: Arc::new(Semaphore::new(config.forks)),
+                connecting: Arc::new(Semaphore::new(config.effective_connecting())),
                 limiters,
                 budgets: ShellBudgets::new(config.default_max_shells),
                 jitter,
@@ -745,6 +775,7 @@ impl Scheduler {
         Summary {
             progress: self.progress(),
             max_in_flight: shared.counters.max_in_flight.load(Ordering::Relaxed),
+            max_connecting: shared.counters.max_connecting.load(Ordering::Relaxed),
             max_pending,
             aborted,
         }
@@ -755,6 +786,8 @@ impl Scheduler {
 struct Shared {
     config: SchedulerConfig,
     forks: Arc<Semaphore>,
+    /// Attempts connecting without a fork (see `gate`).
+    connecting: Arc<Semaphore>,
     limiters: Limiters,
     budgets: Arc<ShellBudgets>,
     jitter: Jitter,
@@ -822,6 +855,15 @@ impl Shared {
     }
 }
 
+/// Resolves when `gate`'s first connect has been pending for `after` (never without a gate
+/// or a hand-off time).
+async fn handoff_due(gate: Option<&AttemptGate>, after: Option<Duration>) {
+    match (gate, after) {
+        (Some(gate), Some(after)) => gate.handoff_due(after).await,
+        _ => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -844,6 +886,7 @@ struct Counters {
     queued: AtomicU64,
     waiting_for_shell_slot: AtomicU64,
     in_flight: AtomicU64,
+    connecting: AtomicU64,
     backing_off: AtomicU64,
     retried: AtomicU64,
     succeeded: AtomicU64,
@@ -854,6 +897,7 @@ struct Counters {
     skipped: AtomicU64,
     panicked: AtomicU64,
     max_in_flight: AtomicUsize,
+    max_connecting: AtomicUsize,
 }
 
 impl Counters {
@@ -863,6 +907,7 @@ impl Counters {
             queued: get(&self.queued),
             waiting_for_shell_slot: get(&self.waiting_for_shell_slot),
             in_flight: get(&self.in_flight),
+            connecting: get(&self.connecting),
             backing_off: get(&self.backing_off),
             retried: get(&self.retried),
             succeeded: get(&self.succeeded),
@@ -1067,22 +1112,32 @@ impl<J: HostJob> JobTask<J> {
                 });
             }
             let cancel = CancelToken::new();
-            let gate = gated.then(|| {
-                Arc::new(AttemptGate::new(
-                    Arc::clone(&shared),
-                    Arc::clone(self.budget.key()),
-                    rate_turn.clone(),
-                    cancel.clone(),
-                ))
-            });
+            // A gated attempt holds its fork in the gate, which gives it back during a slow
+            // first connect and takes one again once connected.
+            let (fork, gate) = match gated {
+                true => {
+                    let gate = Arc::new(AttemptGate::new(
+                        Arc::clone(&shared),
+                        Arc::clone(self.budget.key()),
+                        rate_turn.clone(),
+                        cancel.clone(),
+                        fork,
+                    ));
+                    (None, Some(gate))
+                }
+                false => (Some(fork), None),
+            };
             let ctx = AttemptContext {
                 attempt: attempts,
                 deadline,
                 cancel,
                 budget: self.budget.handle(),
-                gate,
+                gate: gate.clone(),
             };
-            let end = run_attempt(&shared, &job, ctx, deadline).await;
+            let end = run_attempt(&shared, &job, ctx, deadline, gate.as_deref()).await;
+            if let Some(gate) = &gate {
+                gate.release();
+            }
             if let AttemptEnd::Returned(AttemptOutcome::Quota { max_shells, .. }) = &end {
                 self.budget.on_quota_fault(&shells, *max_shells);
             }
@@ -1197,20 +1252,31 @@ impl<J: HostJob> JobTask<J> {
 }
 
 /// Runs one attempt, cancelling it on a stop or the deadline and giving it the cleanup grace.
+/// Meanwhile, a gated attempt whose first connect stays pending gives its fork back.
 async fn run_attempt<J: HostJob>(
     shared: &Shared,
     job: &J,
     ctx: AttemptContext,
     deadline: Option<Instant>,
+    gate: Option<&AttemptGate>,
 ) -> AttemptEnd<J::Output, J::Error> {
     let token = ctx.cancel.clone();
-    let attempt = AssertUnwindSafe(job.attempt(ctx)).catch_unwind();
-    tokio::pin!(attempt);
-    let reason = tokio::select! {
-        biased;
-        out = &mut attempt => return returned(out),
-        () = shared.stopped(StopLevel::Stopping) => CancelReason::Stop,
-        () = sleep_until(deadline) => CancelReason::Deadline,
+    // Boxed: a pending job's task then holds only the scheduler's state, not the space of
+    // the attempt's whole state machine (tens of KB for a PSRP run) until it starts.
+    let mut attempt = Box::pin(AssertUnwindSafe(job.attempt(ctx)).catch_unwind());
+    let handoff_after = shared.config.connect_handoff_after;
+    let reason = loop {
+        tokio::select! {
+            biased;
+            out = &mut attempt => return returned(out),
+            () = shared.stopped(StopLevel::Stopping) => break CancelReason::Stop,
+            () = sleep_until(deadline) => break CancelReason::Deadline,
+            () = handoff_due(gate, handoff_after) => {
+                if let Some(gate) = gate {
+                    gate.hand_off();
+                }
+            }
+        }
     };
     token.cancel(reason);
     match tokio::time::timeout(shared.config.cleanup_grace, &mut attempt).await {

@@ -979,6 +979,116 @@ async fn every_connection_through_the_gate_spends_a_token() {
     assert_eq!(done.iter().filter(|o| **o == "interrupted").count(), 3);
 }
 
+/// Runs `jobs` and returns when each one finished (virtual time since the start) and how.
+async fn finish_times(
+    scheduler: &Scheduler,
+    jobs: Vec<TestJob>,
+) -> (Summary, HashMap<String, (Duration, &'static str)>) {
+    let t0 = Instant::now();
+    let mut run = scheduler.start(jobs, 64);
+    let mut done = HashMap::new();
+    while let Some(event) = run.events.recv().await {
+        if let EventKind::Finished(f) = event.kind {
+            done.insert(f.job.host.clone(), (t0.elapsed(), f.outcome.name()));
+        }
+    }
+    (run.done.await.unwrap(), done)
+}
+
+/// Hosts that never answer the SYN give their fork back after `connect_handoff_after`, so
+/// the healthy hosts behind them do not wait out their connect timeouts; `forks` still
+/// bounds the attempts working on an open connection. The control never hands off.
+#[tokio::test(start_paused = true)]
+async fn hosts_that_never_answer_do_not_hold_the_forks() {
+    let mut last_healthy = Vec::new();
+    for handoff in [Some(Duration::from_secs(1)), None] {
+        let probe = Probe::with_limits(&[]);
+        let scheduler = Scheduler::new(SchedulerConfig {
+            forks: 4,
+            connect_handoff_after: handoff,
+            ..config()
+        })
+        .unwrap();
+        assert_eq!(scheduler.config().effective_connecting(), 8);
+        // Eight blackholed hosts first (5 s connect timeouts), then forty healthy ones of
+        // 100 ms each.
+        let mut jobs: Vec<TestJob> = (0..8)
+            .map(|i| gated(&probe, &format!("dark{i}"), 0, BLACKHOLE, 0))
+            .collect();
+        jobs.extend((0..40).map(|i| gated(&probe, &format!("ok{i}"), 0, CONNECT, 100)));
+        let (summary, done) = finish_times(&scheduler, jobs).await;
+        assert_eq!(done.len(), 48);
+        assert_eq!(summary.progress.succeeded, 40);
+        assert_eq!(summary.progress.failed, 8);
+        assert_eq!(probe.max_working.load(Ordering::SeqCst), 4);
+        let healthy = done
+            .iter()
+            .filter(|(h, _)| h.starts_with("ok"))
+            .map(|(_, (t, _))| *t)
+            .max()
+            .unwrap();
+        last_healthy.push(healthy);
+        match handoff {
+            Some(_) => {
+                // Two waves of four dark hosts hand off at 1 s and 2 s (8 connecting slots);
+                // the forty healthy hosts then take 10 rounds of 105 ms on 4 forks.
+                assert_eq!(summary.max_connecting, 8);
+                assert_eq!(summary.max_in_flight, 12);
+                assert_eq!(healthy, Duration::from_millis(2_000 + 10 * 105));
+                // The dark hosts still fail after their full connect timeout.
+                let dark = done.iter().filter(|(h, _)| h.starts_with("dark"));
+                assert!(dark.clone().all(|(_, (_, o))| *o == "failed"));
+                assert_eq!(
+                    dark.map(|(_, (t, _))| *t).max(),
+                    Some(Duration::from_secs(6))
+                );
+            }
+            None => {
+                assert_eq!(summary.max_connecting, 0);
+                assert_eq!(summary.max_in_flight, 4);
+                assert_eq!(healthy, Duration::from_millis(10_000 + 10 * 105));
+            }
+        }
+        assert_eq!(scheduler.progress().connecting, 0);
+        assert_eq!(scheduler.footprint().pending, 0);
+    }
+    println!(
+        "last healthy host done at {:?} with hand-off, {:?} without",
+        last_healthy[0], last_healthy[1]
+    );
+}
+
+/// A slow host that does answer takes a fork again once connected, before any work: the
+/// forks cap holds throughout, and with no connecting slot free a slow connect keeps its
+/// fork.
+#[tokio::test(start_paused = true)]
+async fn a_slow_host_that_answers_works_only_with_a_fork() {
+    let probe = Probe::with_limits(&[]);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        forks: 1,
+        connecting: 1,
+        ..config()
+    })
+    .unwrap();
+    let jobs = vec![
+        gated(&probe, "slow", 0, Duration::from_secs(3), 1_000),
+        gated(&probe, "slow2", 0, Duration::from_secs(3), 1_000),
+        gated(&probe, "ok1", 0, CONNECT, 1_000),
+        gated(&probe, "ok2", 0, CONNECT, 1_000),
+    ];
+    let (summary, done) = finish_times(&scheduler, jobs).await;
+    assert_eq!(summary.progress.succeeded, 4);
+    assert_eq!(probe.max_working.load(Ordering::SeqCst), 1);
+    assert_eq!(summary.max_connecting, 1);
+    // "slow" hands off at 1 s; "slow2" finds no connecting slot at 2 s and keeps its fork
+    // through its connect (1-4 s) and work (to 5 s); meanwhile "slow" connected at 3 s and
+    // waits for a fork in line behind ok1 and ok2 (5-6 s, 6-7 s), then works (7-8 s).
+    assert_eq!(done["slow2"].0, Duration::from_secs(5));
+    assert_eq!(done["ok1"].0, Duration::from_millis(6_005));
+    assert_eq!(done["ok2"].0, Duration::from_millis(7_010));
+    assert_eq!(done["slow"].0, Duration::from_millis(8_010));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_per_host_rate_spaces_one_hosts_connections_only() {
     let probe = Probe::with_limits(&[]);
