@@ -16,7 +16,10 @@
 //!    ([`EventKind::Queued`]);
 //! 2. a shell slot on its host ([`crate::budget`]; [`EventKind::WaitingForShellSlot`] when it
 //!    has to wait);
-//! 3. a fork (one of `forks` attempts in flight);
+//! 3. a fork (one of `forks` attempts doing WinRM work); a job that connects through the
+//!    gate holds it in its [`AttemptGate`], gives it back for one of the `connecting` slots
+//!    while a slow first TCP connect is pending (`connect_handoff_after`), and takes one
+//!    again once connected, so hosts that never answer the SYN do not hold the forks;
 //! 4. the rate limiters ([`RateLimit`]): a job that [connects through the
 //!    gate](HostJob::connects_through_gate) spends their tokens inside its attempt, right
 //!    before each new TCP connect ([`AttemptGate`]); any other job just before the attempt;
@@ -74,7 +77,8 @@ const RETAIN_EVERY: u64 = 1024;
 /// Everything the scheduler can be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Most attempts in flight at once, all hosts together (`--forks`).
+    /// Most attempts doing WinRM work at once, all hosts together (`--forks`); attempts
+    /// whose first connect is slow may wait for it without a fork (`connecting`).
     pub forks: usize,
     /// Most jobs pulled from the iterator and not finished (in flight, waiting for a slot or
     /// backing off). `0` means `max(4 * forks, 1024)`.
