@@ -17,7 +17,9 @@
 //! the debug-build simulator accepted 20-95 ms (median) and up to 450 ms after the client's
 //! connect. Five runs there gave busiest seconds of 59, 58, 59, 65 and 68 in the log, while the
 //! connections as the client's gate released them never exceeded 60 in any second (measured
-//! with a temporary probe in the gate). On a machine that is not overloaded the log agrees.
+//! with a temporary probe in the gate); in a whole-suite run (tests in parallel, load average
+//! 5-6) the log's busiest second was 62. So on an overloaded machine this test can fail by
+//! the simulator's accept lag; on one that is not overloaded the log agrees with the gate.
 
 // Test support: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
