@@ -37,8 +37,10 @@
 //! failed; [`TransportError::bucket`] names the failure bucket it points to.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,6 +224,27 @@ pub struct ConnectionConfig {
     pub request_timeout: Duration,
     /// The largest response body accepted.
     pub max_response_bytes: usize,
+    /// Hooks around each new TCP connect (a scheduler's rate limits and forks); none by
+    /// default.
+    pub gate: Option<Arc<dyn ConnectGate>>,
+}
+
+/// What [`ConnectGate`]'s hooks return: `Err` refuses the connection (nothing is sent; the
+/// error becomes [`TransportError::Connect`]).
+pub type GateFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+
+/// Hooks a scheduler puts around every new TCP connection a [`Connection`] opens (a
+/// reconnect is a new connection; a kept-alive one passes no hook), so that rate limits
+/// count connections exactly and a connect that hangs on a SYN need not hold a work slot
+/// (docs/scheduling.md).
+pub trait ConnectGate: Send + Sync + fmt::Debug {
+    /// Awaited right before each `TcpStream::connect`, after name resolution; the connect
+    /// timeout starts when it returns.
+    fn before_connect(&self) -> GateFuture<'_>;
+
+    /// Awaited once the TCP connection is open, before TLS and authentication; the time
+    /// it takes does not count against the connect timeout.
+    fn after_connect(&self) -> GateFuture<'_>;
 }
 
 impl ConnectionConfig {
@@ -243,6 +266,7 @@ impl ConnectionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            gate: None,
         }
     }
 
@@ -889,8 +913,8 @@ impl Connection {
                     source: e.source,
                 })?,
         };
-        let deadline = Instant::now() + config.connect_timeout;
-        let (stream, peer) = open_tcp(&addrs, deadline, config.connect_timeout).await?;
+        let (stream, peer, deadline) =
+            open_tcp(&addrs, config.connect_timeout, config.gate.as_deref()).await?;
         let (sender, driver, tls) = match tls_client {
             None => {
                 let (sender, driver) = start_http(TokioIo::new(stream)).await?;
@@ -1670,14 +1694,23 @@ fn request_uri(path: &str) -> Result<Uri, TransportError> {
         .map_err(|_| invalid("not a valid request path"))
 }
 
-/// Connects to the first address that accepts, all before `deadline`.
+/// Connects to the first address that accepts, all within `limit` of the first connect
+/// (each connect passes `gate` first). Returns the deadline TLS must also meet, moved on
+/// by the time `gate` took after the connect.
 async fn open_tcp(
     addrs: &[SocketAddr],
-    deadline: Instant,
     limit: Duration,
-) -> Result<(TcpStream, SocketAddr), TransportError> {
+    gate: Option<&dyn ConnectGate>,
+) -> Result<(TcpStream, SocketAddr, Instant), TransportError> {
     let mut last = None;
+    let mut deadline = None;
     for &addr in addrs {
+        if let Some(gate) = gate {
+            gate.before_connect()
+                .await
+                .map_err(|source| TransportError::Connect { addr, source })?;
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + limit);
         match timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 // The authentication legs are small request/response pairs: Nagle plus
@@ -1685,7 +1718,14 @@ async fn open_tcp(
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "cannot set TCP_NODELAY");
                 }
-                return Ok((stream, addr));
+                let Some(gate) = gate else {
+                    return Ok((stream, addr, deadline));
+                };
+                let waited = Instant::now();
+                gate.after_connect()
+                    .await
+                    .map_err(|source| TransportError::Connect { addr, source })?;
+                return Ok((stream, addr, deadline + waited.elapsed()));
             }
             Ok(Err(source)) if source.kind() == io::ErrorKind::ConnectionRefused => {
                 last = Some(TransportError::ConnectionRefused { addr });

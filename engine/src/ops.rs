@@ -473,6 +473,7 @@ pub struct HostClient {
     connect_time: Duration,
     requests: u32,
     connections: u32,
+    gate: Option<Arc<dyn http::ConnectGate>>,
 }
 
 impl std::fmt::Debug for HostClient {
@@ -503,6 +504,7 @@ impl HostClient {
             connect_time: Duration::ZERO,
             requests: 0,
             connections: 0,
+            gate: None,
         };
         let config = client.connection_config();
         target::check_before_send(
@@ -517,6 +519,13 @@ impl HostClient {
     /// Connects to `address` instead of resolving the host name (the inventory address).
     pub fn with_address(mut self, address: IpAddr) -> Self {
         self.address = Some(address);
+        self
+    }
+
+    /// Passes every new connection of this client through `gate` (the scheduler's rate
+    /// limits and forks, docs/scheduling.md); a kept-alive connection passes it once.
+    pub fn with_connect_gate(mut self, gate: Arc<dyn http::ConnectGate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -797,7 +806,9 @@ impl HostClient {
     // ----- private -----
 
     pub(crate) fn connection_config(&self) -> ConnectionConfig {
-        connection_config_for(&self.endpoint, &self.options, self.address)
+        let mut config = connection_config_for(&self.endpoint, &self.options, self.address);
+        config.gate.clone_from(&self.gate);
+        config
     }
 
     /// The kept-alive connection, opened (and authenticated) when there is none or the

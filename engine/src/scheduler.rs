@@ -16,8 +16,13 @@
 //!    ([`EventKind::Queued`]);
 //! 2. a shell slot on its host ([`crate::budget`]; [`EventKind::WaitingForShellSlot`] when it
 //!    has to wait);
-//! 3. a fork (one of `forks` attempts in flight);
-//! 4. the rate limiters ([`RateLimit`]; the tokens are spent just before the attempt);
+//! 3. a fork (one of `forks` attempts doing WinRM work); a job that connects through the
+//!    gate holds it in its [`AttemptGate`], gives it back for one of the `connecting` slots
+//!    while a slow first TCP connect is pending (`connect_handoff_after`), and takes one
+//!    again once connected, so hosts that never answer the SYN do not hold the forks;
+//! 4. the rate limiters ([`RateLimit`]): a job that [connects through the
+//!    gate](HostJob::connects_through_gate) spends their tokens inside its attempt, right
+//!    before each new TCP connect ([`AttemptGate`]); any other job just before the attempt;
 //! 5. the attempt ([`EventKind::Started`]); on a transient failure or a quota fault, every
 //!    permit is given back and the job sleeps out its back-off ([`EventKind::Retrying`]), then
 //!    goes back to step 2.
@@ -27,6 +32,7 @@
 //! host's last job. Only the counters of [`Progress`] and governor's per-host rate states
 //! (dropped by [`Scheduler::retain_recent`] once fresh) outlive a host.
 
+mod gate;
 mod rate;
 
 use std::fmt;
@@ -42,6 +48,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
+pub use self::gate::AttemptGate;
 use self::rate::Limiters;
 pub use self::rate::{RateLimit, RateParseError};
 use crate::budget::{
@@ -58,17 +65,31 @@ pub const DEFAULT_FORKS: usize = 256;
 /// is abandoned (the shell is then left to the leak reaper).
 pub const DEFAULT_CLEANUP_GRACE: Duration = Duration::from_secs(15);
 
+/// Default time a first TCP connect may stay pending before its attempt gives its fork back
+/// (`SchedulerConfig::connect_handoff_after`): the initial retransmission timeout of a SYN
+/// (RFC 6298 2.1, Linux `TCP_TIMEOUT_INIT`), so a host that answers at all, however far
+/// away, has answered by then unless a packet was lost.
+pub const DEFAULT_CONNECT_HANDOFF_AFTER: Duration = Duration::from_secs(1);
+
 /// How many attempts start between two prunings of governor's per-host rate states.
 const RETAIN_EVERY: u64 = 1024;
 
 /// Everything the scheduler can be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Most attempts in flight at once, all hosts together (`--forks`).
+    /// Most attempts doing WinRM work at once, all hosts together (`--forks`); attempts
+    /// whose first connect is slow may wait for it without a fork (`connecting`).
     pub forks: usize,
     /// Most jobs pulled from the iterator and not finished (in flight, waiting for a slot or
     /// backing off). `0` means `max(4 * forks, 1024)`.
     pub queue_depth: usize,
+    /// Most attempts at once that gave their fork back while their first TCP connect is
+    /// pending (a host that does not answer the SYN), on top of the `forks` doing WinRM
+    /// work. `0` means `2 * forks`. Only jobs that connect through the gate hand off.
+    pub connecting: usize,
+    /// How long a first TCP connect may be pending before its attempt gives its fork back
+    /// (it takes a fork again once connected); `None`: never.
+    pub connect_handoff_after: Option<Duration>,
     /// Global rate of new connections (`--rate`), or none.
     pub rate: Option<RateLimit>,
     /// Rate of new connections to any one host, or none.
@@ -90,6 +111,8 @@ impl Default for SchedulerConfig {
         Self {
             forks: DEFAULT_FORKS,
             queue_depth: 0,
+            connecting: 0,
+            connect_handoff_after: Some(DEFAULT_CONNECT_HANDOFF_AFTER),
             rate: None,
             per_host_rate: None,
             default_max_shells: DEFAULT_MAX_SHELLS,
@@ -102,6 +125,15 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// The cap on attempts connecting without a fork in effect.
+    pub fn effective_connecting(&self) -> usize {
+        match self.connecting {
+            0 => self.forks.saturating_mul(2),
+            n => n,
+        }
+        .min(Semaphore::MAX_PERMITS)
+    }
+
     /// The queue depth in effect.
     pub fn effective_queue_depth(&self) -> usize {
         match self.queue_depth {
@@ -157,6 +189,14 @@ pub trait HostJob: Send + Sync + 'static {
         ShellFacts::default()
     }
 
+    /// Whether the job's connections pass [`AttemptContext::gate`] (true: the job hands the
+    /// gate to every client it connects with, and the rate-limit tokens are spent there,
+    /// right before each new TCP connect; false: the scheduler spends one set of tokens just
+    /// before each attempt, which then must open at most one connection).
+    fn connects_through_gate(&self) -> bool {
+        false
+    }
+
     /// One try. On `ctx.cancel` (deadline or stop) the job stops its pipeline, deletes its
     /// shell within its own bounds and returns; the scheduler waits `cleanup_grace` for that.
     fn attempt(
@@ -178,6 +218,9 @@ pub struct AttemptContext {
     /// Where to report what the host said about its shells (the config Get's MaxShellsPerUser,
     /// shells found open and reaped).
     pub budget: BudgetHandle,
+    /// For a job that [connects through the gate](HostJob::connects_through_gate): hand it
+    /// to every client of the attempt (`HostClient::with_connect_gate`); `None` otherwise.
+    pub gate: Option<Arc<AttemptGate>>,
 }
 
 /// How one attempt went.
@@ -294,7 +337,8 @@ pub enum EventKind<J: HostJob> {
         /// Shells psfleet holds there now.
         in_use: u32,
     },
-    /// An attempt started (its rate-limit tokens are spent and it holds a fork).
+    /// An attempt started: it holds a fork, and its rate-limit tokens are spent (a job that
+    /// connects through the gate spends them later, right before each TCP connect).
     Started {
         /// 1 for the first attempt.
         attempt: u32,
@@ -431,8 +475,11 @@ pub struct Progress {
     pub queued: u64,
     /// Waiting for a shell slot on their host.
     pub waiting_for_shell_slot: u64,
-    /// Attempts in flight.
+    /// Attempts in flight (holding a fork, or connecting without one).
     pub in_flight: u64,
+    /// Of `in_flight`: attempts that gave their fork back while a slow first TCP connect is
+    /// pending (not counted among the pending states: they are in flight).
+    pub connecting: u64,
     /// Sleeping out a back-off.
     pub backing_off: u64,
     /// Retries scheduled so far (transient and quota).
@@ -476,8 +523,10 @@ impl Progress {
 pub struct Summary {
     /// The counters at the end (this scheduler's, all runs so far).
     pub progress: Progress,
-    /// Most attempts in flight at once.
+    /// Most attempts in flight at once (with `connecting`, up to `forks + connecting`).
     pub max_in_flight: usize,
+    /// Most attempts at once that had given their fork back during a slow connect.
+    pub max_connecting: usize,
     /// Most jobs pending at once.
     pub max_pending: usize,
     /// A second stop aborted the run: jobs in flight were dropped without a `Finished`.
@@ -550,6 +599,7 @@ impl Scheduler {
         Ok(Self {
             shared: Arc::new(Shared {
                 forks: Arc::new(Semaphore::new(config.forks)),
+                connecting: Arc::new(Semaphore::new(config.effective_connecting())),
                 limiters,
                 budgets: ShellBudgets::new(config.default_max_shells),
                 jitter,
@@ -729,6 +779,7 @@ impl Scheduler {
         Summary {
             progress: self.progress(),
             max_in_flight: shared.counters.max_in_flight.load(Ordering::Relaxed),
+            max_connecting: shared.counters.max_connecting.load(Ordering::Relaxed),
             max_pending,
             aborted,
         }
@@ -739,6 +790,8 @@ impl Scheduler {
 struct Shared {
     config: SchedulerConfig,
     forks: Arc<Semaphore>,
+    /// Attempts connecting without a fork (see `gate`).
+    connecting: Arc<Semaphore>,
     limiters: Limiters,
     budgets: Arc<ShellBudgets>,
     jitter: Jitter,
@@ -783,21 +836,35 @@ impl Shared {
         }
     }
 
-    /// Waits for the rate limiters to let one new connection to `budget`'s host through.
-    async fn pass_rate_limits(&self, budget: &HostBudget) {
-        // One job per host waits on the per-host limiter at a time (see `rate`).
-        let gate = match self.limiters.has_per_host() {
+    /// The per-host turn of `budget`'s host when a per-host limit is configured: one job
+    /// per host waits on the per-host limiter at a time (see `rate`).
+    fn rate_turn(&self, budget: &HostBudget) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        match self.limiters.has_per_host() {
             true => budget.rate_gate(),
             false => None,
-        };
-        let _turn = match gate {
-            Some(gate) => Some(gate.lock_owned().await),
+        }
+    }
+
+    /// Waits for the rate limiters to let one new connection to `host` through, and spends
+    /// their tokens at that moment.
+    async fn pass_rate_limits(&self, host: &Arc<str>, turn: Option<&tokio::sync::Mutex<()>>) {
+        let _turn = match turn {
+            Some(turn) => Some(turn.lock().await),
             None => None,
         };
-        self.limiters.until_ready(budget.key()).await;
+        self.limiters.until_ready(host).await;
         if self.starts.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
             self.limiters.retain_recent();
         }
+    }
+}
+
+/// Resolves when `gate`'s first connect has been pending for `after` (never without a gate
+/// or a hand-off time).
+async fn handoff_due(gate: Option<&AttemptGate>, after: Option<Duration>) {
+    match (gate, after) {
+        (Some(gate), Some(after)) => gate.handoff_due(after).await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -823,6 +890,7 @@ struct Counters {
     queued: AtomicU64,
     waiting_for_shell_slot: AtomicU64,
     in_flight: AtomicU64,
+    connecting: AtomicU64,
     backing_off: AtomicU64,
     retried: AtomicU64,
     succeeded: AtomicU64,
@@ -833,6 +901,7 @@ struct Counters {
     skipped: AtomicU64,
     panicked: AtomicU64,
     max_in_flight: AtomicUsize,
+    max_connecting: AtomicUsize,
 }
 
 impl Counters {
@@ -842,6 +911,7 @@ impl Counters {
             queued: get(&self.queued),
             waiting_for_shell_slot: get(&self.waiting_for_shell_slot),
             in_flight: get(&self.in_flight),
+            connecting: get(&self.connecting),
             backing_off: get(&self.backing_off),
             retried: get(&self.retried),
             succeeded: get(&self.succeeded),
@@ -955,6 +1025,8 @@ impl<J: HostJob> JobTask<J> {
         let shared = Arc::clone(&self.shared);
         let policy = &shared.config.retry;
         let needed = job.shells_needed();
+        let gated = job.connects_through_gate();
+        let rate_turn = shared.rate_turn(&self.budget);
         let mut attempts = 0u32;
         let mut transient_failures = 0u32;
         let mut quota_retries = 0u32;
@@ -1006,7 +1078,8 @@ impl<J: HostJob> JobTask<J> {
 
             // 4. The rate limiters. The `Started` event's channel slot is reserved first, so
             // nothing waits between spending the rate tokens and connecting (a token spent
-            // early would let connections bunch up past the rate).
+            // early would let connections bunch up past the rate). A job that connects
+            // through the gate spends them there instead, right before each TCP connect.
             let slot = match shared
                 .unless_interrupted(deadline, self.events.reserve())
                 .await
@@ -1014,9 +1087,13 @@ impl<J: HostJob> JobTask<J> {
                 Ok(slot) => slot.ok(), // closed: nobody listens
                 Err(reason) => break interrupted(reason, attempts, last_error),
             };
-            if let Err(reason) = shared
-                .unless_interrupted(deadline, shared.pass_rate_limits(&self.budget))
-                .await
+            if !gated
+                && let Err(reason) = shared
+                    .unless_interrupted(
+                        deadline,
+                        shared.pass_rate_limits(self.budget.key(), rate_turn.as_deref()),
+                    )
+                    .await
             {
                 break interrupted(reason, attempts, last_error);
             }
@@ -1038,13 +1115,33 @@ impl<J: HostJob> JobTask<J> {
                     kind: EventKind::Started { attempt: attempts },
                 });
             }
+            let cancel = CancelToken::new();
+            // A gated attempt holds its fork in the gate, which gives it back during a slow
+            // first connect and takes one again once connected.
+            let (fork, gate) = match gated {
+                true => {
+                    let gate = Arc::new(AttemptGate::new(
+                        Arc::clone(&shared),
+                        Arc::clone(self.budget.key()),
+                        rate_turn.clone(),
+                        cancel.clone(),
+                        fork,
+                    ));
+                    (None, Some(gate))
+                }
+                false => (Some(fork), None),
+            };
             let ctx = AttemptContext {
                 attempt: attempts,
                 deadline,
-                cancel: CancelToken::new(),
+                cancel,
                 budget: self.budget.handle(),
+                gate: gate.clone(),
             };
-            let end = run_attempt(&shared, &job, ctx, deadline).await;
+            let end = run_attempt(&shared, &job, ctx, deadline, gate.as_deref()).await;
+            if let Some(gate) = &gate {
+                gate.release();
+            }
             if let AttemptEnd::Returned(AttemptOutcome::Quota { max_shells, .. }) = &end {
                 self.budget.on_quota_fault(&shells, *max_shells);
             }
@@ -1159,20 +1256,31 @@ impl<J: HostJob> JobTask<J> {
 }
 
 /// Runs one attempt, cancelling it on a stop or the deadline and giving it the cleanup grace.
+/// Meanwhile, a gated attempt whose first connect stays pending gives its fork back.
 async fn run_attempt<J: HostJob>(
     shared: &Shared,
     job: &J,
     ctx: AttemptContext,
     deadline: Option<Instant>,
+    gate: Option<&AttemptGate>,
 ) -> AttemptEnd<J::Output, J::Error> {
     let token = ctx.cancel.clone();
-    let attempt = AssertUnwindSafe(job.attempt(ctx)).catch_unwind();
-    tokio::pin!(attempt);
-    let reason = tokio::select! {
-        biased;
-        out = &mut attempt => return returned(out),
-        () = shared.stopped(StopLevel::Stopping) => CancelReason::Stop,
-        () = sleep_until(deadline) => CancelReason::Deadline,
+    // Boxed: a pending job's task then holds only the scheduler's state, not the space of
+    // the attempt's whole state machine (tens of KB for a PSRP run) until it starts.
+    let mut attempt = Box::pin(AssertUnwindSafe(job.attempt(ctx)).catch_unwind());
+    let handoff_after = shared.config.connect_handoff_after;
+    let reason = loop {
+        tokio::select! {
+            biased;
+            out = &mut attempt => return returned(out),
+            () = shared.stopped(StopLevel::Stopping) => break CancelReason::Stop,
+            () = sleep_until(deadline) => break CancelReason::Deadline,
+            () = handoff_due(gate, handoff_after) => {
+                if let Some(gate) = gate {
+                    gate.hand_off();
+                }
+            }
+        }
     };
     token.cancel(reason);
     match tokio::time::timeout(shared.config.cleanup_grace, &mut attempt).await {

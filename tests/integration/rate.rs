@@ -2,16 +2,24 @@
 //! accepted TCP connections (issue 5, "Done when" item 3): over a 1,000-host run at 50/s with
 //! a burst of 10, no one-second window of the log holds more than 50 + 10 connections.
 //!
-//! The limiter spends one token per attempt, and the bound is about connections, so the test
-//! also checks that each host saw exactly one connection (one attempt, one keep-alive
-//! connection for authentication and every request).
+//! The limiter spends one token per new TCP connection, right before the connect (the
+//! scheduler's `AttemptGate`, awaited by the transport), so the test also checks that each
+//! host saw exactly one connection (one attempt, one keep-alive connection for
+//! authentication and every request).
 //!
-//! Known failure, hence `#[ignore]` (run it with `-- --ignored`): the scheduler spends the
-//! token before the attempt journals `host_started` (durably) and builds its client, so the
-//! connection follows the token by a variable delay (median 30 ms at 32 forks, 200-500 ms at
-//! 256 forks on a loaded 2-core machine, p99 up to 1.5 s), and connections bunch: busiest
-//! seconds of 63-77 were measured at 50/s:10 with 256 forks (61 with 32). The bound can only
-//! hold if the token is spent right before the TCP connect.
+//! History: this test was ignored while the scheduler spent the token before the attempt
+//! journaled `host_started` (durably) and built its client; connections then followed their
+//! tokens by 200-500 ms at 256 forks on a loaded 2-core machine and bunched into busiest
+//! seconds of 63-77.
+//!
+//! What can still bunch the log is the simulator itself: it timestamps a connection when its
+//! accept task runs, and on a 2-core machine shared with other builds (load average 9 to 11)
+//! the debug-build simulator accepted 20-95 ms (median) and up to 450 ms after the client's
+//! connect. Five runs there gave busiest seconds of 59, 58, 59, 65 and 68 in the log, while the
+//! connections as the client's gate released them never exceeded 60 in any second (measured
+//! with a temporary probe in the gate); in a whole-suite run (tests in parallel, load average
+//! 5-6) the log's busiest second was 62. So on an overloaded machine this test can fail by
+//! the simulator's accept lag; on one that is not overloaded the log agrees with the gate.
 
 // Test support: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -41,15 +49,15 @@ use crate::state::temp_dir;
 const WINDOW: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the engine spends the rate token right before connecting (see module docs)"]
 async fn a_1000_host_run_at_50_per_second_never_exceeds_rate_plus_burst_in_any_second() {
     const HOSTS: usize = 1_000;
     const RATE: u32 = 50;
     const BURST: u32 = 10;
-    let fleet = start("bench", HOSTS, 50).await;
+    let sim = Sim::start("bench", HOSTS, 50).await;
+    let fleet = &sim.fleet;
     let state = temp_dir("rate-50");
     let store = Store::open(&state).unwrap();
-    let mut plan = plan(&fleet, "hostname");
+    let mut plan = plan(fleet, "hostname");
     plan.scheduler.forks = 256;
     plan.scheduler.rate = Some(
         RateLimit::per_second(NonZeroU32::new(RATE).unwrap())
@@ -126,7 +134,7 @@ async fn a_1000_host_run_at_50_per_second_never_exceeds_rate_plus_burst_in_any_s
         max >= RATE as usize,
         "busiest second {max}: the run never reached {RATE}/s"
     );
-    fleet.shutdown().await.unwrap();
+    sim.shutdown().await;
 }
 
 /// The control: the same log and window over an unthrottled run do see more than 60
@@ -134,10 +142,11 @@ async fn a_1000_host_run_at_50_per_second_never_exceeds_rate_plus_burst_in_any_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unthrottled_run_exceeds_that_bound() {
     const HOSTS: usize = 200;
-    let fleet = start("bench", HOSTS, 51).await;
+    let sim = Sim::start("bench", HOSTS, 51).await;
+    let fleet = &sim.fleet;
     let state = temp_dir("rate-none");
     let store = Store::open(&state).unwrap();
-    let mut plan = plan(&fleet, "hostname");
+    let mut plan = plan(fleet, "hostname");
     plan.scheduler.forks = 256;
     assert_eq!(plan.scheduler.rate, None);
     let began = Instant::now();
@@ -156,12 +165,45 @@ async fn an_unthrottled_run_exceeds_that_bound() {
         wall.as_secs_f64()
     );
     assert!(max > 60, "busiest second {max}");
-    fleet.shutdown().await.unwrap();
+    sim.shutdown().await;
 }
 
-async fn start(profile: &str, hosts: usize, seed: u64) -> FleetHandle {
-    let profile = Profile::load(profile).unwrap();
-    psfleet_tests::fleet::start(FleetOptions::new(profile, hosts, seed)).await
+/// The simulated fleet on a runtime of its own (two worker threads), as real hosts are
+/// machines of their own: its accept tasks, which write the connection log, do not queue
+/// behind the client's tasks on the test's two workers (on a loaded machine that queueing
+/// delayed accepts by up to 700 ms and bunched the log without any bunching on the wire).
+struct Sim {
+    fleet: FleetHandle,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    async fn start(profile: &str, hosts: usize, seed: u64) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sim")
+            .enable_all()
+            .build()
+            .unwrap();
+        let profile = Profile::load(profile).unwrap();
+        let fleet = runtime
+            .spawn(psfleet_tests::fleet::start(FleetOptions::new(
+                profile, hosts, seed,
+            )))
+            .await
+            .unwrap();
+        Self { fleet, runtime }
+    }
+
+    async fn shutdown(self) {
+        let Self { fleet, runtime } = self;
+        runtime
+            .spawn(async move { fleet.shutdown().await })
+            .await
+            .unwrap()
+            .unwrap();
+        runtime.shutdown_background();
+    }
 }
 
 /// A script run over every host of the fleet as the admin account, Negotiate over HTTP.
@@ -194,7 +236,8 @@ fn plan(fleet: &FleetHandle, script: &str) -> RunPlan {
 }
 
 /// Runs a plan to its end, collecting the durable records and when each attempt's `Started`
-/// event arrived (just after its rate tokens were spent).
+/// event arrived (before it journals `host_started`, builds its client and spends its rate
+/// tokens at the connect).
 async fn run(plan: RunPlan, store: &Store) -> (RunSummary, Vec<HostRecord>, Vec<Instant>) {
     let (tx, mut rx) = mpsc::channel(256);
     let collector = tokio::spawn(async move {

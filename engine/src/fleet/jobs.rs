@@ -6,7 +6,9 @@
 //! 1. journals `host_started` and waits until it is durable, before any packet goes to the
 //!    host (a crash afterwards reports the host Interrupted instead of running it twice);
 //! 2. builds the client: the host-name check and the Windows client's pre-send checks run
-//!    here (HostContainsInvalidCharacters, InvalidHostIPAddress, unencrypted Basic);
+//!    here (HostContainsInvalidCharacters, InvalidHostIPAddress, unencrypted Basic); every
+//!    new connection of the client passes the attempt's gate (`AttemptContext::gate`), which
+//!    spends the rate-limit tokens right before the TCP connect;
 //! 3. reaps the shells earlier runs left open on the host (the store's open-shell records),
 //!    never a shell a running job of this process holds;
 //! 4. does its work; each shell the host creates or deletes is journaled the moment the host
@@ -184,8 +186,13 @@ impl JobBase {
         }
     }
 
-    /// Steps 1 and 2: `host_started` (durable), then the client with its pre-send checks.
-    async fn begin(&self) -> Result<HostClient, AttemptOutcome<JobOutput, JobError>> {
+    /// Steps 1 and 2: `host_started` (durable), then the client with its pre-send checks,
+    /// its connections passing the attempt's gate (the rate limits are spent right before
+    /// each TCP connect, not before these steps).
+    async fn begin(
+        &self,
+        ctx: &AttemptContext,
+    ) -> Result<HostClient, AttemptOutcome<JobOutput, JobError>> {
         if let Err(error) = self.ctx.writer.host_started(&self.target.name).await {
             tracing::error!(host = %self.target.name, %error, "the run journal failed; stopping the run");
             self.ctx.handle.stop();
@@ -195,8 +202,11 @@ impl JobBase {
             .target
             .endpoint()
             .map_err(|e| AttemptOutcome::Permanent(JobError::Client(e.into())))?;
-        let client = HostClient::new(endpoint, Arc::clone(&self.options))
+        let mut client = HostClient::new(endpoint, Arc::clone(&self.options))
             .map_err(|e| AttemptOutcome::Permanent(JobError::Client(e)))?;
+        if let Some(gate) = &ctx.gate {
+            client = client.with_connect_gate(Arc::clone(gate) as _);
+        }
         Ok(match self.target.address {
             Some(address) => client.with_address(address),
             None => client,
@@ -424,9 +434,13 @@ impl HostJob for ScriptJob {
         self.base.facts
     }
 
+    fn connects_through_gate(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self, ctx: AttemptContext) -> Attempt {
         let base = &self.base;
-        let mut client = match base.begin().await {
+        let mut client = match base.begin(&ctx).await {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
@@ -467,9 +481,13 @@ impl HostJob for CmdJob {
         self.base.facts
     }
 
+    fn connects_through_gate(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self, ctx: AttemptContext) -> Attempt {
         let base = &self.base;
-        let mut client = match base.begin().await {
+        let mut client = match base.begin(&ctx).await {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
@@ -507,9 +525,13 @@ impl HostJob for SweepJob {
         self.base.facts
     }
 
+    fn connects_through_gate(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self, ctx: AttemptContext) -> Attempt {
         let base = &self.base;
-        let mut client = match base.begin().await {
+        let mut client = match base.begin(&ctx).await {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
@@ -587,9 +609,13 @@ impl HostJob for CleanupJob {
         self.base.facts
     }
 
+    fn connects_through_gate(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self, ctx: AttemptContext) -> Attempt {
         let base = &self.base;
-        let mut client = match base.begin().await {
+        let mut client = match base.begin(&ctx).await {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };

@@ -1,6 +1,13 @@
 //! Rate limits on new connections: a global one and a per-host one, both governor GCRA
 //! limiters (dependencies.md, "governor").
 //!
+//! What they govern: new TCP connections. A job that connects through the scheduler's gate
+//! (every fleet job: `HostJob::connects_through_gate`) spends one token of each limiter right
+//! before each `TcpStream::connect` ([`super::AttemptGate`], awaited by the transport after
+//! name resolution), for every new connection: a sweep's unauthenticated Identify and its
+//! authenticated connection take one each, a reconnect takes one, a request on the
+//! kept-alive connection none. Other jobs spend one set just before each attempt.
+//!
 //! The limiters read tokio's clock, so a paused test runtime drives them in virtual time, and
 //! they are waited on with `check` loops and `tokio::time::sleep` rather than governor's
 //! `until_ready` (which sleeps on a real-time timer). The global limiter is checked first and
@@ -145,6 +152,11 @@ type HostLimiter = RateLimiter<
 #[derive(Debug)]
 pub(crate) struct Limiters {
     global: Option<GlobalLimiter>,
+    /// Waiters on the global limiter line up here (tokio's mutex is fair), so one sleeps on
+    /// it at a time: without it every waiter (up to `forks` of them) woke at each token and
+    /// all but one went back to sleep, thousands of wake-ups a second that delayed the
+    /// connections themselves on a busy machine.
+    global_queue: tokio::sync::Mutex<()>,
     per_host: Option<HostLimiter>,
 }
 
@@ -169,7 +181,11 @@ impl Limiters {
             )),
             None => None,
         };
-        Ok(Self { global, per_host })
+        Ok(Self {
+            global,
+            global_queue: tokio::sync::Mutex::new(()),
+            per_host,
+        })
     }
 
     /// Whether a per-host limit is configured (the caller then serialises per host).
@@ -181,11 +197,11 @@ impl Limiters {
     /// tokens at that moment.
     pub(crate) async fn until_ready(&self, host: &Arc<str>) {
         loop {
-            if let Some(global) = &self.global
-                && let Err(not_until) = global.check()
-            {
-                tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
-                continue;
+            if let Some(global) = &self.global {
+                let _first_in_line = self.global_queue.lock().await;
+                while let Err(not_until) = global.check() {
+                    tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
+                }
             }
             if let Some(per_host) = &self.per_host
                 && let Err(not_until) = per_host.check_key(host)

@@ -25,7 +25,19 @@ enum Step {
     Deaf,
     /// Panic.
     Panic,
+    /// A job that connects through the gate: `before` of its own (journal, client), then
+    /// `connects` connections, each passing the gate, taking `connect` to open and `work`
+    /// once open. A connect of [`BLACKHOLE`] or more never opens: the attempt fails.
+    Connect {
+        before: Duration,
+        connects: u32,
+        connect: Duration,
+        work: Duration,
+    },
 }
+
+/// A connect time that stands for a host that never answers the SYN.
+const BLACKHOLE: Duration = Duration::from_secs(5);
 
 /// The fake fleet the test jobs run against, and what they observed.
 #[derive(Debug, Default)]
@@ -41,6 +53,11 @@ struct Probe {
     quota_faults: AtomicU32,
     cancels: Mutex<Vec<(String, CancelReason)>>,
     starts: Mutex<Vec<Instant>>,
+    /// When each connection passed the gate (its rate tokens spent, the connect begins).
+    connects: Mutex<Vec<Instant>>,
+    /// Connections open and working now, most at once.
+    working: AtomicU32,
+    max_working: AtomicU32,
 }
 
 impl Probe {
@@ -64,6 +81,8 @@ struct TestJob {
     facts: ShellFacts,
     /// MaxShellsPerUser the attempt "reads from the config Get" and reports.
     config_get: Option<u32>,
+    /// Connects through the gate ([`HostJob::connects_through_gate`]).
+    gated: bool,
     probe: Arc<Probe>,
 }
 
@@ -74,8 +93,47 @@ fn job(probe: &Arc<Probe>, host: &str, plan: Vec<Step>) -> TestJob {
         shells: 1,
         facts: ShellFacts::default(),
         config_get: None,
+        gated: false,
         probe: Arc::clone(probe),
     }
+}
+
+/// A job connecting through the gate, `Step::Connect` with one connection.
+fn gated(
+    probe: &Arc<Probe>,
+    host: &str,
+    before_ms: u64,
+    connect: Duration,
+    work_ms: u64,
+) -> TestJob {
+    TestJob {
+        gated: true,
+        ..job(
+            probe,
+            host,
+            vec![Step::Connect {
+                before: Duration::from_millis(before_ms),
+                connects: 1,
+                connect,
+                work: Duration::from_millis(work_ms),
+            }],
+        )
+    }
+}
+
+/// The busiest one-second window of `times`.
+fn busiest_second(times: &[Instant]) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn work(ms: u64) -> Vec<Step> {
@@ -166,6 +224,10 @@ impl HostJob for TestJob {
         self.facts
     }
 
+    fn connects_through_gate(&self) -> bool {
+        self.gated
+    }
+
     async fn attempt(&self, ctx: AttemptContext) -> AttemptOutcome<u32, String> {
         self.probe.starts.lock().unwrap().push(Instant::now());
         let _in_flight = InFlight::enter(&self.probe);
@@ -211,6 +273,41 @@ impl HostJob for TestJob {
                 AttemptOutcome::Done(0)
             }
             Step::Panic => panic!("boom on {}", self.host),
+            Step::Connect {
+                before,
+                connects,
+                connect,
+                work,
+            } => {
+                use crate::http::ConnectGate as _;
+                tokio::time::sleep(before).await;
+                // Ungated (a control), the scheduler spent the tokens before the attempt.
+                assert_eq!(ctx.gate.is_some(), self.gated);
+                let gate = ctx.gate.clone();
+                for _ in 0..connects {
+                    if let Some(gate) = &gate
+                        && let Err(error) = gate.before_connect().await
+                    {
+                        return AttemptOutcome::Permanent(error.to_string());
+                    }
+                    self.probe.connects.lock().unwrap().push(Instant::now());
+                    if connect >= BLACKHOLE {
+                        tokio::time::sleep(BLACKHOLE).await;
+                        return AttemptOutcome::Permanent("connect timed out".to_owned());
+                    }
+                    tokio::time::sleep(connect).await;
+                    if let Some(gate) = &gate
+                        && let Err(error) = gate.after_connect().await
+                    {
+                        return AttemptOutcome::Permanent(error.to_string());
+                    }
+                    let now = self.probe.working.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.probe.max_working.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(work).await;
+                    self.probe.working.fetch_sub(1, Ordering::SeqCst);
+                }
+                AttemptOutcome::Done(ctx.attempt)
+            }
         }
     }
 }
@@ -762,6 +859,236 @@ async fn the_global_rate_limits_starts_in_virtual_time() {
     }
 }
 
+/// The rate limits count connections: a job connecting through the gate spends its tokens
+/// right before the connect, so a variable delay between the start of the attempt and its
+/// connect (journal fsync, client set-up) cannot bunch connections past rate + burst. The
+/// control runs the same jobs with the tokens spent at the start of the attempt.
+#[tokio::test(start_paused = true)]
+async fn the_rate_limits_connections_not_attempt_starts() {
+    let rate = Some(RateLimit::per_second(nz(50)).with_burst(nz(5)));
+    let n = 300u64;
+    // 990 ms down to 0 between the start and the connect, in blocks of 100 starts: a stall
+    // (an fsync behind a busy disk) that clears, releasing the attempts behind it together.
+    let delay = |i: u64| (99 - i % 100) * 10;
+    let mut busiest = Vec::new();
+    for through_gate in [true, false] {
+        let probe = Probe::with_limits(&[]);
+        let scheduler = Scheduler::new(SchedulerConfig {
+            forks: 64,
+            rate,
+            ..config()
+        })
+        .unwrap();
+        let jobs = (0..n)
+            .map(|i| TestJob {
+                gated: through_gate,
+                ..gated(&probe, &format!("h{i}"), delay(i), CONNECT, 20)
+            })
+            .collect();
+        let t0 = Instant::now();
+        let (summary, _) = run_all(&scheduler, jobs).await;
+        assert_eq!(summary.progress.succeeded, n);
+        let connects = probe.connects.lock().unwrap().clone();
+        assert_eq!(connects.len() as u64, n);
+        assert!(t0.elapsed() >= Duration::from_millis((n - 5) * 1000 / 50));
+        busiest.push(busiest_second(&connects));
+    }
+    println!(
+        "busiest second at 50/s:5: {} connections through the gate, {} with tokens at the start",
+        busiest[0], busiest[1]
+    );
+    assert!(busiest[0] <= 55, "through the gate: {}", busiest[0]);
+    assert!(busiest[1] > 55, "tokens at the start: {}", busiest[1]);
+}
+
+/// Every new connection spends a token (a reconnect too), and a cancelled attempt that never
+/// connected gives up its wait at once.
+#[tokio::test(start_paused = true)]
+async fn every_connection_through_the_gate_spends_a_token() {
+    let probe = Probe::with_limits(&[]);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        rate: Some(RateLimit::per_second(nz(10))),
+        ..config()
+    })
+    .unwrap();
+    let jobs = (0..4)
+        .map(|i| TestJob {
+            gated: true,
+            ..job(
+                &probe,
+                &format!("h{i}"),
+                vec![Step::Connect {
+                    before: Duration::ZERO,
+                    connects: 3,
+                    connect: CONNECT,
+                    work: Duration::ZERO,
+                }],
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    let (summary, _) = run_all(&scheduler, jobs).await;
+    assert_eq!(summary.progress.succeeded, 4);
+    let mut connects: Vec<Duration> = probe
+        .connects
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.duration_since(t0))
+        .collect();
+    connects.sort();
+    // Twelve connections 100 ms apart.
+    assert_eq!(connects.len(), 12);
+    assert_eq!(*connects.last().unwrap(), Duration::from_millis(1_100));
+    assert!(
+        connects
+            .windows(2)
+            .all(|w| w[1] - w[0] >= Duration::from_millis(100))
+    );
+
+    // A stop while jobs wait for their first token: they end skipped-or-interrupted at once,
+    // without connecting.
+    let probe = Probe::with_limits(&[]);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        rate: Some(RateLimit::per_second(nz(1)).with_burst(nz(1))),
+        ..config()
+    })
+    .unwrap();
+    let jobs: Vec<TestJob> = (0..5)
+        .map(|i| gated(&probe, &format!("h{i}"), 0, CONNECT, 0))
+        .collect();
+    let mut run = scheduler.start(jobs, 64);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(scheduler.stop(), StopLevel::Stopping);
+    let stopped_at = Instant::now();
+    let mut done = Vec::new();
+    while let Some(event) = run.events.recv().await {
+        if let EventKind::Finished(f) = event.kind {
+            done.push(f.outcome.name());
+        }
+    }
+    run.done.await.unwrap();
+    assert_eq!(
+        Instant::now(),
+        stopped_at,
+        "nobody waited for a token after the stop"
+    );
+    // Two connected (at 0 s and 1 s), three were cancelled while waiting for a token.
+    assert_eq!(probe.connects.lock().unwrap().len(), 2);
+    assert_eq!(done.iter().filter(|o| **o == "succeeded").count(), 2);
+    assert_eq!(done.iter().filter(|o| **o == "interrupted").count(), 3);
+}
+
+/// Runs `jobs` and returns when each one finished (virtual time since the start) and how.
+async fn finish_times(
+    scheduler: &Scheduler,
+    jobs: Vec<TestJob>,
+) -> (Summary, HashMap<String, (Duration, &'static str)>) {
+    let t0 = Instant::now();
+    let mut run = scheduler.start(jobs, 64);
+    let mut done = HashMap::new();
+    while let Some(event) = run.events.recv().await {
+        if let EventKind::Finished(f) = event.kind {
+            done.insert(f.job.host.clone(), (t0.elapsed(), f.outcome.name()));
+        }
+    }
+    (run.done.await.unwrap(), done)
+}
+
+/// Hosts that never answer the SYN give their fork back after `connect_handoff_after`, so
+/// the healthy hosts behind them do not wait out their connect timeouts; `forks` still
+/// bounds the attempts working on an open connection. The control never hands off.
+#[tokio::test(start_paused = true)]
+async fn hosts_that_never_answer_do_not_hold_the_forks() {
+    let mut last_healthy = Vec::new();
+    for handoff in [Some(Duration::from_secs(1)), None] {
+        let probe = Probe::with_limits(&[]);
+        let scheduler = Scheduler::new(SchedulerConfig {
+            forks: 4,
+            connect_handoff_after: handoff,
+            ..config()
+        })
+        .unwrap();
+        assert_eq!(scheduler.config().effective_connecting(), 8);
+        // Eight blackholed hosts first (5 s connect timeouts), then forty healthy ones of
+        // 100 ms each.
+        let mut jobs: Vec<TestJob> = (0..8)
+            .map(|i| gated(&probe, &format!("dark{i}"), 0, BLACKHOLE, 0))
+            .collect();
+        jobs.extend((0..40).map(|i| gated(&probe, &format!("ok{i}"), 0, CONNECT, 100)));
+        let (summary, done) = finish_times(&scheduler, jobs).await;
+        assert_eq!(done.len(), 48);
+        assert_eq!(summary.progress.succeeded, 40);
+        assert_eq!(summary.progress.failed, 8);
+        assert_eq!(probe.max_working.load(Ordering::SeqCst), 4);
+        let healthy = done
+            .iter()
+            .filter(|(h, _)| h.starts_with("ok"))
+            .map(|(_, (t, _))| *t)
+            .max()
+            .unwrap();
+        last_healthy.push(healthy);
+        match handoff {
+            Some(_) => {
+                // Two waves of four dark hosts hand off at 1 s and 2 s (8 connecting slots);
+                // the forty healthy hosts then take 10 rounds of 105 ms on 4 forks.
+                assert_eq!(summary.max_connecting, 8);
+                assert_eq!(summary.max_in_flight, 12);
+                assert_eq!(healthy, Duration::from_millis(2_000 + 10 * 105));
+                // The dark hosts still fail after their full connect timeout.
+                let dark = done.iter().filter(|(h, _)| h.starts_with("dark"));
+                assert!(dark.clone().all(|(_, (_, o))| *o == "failed"));
+                assert_eq!(
+                    dark.map(|(_, (t, _))| *t).max(),
+                    Some(Duration::from_secs(6))
+                );
+            }
+            None => {
+                assert_eq!(summary.max_connecting, 0);
+                assert_eq!(summary.max_in_flight, 4);
+                assert_eq!(healthy, Duration::from_millis(10_000 + 10 * 105));
+            }
+        }
+        assert_eq!(scheduler.progress().connecting, 0);
+        assert_eq!(scheduler.footprint().pending, 0);
+    }
+    println!(
+        "last healthy host done at {:?} with hand-off, {:?} without",
+        last_healthy[0], last_healthy[1]
+    );
+}
+
+/// A slow host that does answer takes a fork again once connected, before any work: the
+/// forks cap holds throughout, and with no connecting slot free a slow connect keeps its
+/// fork.
+#[tokio::test(start_paused = true)]
+async fn a_slow_host_that_answers_works_only_with_a_fork() {
+    let probe = Probe::with_limits(&[]);
+    let scheduler = Scheduler::new(SchedulerConfig {
+        forks: 1,
+        connecting: 1,
+        ..config()
+    })
+    .unwrap();
+    let jobs = vec![
+        gated(&probe, "slow", 0, Duration::from_secs(3), 1_000),
+        gated(&probe, "slow2", 0, Duration::from_secs(3), 1_000),
+        gated(&probe, "ok1", 0, CONNECT, 1_000),
+        gated(&probe, "ok2", 0, CONNECT, 1_000),
+    ];
+    let (summary, done) = finish_times(&scheduler, jobs).await;
+    assert_eq!(summary.progress.succeeded, 4);
+    assert_eq!(probe.max_working.load(Ordering::SeqCst), 1);
+    assert_eq!(summary.max_connecting, 1);
+    // "slow" hands off at 1 s; "slow2" finds no connecting slot at 2 s and keeps its fork
+    // through its connect (1-4 s) and work (to 5 s); meanwhile "slow" connected at 3 s and
+    // waits for a fork in line behind ok1 and ok2 (5-6 s, 6-7 s), then works (7-8 s).
+    assert_eq!(done["slow2"].0, Duration::from_secs(5));
+    assert_eq!(done["ok1"].0, Duration::from_millis(6_005));
+    assert_eq!(done["ok2"].0, Duration::from_millis(7_010));
+    assert_eq!(done["slow"].0, Duration::from_millis(8_010));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_per_host_rate_spaces_one_hosts_connections_only() {
     let probe = Probe::with_limits(&[]);
@@ -839,6 +1166,7 @@ async fn a_hundred_thousand_hosts_run_in_bounded_memory() {
             shells: 1,
             facts: ShellFacts::default(),
             config_get: None,
+            gated: false,
             probe: Arc::clone(&probe),
         }
     });
