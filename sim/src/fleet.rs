@@ -409,8 +409,9 @@ impl FleetHandle {
         )
     }
 
-    /// Every TCP connection accepted so far, fleet-wide, with its time since start-up
-    /// (ascending; bounded, see [`crate::stats::CONNECTION_LOG_CAP`]).
+    /// Every TCP connection accepted so far, fleet-wide, with the time since start-up at
+    /// which the kernel completed its handshake (ascending; bounded, see
+    /// [`crate::stats::CONNECTION_LOG_CAP`]).
     pub fn connection_log(&self) -> ConnectionLogSnapshot {
         self.shared.connections.snapshot(self.shared.start)
     }

@@ -182,6 +182,30 @@ impl HostRuntime {
     }
 }
 
+/// How long ago the kernel completed the handshake of a just-accepted connection: TCP_INFO's
+/// `tcpi_last_data_sent`, which Linux starts at the child socket's creation (the final ACK)
+/// and which stays there until the server first sends, after accept() (jiffy resolution;
+/// `tcpi_last_ack_recv` would move with the client's first request). `None` where TCP_INFO
+/// is refused.
+#[allow(unsafe_code)]
+fn handshake_age(stream: &tokio::net::TcpStream) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain old data, so all-zero is a valid value; getsockopt writes
+    // at most `len` bytes into it and the descriptor is open (borrowed from `stream`).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| Duration::from_millis(u64::from(info.tcpi_last_data_sent)))
+}
+
 /// Accepts connections on `listener` until shutdown; `tls` makes it an HTTPS listener.
 pub async fn run_listener(
     listener: TcpListener,
@@ -197,9 +221,12 @@ pub async fn run_listener(
         };
         match accepted {
             Ok((stream, peer)) => {
-                // Timed here, before the spawn, so the log is as close to the handshake
-                // as the simulator can see it.
-                shared.connections.record(shared.start.elapsed());
+                // Timed by the kernel: when the task gets to accept() on a busy machine, the
+                // handshake may be hundreds of milliseconds old, and the log is of when
+                // connections were made, not of when the simulator got to them.
+                let now = shared.start.elapsed();
+                let age = handshake_age(&stream).unwrap_or_default();
+                shared.connections.record(now.saturating_sub(age));
                 let host = Arc::clone(&host);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {

@@ -159,8 +159,9 @@ impl HostStatsSnapshot {
 /// only counted.
 pub const CONNECTION_LOG_CAP: usize = 1_000_000;
 
-/// Every TCP connection the fleet accepted, as microseconds since the fleet started, in
-/// the order they were accepted; bounded by [`CONNECTION_LOG_CAP`].
+/// Every TCP connection the fleet accepted, as microseconds since the fleet started: when
+/// the kernel completed its handshake, not when an accept task got
+/// to it (`server::handshake_age`); bounded by [`CONNECTION_LOG_CAP`].
 #[derive(Debug, Default)]
 pub struct ConnectionLog {
     times: Mutex<Vec<u64>>,
@@ -183,7 +184,7 @@ impl ConnectionLog {
     /// A copy of the log, sorted by time; `origin` is the instant the times count from.
     pub fn snapshot(&self, origin: Instant) -> ConnectionLogSnapshot {
         let mut times: Vec<u64> = self.times.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // Accept tasks run in parallel: pushes may land slightly out of time order.
+        // Accept tasks run in parallel and times are the kernel's: pushes land out of order.
         times.sort_unstable();
         ConnectionLogSnapshot {
             origin,
@@ -199,7 +200,7 @@ pub struct ConnectionLogSnapshot {
     /// The instant `times` count from (the fleet's start), to line them up with a client's
     /// own clock.
     pub origin: Instant,
-    /// Accept times since the fleet started, ascending.
+    /// Connection times since the fleet started, ascending.
     pub times: Vec<Duration>,
     /// Connections accepted after the log was full (not in `times`).
     pub dropped: u64,

@@ -12,14 +12,12 @@
 //! tokens by 200-500 ms at 256 forks on a loaded 2-core machine and bunched into busiest
 //! seconds of 63-77.
 //!
-//! What can still bunch the log is the simulator itself: it timestamps a connection when its
-//! accept task runs, and on a 2-core machine shared with other builds (load average 9 to 11)
-//! the debug-build simulator accepted 20-95 ms (median) and up to 450 ms after the client's
-//! connect. Five runs there gave busiest seconds of 59, 58, 59, 65 and 68 in the log, while the
-//! connections as the client's gate released them never exceeded 60 in any second (measured
-//! with a temporary probe in the gate); in a whole-suite run (tests in parallel, load average
-//! 5-6) the log's busiest second was 62. So on an overloaded machine this test can fail by
-//! the simulator's accept lag; on one that is not overloaded the log agrees with the gate.
+//! The simulator's log is the kernel's: each connection is stamped with when the kernel
+//! completed its handshake, from TCP_INFO at accept time. It used
+//! to be stamped when the accept task ran, and on a 2-core machine shared with other builds
+//! (load average 9 to 11) that lagged the client's connect by 20-95 ms (median) and up to
+//! 450 ms, bunching the log into busiest seconds of 59-68 while the gate itself never
+//! released more than 60 in any second (measured with a temporary probe in the gate).
 
 // Test support: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
