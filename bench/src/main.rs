@@ -35,6 +35,76 @@ use tokio::task::JoinSet;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--features count-allocs`: the system allocator with counters, so the summary can say
+/// how many allocations (and bytes) each host cost. Not combined with `mimalloc`.
+#[cfg(all(feature = "count-allocs", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: counting::Counting = counting::Counting;
+
+/// A counting wrapper over the system allocator (allocation figures of BENCHMARKS.md).
+#[cfg(all(feature = "count-allocs", not(feature = "mimalloc")))]
+#[allow(unsafe_code)] // A GlobalAlloc impl is unsafe by definition; it only forwards.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Allocations (`alloc`, `alloc_zeroed` and `realloc` calls).
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    /// Bytes asked for by those calls (a `realloc` counts its new size).
+    pub static BYTES: AtomicU64 = AtomicU64::new(0);
+
+    /// The system allocator, counting.
+    pub struct Counting;
+
+    fn count(size: usize) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    }
+
+    // SAFETY: every call is forwarded unchanged to `System`, which upholds the contract.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size());
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count(layout.size());
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size);
+            // SAFETY: forwarded with the caller's pointer and layouts.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's pointer and layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// (allocations, bytes) so far.
+    pub fn snapshot() -> (u64, u64) {
+        (
+            ALLOCATIONS.load(Ordering::Relaxed),
+            BYTES.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// (allocations, bytes) so far; zeros without the `count-allocs` feature.
+fn alloc_snapshot() -> (u64, u64) {
+    #[cfg(all(feature = "count-allocs", not(feature = "mimalloc")))]
+    {
+        counting::snapshot()
+    }
+    #[cfg(not(all(feature = "count-allocs", not(feature = "mimalloc"))))]
+    {
+        (0, 0)
+    }
+}
+
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(
@@ -184,6 +254,13 @@ struct Summary {
     per_host_ms_p99: f64,
     per_host_ms_max: f64,
     first_failure: Option<String>,
+    /// With `--features count-allocs`: heap allocations (alloc and realloc calls) per host
+    /// during the run, set-up excluded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations_per_host: Option<f64>,
+    /// With `--features count-allocs`: bytes those allocations asked for, per host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocated_bytes_per_host: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -233,6 +310,7 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
         queue_depth: args.queue_depth,
         probe_slots: args.probe_slots,
     };
+    let before = alloc_snapshot();
     let (outcomes, wall) = match &args.runner_state_dir {
         Some(dir) => runtime.block_on(run_with_runner(
             rows, options, &script, limits, args.job, dir,
@@ -242,7 +320,14 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
     if let Some(path) = &args.results {
         write_results(path, &outcomes).map_err(BenchError::Results)?;
     }
-    Ok(summarise(&outcomes, args.concurrency, wall))
+    let after = alloc_snapshot();
+    let mut summary = summarise(&outcomes, args.concurrency, wall);
+    if cfg!(feature = "count-allocs") && !outcomes.is_empty() {
+        let hosts = outcomes.len() as f64;
+        summary.allocations_per_host = Some(after.0.saturating_sub(before.0) as f64 / hosts);
+        summary.allocated_bytes_per_host = Some(after.1.saturating_sub(before.1) as f64 / hosts);
+    }
+    Ok(summary)
 }
 
 fn read_inventory(path: &Path) -> Result<Vec<Row>, BenchError> {
@@ -691,6 +776,8 @@ fn summarise(outcomes: &[HostOutcome], concurrency: usize, wall: Duration) -> Su
                 o.error.as_deref().unwrap_or("")
             )
         }),
+        allocations_per_host: None,
+        allocated_bytes_per_host: None,
     }
 }
 
