@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::attributes::Attribute as RawAttribute;
-use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::reader::NsReader;
 
@@ -557,18 +557,20 @@ fn push_text(
     Ok(())
 }
 
-/// Writes XML into a byte buffer. Text and attribute values are escaped by quick-xml.
+/// Writes XML into a byte buffer. Text and attribute values are escaped exactly as
+/// quick-xml's writer escapes them (the same characters, the same references), straight
+/// into the buffer: no allocation per element (issue 7, BENCHMARKS.md "Allocations").
 ///
 /// Names are qualified names as they should appear (`"s:Envelope"`); declaring the
 /// prefixes is the caller's job (as attributes of the element that introduces them).
 pub struct XmlWriter {
-    inner: quick_xml::Writer<Vec<u8>>,
+    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for XmlWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XmlWriter")
-            .field("len", &self.inner.get_ref().len())
+            .field("len", &self.out.len())
             .finish()
     }
 }
@@ -588,38 +590,48 @@ impl XmlWriter {
     /// An empty writer with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            inner: quick_xml::Writer::new(Vec::with_capacity(capacity)),
+            out: Vec::with_capacity(capacity),
         }
     }
 
-    fn emit(&mut self, event: Event<'_>) {
-        // Writing into a Vec<u8> cannot fail.
-        let _ = self.inner.write_event(event);
+    /// `<name a="v"` without the closing `>`.
+    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        self.out.push(b'<');
+        self.out.extend_from_slice(name.as_bytes());
+        for (key, value) in attrs {
+            self.out.push(b' ');
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.extend_from_slice(b"=\"");
+            escape_into(&mut self.out, value, true);
+            self.out.push(b'"');
+        }
     }
 
     /// Writes a start tag.
     pub fn start(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
-        let start = BytesStart::new(name).with_attributes(attrs.iter().copied());
-        self.emit(Event::Start(start));
+        self.open(name, attrs);
+        self.out.push(b'>');
         self
     }
 
     /// Writes an end tag.
     pub fn end(&mut self, name: &str) -> &mut Self {
-        self.emit(Event::End(BytesEnd::new(name)));
+        self.out.extend_from_slice(b"</");
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'>');
         self
     }
 
-    /// Writes an empty element (`<name a="v" />`).
+    /// Writes an empty element (`<name a="v"/>`).
     pub fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
-        let start = BytesStart::new(name).with_attributes(attrs.iter().copied());
-        self.emit(Event::Empty(start));
+        self.open(name, attrs);
+        self.out.extend_from_slice(b"/>");
         self
     }
 
     /// Writes escaped character data.
     pub fn text(&mut self, text: &str) -> &mut Self {
-        self.emit(Event::Text(BytesText::new(text)));
+        escape_into(&mut self.out, text, false);
         self
     }
 
@@ -630,13 +642,39 @@ impl XmlWriter {
 
     /// Bytes written so far.
     pub fn as_bytes(&self) -> &[u8] {
-        self.inner.get_ref()
+        &self.out
     }
 
     /// The finished document.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.inner.into_inner()
+        self.out
     }
+}
+
+/// Appends `raw` escaped as quick-xml escapes it: text with `quick_xml::escape::escape`
+/// (`<`, `>`, `&`, `'`, `"` and `\r`); attribute values additionally `\n` and `\t`,
+/// which attribute-value normalization would otherwise turn into spaces (XML 1.0 3.3.3).
+fn escape_into(out: &mut Vec<u8>, raw: &str, attribute: bool) {
+    let bytes = raw.as_bytes();
+    let mut from = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let reference: &[u8] = match byte {
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'&' => b"&amp;",
+            b'\'' => b"&apos;",
+            b'"' => b"&quot;",
+            b'\r' => b"&#13;",
+            b'\n' if attribute => b"&#10;",
+            b'\t' if attribute => b"&#9;",
+            _ => continue,
+        };
+        // from <= at < bytes.len(): both come from this enumeration.
+        out.extend_from_slice(&bytes[from..at]);
+        out.extend_from_slice(reference);
+        from = at + 1;
+    }
+    out.extend_from_slice(bytes.get(from..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -756,6 +794,33 @@ mod tests {
         let ok = parse("<é.x-1 ns\u{B7}2=\"v\" _a=\"w\"/>".as_bytes()).unwrap();
         assert_eq!(ok.name, "é.x-1");
         assert_eq!(ok.attr("ns\u{B7}2"), Some("v"));
+    }
+
+    /// The direct writer produces the bytes quick-xml's own writer produced before it.
+    #[test]
+    fn writer_escapes_as_quick_xml_does() {
+        use quick_xml::events::{BytesEnd, BytesText};
+        let nasty = "a<b>c&d'e\"f\rg\nh\ti é";
+        let mut w = XmlWriter::new();
+        w.start("s:E", &[("xmlns:s", "urn:s"), ("k", nasty)])
+            .text_element("s:T", &[], nasty)
+            .empty("s:Z", &[("z", "1")])
+            .empty("s:Y", &[])
+            .end("s:E");
+        let mut q = quick_xml::Writer::new(Vec::new());
+        let start = BytesStart::new("s:E").with_attributes([("xmlns:s", "urn:s"), ("k", nasty)]);
+        q.write_event(Event::Start(start)).unwrap();
+        q.write_event(Event::Start(BytesStart::new("s:T"))).unwrap();
+        q.write_event(Event::Text(BytesText::new(nasty))).unwrap();
+        q.write_event(Event::End(BytesEnd::new("s:T"))).unwrap();
+        let z = BytesStart::new("s:Z").with_attributes([("z", "1")]);
+        q.write_event(Event::Empty(z)).unwrap();
+        q.write_event(Event::Empty(BytesStart::new("s:Y"))).unwrap();
+        q.write_event(Event::End(BytesEnd::new("s:E"))).unwrap();
+        assert_eq!(
+            String::from_utf8(w.into_bytes()).unwrap(),
+            String::from_utf8(q.into_inner()).unwrap()
+        );
     }
 
     #[test]
