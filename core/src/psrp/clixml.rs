@@ -1152,7 +1152,7 @@ pub fn from_objs_document(bytes: &[u8]) -> Result<Vec<Value>, ClixmlError> {
         },
     )?;
     if root.name != "Objs" || !known_namespace(&root) {
-        return Err(ClixmlError::NotAValue(root.name.clone()));
+        return Err(ClixmlError::NotAValue(root.name.to_string()));
     }
     let mut values = Vec::new();
     for child in element_children(&root)? {
@@ -1196,7 +1196,7 @@ fn element_children(e: &Element) -> Result<Vec<&Element>, ClixmlError> {
         match child {
             Node::Element(c) => out.push(c),
             Node::Text(t) if t.trim().is_empty() => {}
-            Node::Text(_) => return Err(ClixmlError::UnexpectedText(e.name.clone())),
+            Node::Text(_) => return Err(ClixmlError::UnexpectedText(e.name.to_string())),
         }
     }
     Ok(out)
@@ -1229,7 +1229,7 @@ impl<'a> Reader<'a> {
                 e.ns, e.name
             )));
         }
-        match e.name.as_str() {
+        match e.name.as_ref() {
             "Obj" => self.object(e, depth).map(Value::Object),
             "Ref" => {
                 let id = require_attr(e, "RefId")?;
@@ -1275,9 +1275,9 @@ impl<'a> Reader<'a> {
         };
         for child in element_children(e)? {
             if !known_namespace(child) {
-                return Err(ClixmlError::UnknownElement(child.name.clone()));
+                return Err(ClixmlError::UnknownElement(child.name.to_string()));
             }
-            let name = child.name.as_str();
+            let name = child.name.as_ref();
             match name {
                 "TN" | "TNRef" => {
                     if std::mem::replace(&mut seen_tn, true) {
@@ -1387,7 +1387,7 @@ impl<'a> Reader<'a> {
                         Some("Value") => &mut value,
                         _ => {
                             return Err(ClixmlError::MissingAttribute {
-                                element: part.name.clone(),
+                                element: part.name.to_string(),
                                 attribute: "N=\"Key\" or N=\"Value\"",
                             });
                         }
@@ -1412,7 +1412,7 @@ impl<'a> Reader<'a> {
             check_value_tag(child, &e.name)?;
             items.push(self.value(child, depth + 1)?);
         }
-        Ok(match e.name.as_str() {
+        Ok(match e.name.as_ref() {
             "IE" => Content::Enumerable(items),
             "QUE" => Content::Queue(items),
             "STK" => Content::Stack(items),
@@ -1433,7 +1433,7 @@ const STRUCTURE_TAGS: &[&str] = &[
 ];
 
 fn check_value_tag(e: &Element, parent: &str) -> Result<(), ClixmlError> {
-    if known_namespace(e) && VALUE_TAGS.contains(&e.name.as_str()) {
+    if known_namespace(e) && VALUE_TAGS.contains(&e.name.as_ref()) {
         Ok(())
     } else {
         Err(misplaced(e, parent))
@@ -1441,22 +1441,22 @@ fn check_value_tag(e: &Element, parent: &str) -> Result<(), ClixmlError> {
 }
 
 fn misplaced(e: &Element, parent: &str) -> ClixmlError {
-    if known_namespace(e) && STRUCTURE_TAGS.contains(&e.name.as_str())
-        || VALUE_TAGS.contains(&e.name.as_str())
+    if known_namespace(e) && STRUCTURE_TAGS.contains(&e.name.as_ref())
+        || VALUE_TAGS.contains(&e.name.as_ref())
     {
         ClixmlError::MisplacedElement {
-            element: e.name.clone(),
+            element: e.name.to_string(),
             parent: parent.to_owned(),
         }
     } else {
-        ClixmlError::UnknownElement(e.name.clone())
+        ClixmlError::UnknownElement(e.name.to_string())
     }
 }
 
 fn require_attr<'e>(e: &'e Element, attribute: &'static str) -> Result<&'e str, ClixmlError> {
     e.attr(attribute)
         .ok_or_else(|| ClixmlError::MissingAttribute {
-            element: e.name.clone(),
+            element: e.name.to_string(),
             attribute,
         })
 }
@@ -1470,7 +1470,7 @@ fn no_child_elements(e: &Element) -> Result<(), ClixmlError> {
 
 fn invalid(e: &Element, text: &str) -> ClixmlError {
     ClixmlError::InvalidValue {
-        element: e.name.clone(),
+        element: e.name.to_string(),
         text: text.chars().take(64).collect(),
     }
 }
@@ -1484,13 +1484,13 @@ fn parse_num<T: std::str::FromStr>(e: &Element, text: &str) -> Result<T, ClixmlE
 
 /// Reads a primitive element (anything but `Obj`/`Ref`).
 fn primitive(e: &Element) -> Result<Value, ClixmlError> {
-    if !known_namespace(e) || !VALUE_TAGS.contains(&e.name.as_str()) {
+    if !known_namespace(e) || !VALUE_TAGS.contains(&e.name.as_ref()) {
         return Err(misplaced(e, "value"));
     }
     no_child_elements(e)?;
     let text = e.text();
     let text = text.as_ref();
-    Ok(match e.name.as_str() {
+    Ok(match e.name.as_ref() {
         "Nil" => Value::Nil,
         "S" => Value::String(decode_string(text).into_owned()),
         "URI" => Value::Uri(decode_string(text).into_owned()),
