@@ -85,15 +85,41 @@ impl Protocol {
     /// The outer HTTP `Content-Type` for a body of this protocol; `chunked` selects
     /// `multipart/x-multi-encrypted` (CredSSP bodies over [`CREDSSP_CHUNK_SIZE`]).
     pub fn content_type(self, chunked: bool) -> String {
-        let media = if chunked {
-            MULTIPART_MULTI_ENCRYPTED
-        } else {
-            MULTIPART_ENCRYPTED
-        };
-        format!(
-            "{media};protocol=\"{}\";boundary=\"{BOUNDARY}\"",
-            self.mime_type()
-        )
+        self.content_type_str(chunked).to_owned()
+    }
+
+    /// [`Protocol::content_type`] as a constant (an HTTP client can send it without
+    /// copying): `{media};protocol="{mime type}";boundary="Encrypted Boundary"`.
+    pub const fn content_type_str(self, chunked: bool) -> &'static str {
+        match (self, chunked) {
+            (Self::Spnego, false) => concat!(
+                "multipart/encrypted;protocol=\"application/HTTP-SPNEGO-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::Spnego, true) => concat!(
+                "multipart/x-multi-encrypted;",
+                "protocol=\"application/HTTP-SPNEGO-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::Kerberos, false) => concat!(
+                "multipart/encrypted;protocol=\"application/HTTP-Kerberos-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::Kerberos, true) => concat!(
+                "multipart/x-multi-encrypted;",
+                "protocol=\"application/HTTP-Kerberos-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::CredSsp, false) => concat!(
+                "multipart/encrypted;protocol=\"application/HTTP-CredSSP-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::CredSsp, true) => concat!(
+                "multipart/x-multi-encrypted;",
+                "protocol=\"application/HTTP-CredSSP-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+        }
     }
 }
 
@@ -1129,6 +1155,25 @@ mod tests {
             }
         }
         assert_eq!(cases.len(), 7 + 19_608);
+    }
+
+    #[test]
+    fn constant_content_types_spell_out_the_parts() {
+        for protocol in [Protocol::Spnego, Protocol::Kerberos, Protocol::CredSsp] {
+            for chunked in [false, true] {
+                let media = if chunked {
+                    MULTIPART_MULTI_ENCRYPTED
+                } else {
+                    MULTIPART_ENCRYPTED
+                };
+                let built = format!(
+                    "{media};protocol=\"{}\";boundary=\"{BOUNDARY}\"",
+                    protocol.mime_type()
+                );
+                assert_eq!(protocol.content_type_str(chunked), built);
+                assert_eq!(protocol.content_type(chunked), built);
+            }
+        }
     }
 
     #[test]

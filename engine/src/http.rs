@@ -53,7 +53,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use psfleet_core::encryption::{self, FramingError};
+use psfleet_core::encryption::{self, FramingError, Protocol};
 use psfleet_core::taxonomy::Bucket;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -1003,7 +1003,7 @@ impl Connection {
             let response = self
                 .exchange(
                     Vec::new(),
-                    SOAP_CONTENT_TYPE,
+                    HeaderValue::from_static(SOAP_CONTENT_TYPE),
                     Some(authorization),
                     &[],
                     phase,
@@ -1119,7 +1119,13 @@ impl Connection {
         let sealed =
             encryption::encrypt(context, protocol, soap).map_err(TransportError::Encryption)?;
         let response = self
-            .exchange(sealed.body, &sealed.content_type, None, &[], Phase::Message)
+            .exchange(
+                sealed.body,
+                sealed_content_type(&sealed.content_type),
+                None,
+                &[],
+                Phase::Message,
+            )
             .await?;
         let status = response.status;
         match status {
@@ -1160,7 +1166,7 @@ impl Connection {
         let response = self
             .exchange(
                 soap.to_vec(),
-                SOAP_CONTENT_TYPE,
+                HeaderValue::from_static(SOAP_CONTENT_TYPE),
                 authorization,
                 &[],
                 Phase::Message,
@@ -1215,16 +1221,17 @@ impl Connection {
     async fn exchange(
         &mut self,
         body: Vec<u8>,
-        content_type: &str,
+        content_type: HeaderValue,
         authorization: Option<HeaderValue>,
         extra: &[(HeaderName, HeaderValue)],
         phase: Phase,
     ) -> Result<Response, TransportError> {
         let mut builder = Request::post(self.uri.clone())
             .header(HOST, self.host_header.clone())
-            .header(USER_AGENT, USER_AGENT_VALUE)
-            .header(ACCEPT_ENCODING, "identity")
-            .header(CONNECTION, "Keep-Alive")
+            // Constant values are static: no copy per request (issue 7).
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
+            .header(ACCEPT_ENCODING, HeaderValue::from_static("identity"))
+            .header(CONNECTION, HeaderValue::from_static("Keep-Alive"))
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, body.len());
         if let Some(authorization) = authorization {
@@ -1263,7 +1270,8 @@ impl Connection {
             Ok(Response {
                 status: parts.status,
                 headers: parts.headers,
-                body: body.to_vec(),
+                // Moves the buffer when hyper handed over one unshared chunk.
+                body: Vec::from(body),
             })
         };
         timeout(self.request_timeout, round_trip)
@@ -1370,7 +1378,7 @@ pub async fn identify_unauthenticated(
     let response = conn
         .exchange(
             body.to_vec(),
-            SOAP_CONTENT_TYPE,
+            HeaderValue::from_static(SOAP_CONTENT_TYPE),
             None,
             &extra,
             Phase::Message,
@@ -1505,6 +1513,19 @@ impl tokio::io::AsyncWrite for FirstBytes {
     ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// The Content-Type of a sealed body as a header value: the constant for every protocol
+/// (no copy per request), parsed only if the framing ever returns something else.
+fn sealed_content_type(content_type: &str) -> HeaderValue {
+    [Protocol::Spnego, Protocol::Kerberos, Protocol::CredSsp]
+        .into_iter()
+        .flat_map(|p| [p.content_type_str(false), p.content_type_str(true)])
+        .find(|known| *known == content_type)
+        .map_or_else(
+            || HeaderValue::from_str(content_type).unwrap_or_else(|_| HeaderValue::from_static("")),
+            HeaderValue::from_static,
+        )
 }
 
 /// The `Content-Length` header, when present and a number.
