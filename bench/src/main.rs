@@ -813,6 +813,84 @@ mod tests {
         assert!(refused.ms < 5000.0, "{}", refused.ms);
     }
 
+    /// Over HTTPS the first request rides on the authenticating leg: connect and one
+    /// request take 2 HTTP requests instead of 3 (the 8 -> 7 of BENCHMARKS.md "Round trips
+    /// per host"), the connection stays usable, one authentication, and a refused password
+    /// is the same error as `connect` gives.
+    #[tokio::test]
+    async fn over_https_the_first_request_rides_on_the_authenticating_leg() {
+        use psfleet_core::wsman::{IdentifyRequest, IdentifyResponse};
+        use psfleet_engine::http::{AuthMethod, Connection, ConnectionConfig, TransportError};
+        use psfleet_sim::fleet::FleetOptions;
+        use psfleet_sim::profile::Profile;
+
+        let profile = Profile::parse(
+            "carried",
+            "<test>",
+            "[[class]]\nname = \"https\"\ncount = 1\nlisteners = [\"https\"]\n",
+        )
+        .unwrap();
+        let fleet = psfleet_tests::fleet::start(FleetOptions::new(profile, 1, 3)).await;
+        let host = fleet.host_of_class("https").unwrap();
+        let account = fleet.accounts().iter().find(|a| a.admin).unwrap();
+        let tls = TlsClient::new(&TlsOptions {
+            system_roots: false,
+            ca_pem: Some(fleet.ca_pem().to_owned()),
+            ..TlsOptions::default()
+        })
+        .unwrap();
+        let config = |mechanism, password: &str| {
+            let endpoint = Endpoint::new(&host.spec.name, Scheme::Https).unwrap();
+            let credential = Credential::new(&account.name, password).unwrap();
+            let mut config =
+                ConnectionConfig::for_endpoint(&endpoint, AuthMethod::Sspi(mechanism), credential);
+            config.encryption = Encryption::Auto;
+            config.tls = Some(tls.clone());
+            config.address = Some(IpAddr::V4(host.spec.address));
+            config
+        };
+        let identify = IdentifyRequest.to_xml();
+        // Raw NTLM completes with its AUTHENTICATE leg, which carries the request; SPNEGO
+        // waits for the server's last token and sends it after (3 requests, as before).
+        for (mechanism, first) in [(Mechanism::Ntlm, 2), (Mechanism::Negotiate, 3)] {
+            let config = config(mechanism, &account.password);
+            let before = host.stats.snapshot();
+            let (mut conn, reply) = Connection::connect_and_send(&config, &identify)
+                .await
+                .unwrap_or_else(|e| panic!("{mechanism:?}: {e:?}"));
+            let carried = host.stats.snapshot();
+            assert_eq!(reply.status, 200);
+            let answer = IdentifyResponse::parse(&reply.body).unwrap();
+            assert!(answer.security_profiles.is_some(), "{answer:?}");
+            assert_eq!(carried.requests - before.requests, first, "{mechanism:?}");
+            assert_eq!(carried.authentications - before.authentications, 1);
+            // The connection goes on without authenticating again.
+            let again = conn.send(&identify).await.unwrap();
+            assert_eq!(again.status, 200);
+            let after = host.stats.snapshot();
+            assert_eq!(after.requests - carried.requests, 1);
+            assert_eq!(after.connections - before.connections, 1);
+            assert_eq!(after.authentications, carried.authentications);
+
+            // The two-step path takes one request more for the same answer.
+            let before = host.stats.snapshot();
+            let mut plain = Connection::connect(&config).await.unwrap();
+            assert_eq!(plain.send(&identify).await.unwrap().status, 200);
+            assert_eq!(host.stats.snapshot().requests - before.requests, 3);
+        }
+        let wrong = config(Mechanism::Ntlm, "not the password");
+        let carried = Connection::connect_and_send(&wrong, &identify)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let direct = Connection::connect(&wrong).await.map(|_| ()).unwrap_err();
+        assert!(
+            matches!(carried, TransportError::CredentialsRejected { .. }),
+            "{carried:?}"
+        );
+        assert_eq!(carried.to_string(), direct.to_string());
+    }
+
     #[test]
     fn the_summary_counts_outcomes_and_percentiles() {
         let host = |outcome: &str, ms: f64| HostOutcome {
