@@ -3,9 +3,11 @@
 //! Pure functions and state machines over bytes: WS-Management envelopes and faults
 //! ([`wsman`]), WinRS shells ([`winrs`]), PSRP fragments, messages, CLIXML and the
 //! runspace-pool and pipeline state machines ([`psrp`]), HTTP message-encryption framing
-//! ([`encryption`]), and the failure taxonomy ([`taxonomy`]). No tokio, no sockets, no clock
+//! ([`encryption`]), the failure taxonomy ([`taxonomy`]), and a bounded DER reader for the
+//! certificate fields authentication needs ([`der`]). No tokio, no sockets, no clock
 //! and no random ids: callers pass time and an id generator in ([`ids`]).
 
+pub mod der;
 pub mod encryption;
 pub mod ids;
 pub mod psrp;

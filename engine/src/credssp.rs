@@ -27,6 +27,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+use psfleet_core::der;
 use psfleet_core::encryption::{Sealed, Unsealed};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -403,50 +404,24 @@ impl ServerCertVerifier for AnyCertificate {
 /// subjectPublicKey). For RSA this is the PKCS#1 RSAPublicKey, the bytes Windows and
 /// pyspnego bind.
 pub fn subject_public_key(cert: &[u8]) -> Option<&[u8]> {
-    let (certificate, _) = der_element(cert, 0x30)?;
-    let (tbs, _) = der_element(certificate, 0x30)?;
+    let (certificate, _) = der::element(cert, 0x30)?;
+    let (tbs, _) = der::element(certificate, 0x30)?;
     let mut rest = tbs;
     // Optional [0] EXPLICIT version.
     if rest.first() == Some(&0xa0) {
-        rest = der_element(rest, 0xa0)?.1;
+        rest = der::element(rest, 0xa0)?.1;
     }
     // serialNumber, signature, issuer, validity, subject.
     for tag in [0x02, 0x30, 0x30, 0x30, 0x30] {
-        rest = der_element(rest, tag)?.1;
+        rest = der::element(rest, tag)?.1;
     }
-    let (spki, _) = der_element(rest, 0x30)?;
-    let (_algorithm, after) = der_element(spki, 0x30)?;
-    let (bits, _) = der_element(after, 0x03)?;
+    let (spki, _) = der::element(rest, 0x30)?;
+    let (_algorithm, after) = der::element(spki, 0x30)?;
+    let (bits, _) = der::element(after, 0x03)?;
     match bits.split_first() {
         Some((0, key)) if !key.is_empty() => Some(key),
         _ => None,
     }
-}
-
-/// Reads one DER element with the expected tag: its contents and what follows it.
-fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = input.split_first()?;
-    if first != tag {
-        return None;
-    }
-    let (&len_byte, rest) = rest.split_first()?;
-    let (len, rest) = if len_byte < 0x80 {
-        (usize::from(len_byte), rest)
-    } else {
-        let count = usize::from(len_byte & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at(count);
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some(rest.split_at(len))
 }
 
 #[cfg(test)]
@@ -471,20 +446,5 @@ mod tests {
         }
         assert!(subject_public_key(&der[..der.len() / 2]).is_none());
         assert!(subject_public_key(b"").is_none());
-    }
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(
-            der_element(&[0x02, 0x01, 0x05, 0xff], 0x02),
-            Some((&[5u8][..], &[0xffu8][..]))
-        );
-        assert_eq!(
-            der_element(&[0x02, 0x81, 0x01, 0x07], 0x02),
-            Some((&[7u8][..], &[][..]))
-        );
-        assert_eq!(der_element(&[0x02, 0x85, 1, 1, 1, 1, 1], 0x02), None);
-        assert_eq!(der_element(&[0x02, 0x02, 0x01], 0x02), None);
-        assert_eq!(der_element(&[0x03, 0x00], 0x02), None);
     }
 }

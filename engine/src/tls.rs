@@ -20,6 +20,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use psfleet_core::der;
 use ring::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -577,19 +578,19 @@ fn read_bounded(path: &std::path::Path) -> io::Result<Vec<u8>> {
 
 /// `Certificate.signatureAlgorithm` (RFC 5280 4.1.1.2): the OID bytes and the parameters.
 fn signature_algorithm(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (certificate, _) = der_element(der, 0x30)?;
-    let (_tbs, rest) = der_element(certificate, 0x30)?;
-    let (algorithm, _) = der_element(rest, 0x30)?;
-    let (oid, params) = der_element(algorithm, 0x06)?;
+    let (certificate, _) = der::element(der, 0x30)?;
+    let (_tbs, rest) = der::element(certificate, 0x30)?;
+    let (algorithm, _) = der::element(rest, 0x30)?;
+    let (oid, params) = der::element(algorithm, 0x06)?;
     Some((oid, params))
 }
 
 /// RSASSA-PSS-params `[0] hashAlgorithm` (default SHA-1, which maps to SHA-256).
 fn pss_hash(params: &[u8]) -> EndPointHash {
-    let hash_oid = der_element(params, 0x30)
-        .and_then(|(seq, _)| der_element(seq, 0xa0))
-        .and_then(|(explicit, _)| der_element(explicit, 0x30))
-        .and_then(|(alg, _)| der_element(alg, 0x06))
+    let hash_oid = der::element(params, 0x30)
+        .and_then(|(seq, _)| der::element(seq, 0xa0))
+        .and_then(|(explicit, _)| der::element(explicit, 0x30))
+        .and_then(|(alg, _)| der::element(alg, 0x06))
         .map(|(oid, _)| oid);
     match hash_oid {
         // id-sha384, id-sha512 (2.16.840.1.101.3.4.2.2 / .3)
@@ -597,29 +598,6 @@ fn pss_hash(params: &[u8]) -> EndPointHash {
         Some([0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03]) => EndPointHash::Sha512,
         _ => EndPointHash::Sha256,
     }
-}
-
-/// One DER element with the expected tag: its contents and what follows it.
-fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return None;
-        }
-        let bytes = rest.get(..count)?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, rest.get(count..)?)
-    };
-    Some((rest.get(..len)?, rest.get(len..)?))
 }
 
 #[cfg(test)]
@@ -766,22 +744,5 @@ mod tests {
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         options.ca_pem = Some(params.self_signed(&key).unwrap().pem());
         assert_eq!(TlsClient::new(&options).unwrap().root_count(), 1);
-    }
-
-    #[test]
-    fn der_reader_is_bounded() {
-        assert_eq!(
-            der_element(&[0x30, 0x02, 1, 2, 9], 0x30),
-            Some((&[1, 2][..], &[9][..]))
-        );
-        assert_eq!(der_element(&[0x30, 0x03, 1, 2], 0x30), None);
-        assert_eq!(der_element(&[0x30, 0x85, 1, 1, 1, 1, 1], 0x30), None);
-        assert_eq!(
-            der_element(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], 0x30),
-            None
-        );
-        assert_eq!(der_element(&[0x31, 0x00], 0x30), None);
-        let long = [&[0x04, 0x81, 0x80][..], &[7u8; 0x80]].concat();
-        assert_eq!(der_element(&long, 0x04).map(|(c, _)| c.len()), Some(0x80));
     }
 }

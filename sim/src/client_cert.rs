@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use psfleet_core::der;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
@@ -115,24 +116,24 @@ pub fn certificate_upn(cert: &[u8]) -> Option<String> {
         if rest.is_empty() {
             return None;
         }
-        let (extension, after) = element(rest, 0x30)?;
+        let (extension, after) = der::element(rest, 0x30)?;
         rest = after;
         let Some(after_oid) = extension.strip_prefix(&SAN_OID[..]) else {
             continue;
         };
         // critical BOOLEAN DEFAULT FALSE may come before the value.
         let value = match after_oid.first() {
-            Some(0x01) => element(after_oid, 0x01)?.1,
+            Some(0x01) => der::element(after_oid, 0x01)?.1,
             _ => after_oid,
         };
-        let (san, _) = element(value, 0x04)?;
-        let (mut names, _) = element(san, 0x30)?;
+        let (san, _) = der::element(value, 0x04)?;
+        let (mut names, _) = der::element(san, 0x30)?;
         for _ in 0..MAX_NAMES {
             if names.is_empty() {
                 return None;
             }
             let tag = *names.first()?;
-            let (name, after) = element(names, tag)?;
+            let (name, after) = der::element(names, tag)?;
             names = after;
             // otherName is [0] IMPLICIT, constructed.
             if tag != 0xa0 {
@@ -141,8 +142,8 @@ pub fn certificate_upn(cert: &[u8]) -> Option<String> {
             let Some(value) = name.strip_prefix(&UPN_OID[..]) else {
                 continue;
             };
-            let (explicit, _) = element(value, 0xa0)?;
-            let (text, _) = element(explicit, 0x0c)?;
+            let (explicit, _) = der::element(value, 0xa0)?;
+            let (text, _) = der::element(explicit, 0x0c)?;
             return String::from_utf8(text.to_vec()).ok();
         }
         return None;
@@ -152,26 +153,26 @@ pub fn certificate_upn(cert: &[u8]) -> Option<String> {
 
 /// The first common name of the certificate's subject.
 pub fn certificate_common_name(cert: &[u8]) -> Option<String> {
-    let (certificate, _) = element(cert, 0x30)?;
-    let (tbs, _) = element(certificate, 0x30)?;
+    let (certificate, _) = der::element(cert, 0x30)?;
+    let (tbs, _) = der::element(certificate, 0x30)?;
     let mut rest = skip_version(tbs)?;
     // serialNumber, signature, issuer, validity.
     for tag in [0x02, 0x30, 0x30, 0x30] {
-        rest = element(rest, tag)?.1;
+        rest = der::element(rest, tag)?.1;
     }
-    let (mut subject, _) = element(rest, 0x30)?;
+    let (mut subject, _) = der::element(rest, 0x30)?;
     for _ in 0..MAX_NAMES {
         if subject.is_empty() {
             return None;
         }
-        let (rdn, after) = element(subject, 0x31)?;
+        let (rdn, after) = der::element(subject, 0x31)?;
         subject = after;
-        let (attribute, _) = element(rdn, 0x30)?;
+        let (attribute, _) = der::element(rdn, 0x30)?;
         if let Some(value) = attribute.strip_prefix(&CN_OID[..]) {
             // UTF8String, PrintableString or IA5String.
             let tag = *value.first()?;
             if matches!(tag, 0x0c | 0x13 | 0x16) {
-                let (text, _) = element(value, tag)?;
+                let (text, _) = der::element(value, tag)?;
                 return String::from_utf8(text.to_vec()).ok();
             }
         }
@@ -181,55 +182,29 @@ pub fn certificate_common_name(cert: &[u8]) -> Option<String> {
 
 /// The contents of the extensions SEQUENCE ([3] EXPLICIT in tbsCertificate).
 fn extensions(cert: &[u8]) -> Option<&[u8]> {
-    let (certificate, _) = element(cert, 0x30)?;
-    let (tbs, _) = element(certificate, 0x30)?;
+    let (certificate, _) = der::element(cert, 0x30)?;
+    let (tbs, _) = der::element(certificate, 0x30)?;
     let mut rest = skip_version(tbs)?;
     // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo.
     for tag in [0x02, 0x30, 0x30, 0x30, 0x30, 0x30] {
-        rest = element(rest, tag)?.1;
+        rest = der::element(rest, tag)?.1;
     }
     // Optional issuerUniqueID [1] and subjectUniqueID [2].
     for tag in [0x81, 0x82] {
         if rest.first() == Some(&tag) {
-            rest = element(rest, tag)?.1;
+            rest = der::element(rest, tag)?.1;
         }
     }
-    let (explicit, _) = element(rest, 0xa3)?;
-    Some(element(explicit, 0x30)?.0)
+    let (explicit, _) = der::element(rest, 0xa3)?;
+    Some(der::element(explicit, 0x30)?.0)
 }
 
 fn skip_version(tbs: &[u8]) -> Option<&[u8]> {
     if tbs.first() == Some(&0xa0) {
-        Some(element(tbs, 0xa0)?.1)
+        Some(der::element(tbs, 0xa0)?.1)
     } else {
         Some(tbs)
     }
-}
-
-/// One DER element with the expected tag: its contents and what follows.
-fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = input.split_first()?;
-    if first != tag {
-        return None;
-    }
-    let (&len_byte, rest) = rest.split_first()?;
-    let (len, rest) = if len_byte < 0x80 {
-        (usize::from(len_byte), rest)
-    } else {
-        let count = usize::from(len_byte & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at(count);
-        let len = bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some(rest.split_at(len))
 }
 
 #[cfg(test)]

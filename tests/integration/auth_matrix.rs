@@ -23,9 +23,8 @@
 // Test support: failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1010,91 +1009,4 @@ impl Drop for Mitm {
 // ---------------------------------------------------------------------------------------
 // The KDC.
 
-/// A private realm (FLEET.TEST) from `scripts/kdc` with `HTTP/<name>` services, stopped
-/// (and its directory removed) on drop.
-struct Kdc {
-    dir: PathBuf,
-    krb5_conf: PathBuf,
-    keytab: PathBuf,
-    /// `127.0.0.1:<port>`.
-    address: String,
-    password: String,
-}
-
-impl Kdc {
-    /// `None` after a printed line when the MIT KDC is not installed.
-    ///
-    /// # Panics
-    /// Under `CI=true` when it is not installed, or whenever the script fails.
-    fn start(test: &str, names: &[String]) -> Option<Self> {
-        let installed = Command::new("sh")
-            .args(["-c", "command -v krb5kdc || test -x /usr/sbin/krb5kdc"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !installed {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(
-                !ci,
-                "{test}: krb5kdc is not installed (apt-get install krb5-kdc krb5-admin-server krb5-user); under CI=true this fails the run"
-            );
-            println!(
-                "{test}: skipped, no MIT KDC (apt-get install krb5-kdc krb5-admin-server krb5-user)"
-            );
-            return None;
-        }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "psfleet-authmatrix-kdc-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let started = Instant::now();
-        let output = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(&dir)
-            .args(names)
-            .env_remove("PSFLEET_KDC_PASSWORD")
-            .env_remove("PSFLEET_KDC_PORT")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{test}: scripts/kdc start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        println!("{test}: KDC started in {:?}", started.elapsed());
-        let env: HashMap<String, String> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let password = std::fs::read_to_string(&env["PSFLEET_KDC_PASSWORD_FILE"])
-            .unwrap()
-            .trim()
-            .to_owned();
-        Some(Self {
-            krb5_conf: PathBuf::from(&env["KRB5_CONFIG"]),
-            keytab: PathBuf::from(&env["PSFLEET_KDC_KEYTAB"]),
-            address: env["PSFLEET_KDC"].clone(),
-            dir,
-            password,
-        })
-    }
-}
-
-impl Drop for Kdc {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc")
-}
+use psfleet_tests::kdc::Kdc;

@@ -1458,3 +1458,71 @@ fn cleanup_reaps_the_shells_a_killed_run_left_open() {
         listed.lines().count()
     );
 }
+
+/// `doctor -o json` prints one JSON object (nothing else on standard output) whose first
+/// failed step names the bucket the simulator expects for the host's class, with a fix; a
+/// healthy host passes every step and exits 0.
+#[test]
+fn doctor_json_names_the_expected_bucket_for_each_class() {
+    let sb = Sandbox::new("doctor-json");
+    let sim = SimFleet::start("mixed", 40, None, sb.root.join("fleet"));
+    let env = sim.admin_env();
+    let inventory = sim.path("inventory.csv");
+    let ca = sim.path("ca.pem");
+    let mut rows = csv::Reader::from_path(&inventory).unwrap();
+    let headers = rows.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (name_at, group_at, expected_at) = (column("name"), column("group"), column("expected"));
+    let mut by_class: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for row in rows.records() {
+        let row = row.unwrap();
+        by_class
+            .entry(row[group_at].to_owned())
+            .or_insert_with(|| (row[name_at].to_owned(), row[expected_at].to_owned()));
+    }
+    let classes = [
+        "healthy",
+        "closed_port",
+        "rotated_password",
+        "cert_self_signed",
+        "unknown_configuration",
+    ];
+    for class in classes {
+        let (host, expected) = by_class
+            .get(class)
+            .unwrap_or_else(|| panic!("no {class} host in {inventory}"));
+        let out = sb.run(
+            &[
+                "doctor",
+                host,
+                "-i",
+                &inventory,
+                "--ca-file",
+                &ca,
+                "-o",
+                "json",
+            ],
+            &env_refs(&env),
+        );
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{class}: one JSON object only:\n{stdout}");
+        let diagnosis: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(diagnosis["host"], host.as_str());
+        let steps = diagnosis["steps"].as_array().unwrap();
+        let failed = steps.iter().find(|s| s["status"] == "fail");
+        if expected == "Succeeded" {
+            assert_eq!(out.status.code(), Some(0), "{class}: {stdout}");
+            assert!(failed.is_none(), "{class}: {stdout}");
+            assert!(steps.len() >= 6, "{class}: every step ran: {stdout}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{class}: {stdout}");
+            let failed = failed.unwrap_or_else(|| panic!("{class}: no failed step: {stdout}"));
+            assert_eq!(failed["bucket"], expected.as_str(), "{class}: {stdout}");
+            assert!(
+                failed["fix"].as_str().is_some_and(|f| !f.is_empty()),
+                "{class}: a fix is named: {stdout}"
+            );
+        }
+    }
+}

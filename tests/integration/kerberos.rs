@@ -13,13 +13,8 @@
 // Test support (KDC start-up, the in-test server): failing loudly is the point.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -30,8 +25,8 @@ use hyper_util::rt::TokioIo;
 use psfleet_core::encryption::{self, Protocol};
 use psfleet_core::taxonomy::Bucket;
 use psfleet_engine::auth::{AuthError, ClientContext, ContextOptions, Credential, Mechanism};
-use psfleet_engine::kerberos::KerberosOptions;
 use psfleet_sim::auth_kerberos::{Accepted, KerberosAcceptor, Keytab, Scheme};
+use psfleet_tests::kdc::Kdc;
 use tokio::net::TcpListener;
 
 const HOST: &str = "web01.fleet.test";
@@ -41,7 +36,7 @@ const HOST: &str = "web01.fleet.test";
 
 #[tokio::test]
 async fn kerberos_scheme_authenticates_over_http_and_seals_both_ways() {
-    let Some(kdc) = Kdc::start("kerberos_scheme") else {
+    let Some(kdc) = realm("kerberos_scheme") else {
         return;
     };
     let server = TestServer::start(&kdc, Scheme::Kerberos, &[]).await;
@@ -91,7 +86,7 @@ async fn kerberos_scheme_authenticates_over_http_and_seals_both_ways() {
 
 #[tokio::test]
 async fn negotiate_prefers_kerberos_then_falls_back_to_ntlm() {
-    let Some(kdc) = Kdc::start("negotiate_kerberos") else {
+    let Some(kdc) = realm("negotiate_kerberos") else {
         return;
     };
     let password = kdc.password.clone();
@@ -145,7 +140,7 @@ async fn negotiate_prefers_kerberos_then_falls_back_to_ntlm() {
 
 #[tokio::test]
 async fn kdc_refusals_are_typed() {
-    let Some(kdc) = Kdc::start("kdc_refusals") else {
+    let Some(kdc) = realm("kdc_refusals") else {
         return;
     };
     let step = |user: &str, password: &str, options: &ContextOptions| {
@@ -228,7 +223,7 @@ async fn kdc_refusals_are_typed() {
 
 #[tokio::test]
 async fn the_acceptor_refuses_tickets_for_another_service_and_replays() {
-    let Some(kdc) = Kdc::start("acceptor_refusals") else {
+    let Some(kdc) = realm("acceptor_refusals") else {
         return;
     };
     let keytab = Keytab::read(&kdc.keytab).unwrap();
@@ -287,104 +282,9 @@ async fn the_acceptor_refuses_tickets_for_another_service_and_replays() {
 // ---------------------------------------------------------------------------------------
 // The KDC.
 
-/// A running private realm, stopped (and its directory removed) on drop.
-pub(crate) struct Kdc {
-    dir: PathBuf,
-    krb5_conf: PathBuf,
-    keytab: PathBuf,
-    password: String,
-}
-
-impl Kdc {
-    /// Starts a realm with `HTTP/web01` and `HTTP/web02` services, or returns `None` after
-    /// printing why when the MIT KDC is not installed.
-    ///
-    /// # Panics
-    /// Under `CI=true` when it is not installed, or whenever the script fails.
-    pub(crate) fn start(test: &str) -> Option<Self> {
-        let installed = ["/usr/sbin/krb5kdc", "/usr/local/sbin/krb5kdc"]
-            .iter()
-            .any(|p| Path::new(p).exists())
-            || Command::new("sh")
-                .args(["-c", "command -v krb5kdc"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-        if !installed {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(
-                !ci,
-                "{test}: krb5kdc is not installed (apt-get install krb5-kdc krb5-admin-server krb5-user); under CI=true this fails the run"
-            );
-            println!(
-                "{test}: skipped, no MIT KDC (apt-get install krb5-kdc krb5-admin-server krb5-user)"
-            );
-            return None;
-        }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "psfleet-kdc-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
-        let started = std::time::Instant::now();
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .args([HOST, "web02.fleet.test"])
-            .env_remove("PSFLEET_KDC_PASSWORD")
-            .env_remove("PSFLEET_KDC_PORT")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{test}: scripts/kdc start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        println!("{test}: KDC started in {:?}", started.elapsed());
-        let env: HashMap<String, String> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let password = std::fs::read_to_string(&env["PSFLEET_KDC_PASSWORD_FILE"])
-            .unwrap()
-            .trim()
-            .to_owned();
-        Some(Self {
-            krb5_conf: PathBuf::from(&env["KRB5_CONFIG"]),
-            keytab: PathBuf::from(&env["PSFLEET_KDC_KEYTAB"]),
-            dir,
-            password,
-        })
-    }
-
-    /// Context options that find this KDC through its krb5.conf (not the environment,
-    /// which the tests in this process share).
-    pub(crate) fn options(&self) -> ContextOptions {
-        ContextOptions {
-            kerberos: KerberosOptions {
-                krb5_config: Some(self.krb5_conf.clone()),
-                kdc_timeout: Some(Duration::from_secs(5)),
-                ..KerberosOptions::default()
-            },
-            ..ContextOptions::default()
-        }
-    }
-}
-
-impl Drop for Kdc {
-    fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
-        let _ = Command::new("bash")
-            .arg(script)
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A realm with the `HTTP/web01` and `HTTP/web02` services (`None`: no KDC installed).
+pub(crate) fn realm(test: &str) -> Option<Kdc> {
+    Kdc::start(test, &[HOST, "web02.fleet.test"])
 }
 
 /// A loopback port nothing listens on.

@@ -29,6 +29,7 @@ use psfleet_engine::auth::{ClientContext, Credential, Mechanism};
 use psfleet_engine::http::{Connection, ConnectionConfig, TransportError};
 use psfleet_sim::fleet::{FleetHandle, FleetOptions};
 use psfleet_sim::profile::Profile;
+use psfleet_tests::kdc::Kdc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -1335,80 +1336,6 @@ async fn kerberos_with_the_fleet_keytab() {
     config.kerberos.krb5_config = Some(kdc.krb5_conf.clone());
     assert!(Connection::connect(&config).await.is_err());
     fleet.shutdown().await.unwrap();
-}
-
-/// A private realm (FLEET.TEST) from `scripts/kdc` with `HTTP/<name>` services, stopped on
-/// drop; `None` (after a printed line) when the MIT KDC is not installed, except under
-/// `CI=true`.
-struct Kdc {
-    dir: PathBuf,
-    krb5_conf: PathBuf,
-    keytab: PathBuf,
-    password: String,
-}
-
-impl Kdc {
-    fn start(test: &str, names: &[String]) -> Option<Self> {
-        let installed = Command::new("sh")
-            .args(["-c", "command -v krb5kdc || test -x /usr/sbin/krb5kdc"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !installed {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(
-                !ci,
-                "{test}: krb5kdc is not installed; under CI=true this fails the run"
-            );
-            println!(
-                "{test}: skipped, no MIT KDC (apt-get install krb5-kdc krb5-admin-server krb5-user)"
-            );
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("psfleet-sim-kdc-{}", std::process::id()));
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .args(names)
-            .env_remove("PSFLEET_KDC_PASSWORD")
-            .env_remove("PSFLEET_KDC_PORT")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{test}: scripts/kdc start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let env: std::collections::HashMap<String, String> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let password = std::fs::read_to_string(&env["PSFLEET_KDC_PASSWORD_FILE"])
-            .unwrap()
-            .trim()
-            .to_owned();
-        Some(Self {
-            krb5_conf: PathBuf::from(&env["KRB5_CONFIG"]),
-            keytab: PathBuf::from(&env["PSFLEET_KDC_KEYTAB"]),
-            dir,
-            password,
-        })
-    }
-}
-
-impl Drop for Kdc {
-    fn drop(&mut self) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kdc");
-        let _ = Command::new("bash")
-            .arg(&script)
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Runs `tests/python/spnego_client.py` with `args` (the password in its environment,

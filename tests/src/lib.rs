@@ -7,4 +7,5 @@
 pub mod canonical;
 pub mod corpus;
 pub mod fleet;
+pub mod kdc;
 pub mod shared;

@@ -13,7 +13,7 @@ use psfleet_inventories::Address;
 
 use crate::cli::Context;
 use crate::exit::{CliError, Exit};
-use crate::options::{ConnectionArgs, HostInventoryArgs};
+use crate::options::{ConnectionArgs, HostInventoryArgs, OutputFormat};
 use crate::settings::{ConnectionSettings, Selection};
 
 /// `psfleet doctor` options.
@@ -28,6 +28,10 @@ pub struct DoctorArgs {
     /// Connection options.
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Each step as it ends (text), or the whole diagnosis as one JSON object at the end
+    /// (json: steps with their buckets and fixes, and the facts learned) [default: text].
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
 }
 
 /// Runs `psfleet doctor`.
@@ -35,15 +39,17 @@ pub fn execute(args: DoctorArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     super::check_host_argument(&args.host)?;
     let connection = ConnectionSettings::resolve(&args.connection, ctx.layers())?;
     let select = Selection::resolve(&args.inventory.select(), ctx.layers())?;
-    diagnose(&args.host, &connection, &select, ctx)
+    let format = args.output.unwrap_or(OutputFormat::Text);
+    diagnose(&args.host, &connection, &select, format, ctx)
 }
 
-/// Runs the diagnosis steps and prints each one's verdict as it ends; exits 0 when no step
-/// failed, 2 when one did (docs/doctor.md).
+/// Runs the diagnosis steps and prints each one's verdict as it ends (text) or the whole
+/// diagnosis at the end (json); exits 0 when no step failed, 2 when one did (docs/doctor.md).
 pub fn diagnose(
     host: &str,
     connection: &ConnectionSettings,
     select: &Selection,
+    format: OutputFormat,
     ctx: &Context<'_>,
 ) -> Result<Exit, CliError> {
     let one = one_host(host, connection, select, ctx)?;
@@ -52,10 +58,17 @@ pub fn diagnose(
         &one.doctor_target(),
         &one.options,
         |step| {
-            ctx.sink.out(&format!("{step}\n"));
+            if format == OutputFormat::Text {
+                ctx.sink.out(&format!("{step}\n"));
+            }
         },
     ));
     runtime.shutdown_background();
+    if format == OutputFormat::Json {
+        let json = serde_json::to_string(&diagnosis)
+            .map_err(|e| CliError::Internal(format!("encoding the diagnosis as JSON: {e}")))?;
+        ctx.sink.out(&format!("{json}\n"));
+    }
     Ok(if diagnosis.passed() {
         Exit::Success
     } else {
