@@ -35,6 +35,76 @@ use tokio::task::JoinSet;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--features count-allocs`: the system allocator with counters, so the summary can say
+/// how many allocations (and bytes) each host cost. Not combined with `mimalloc`.
+#[cfg(all(feature = "count-allocs", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: counting::Counting = counting::Counting;
+
+/// A counting wrapper over the system allocator (allocation figures of BENCHMARKS.md).
+#[cfg(all(feature = "count-allocs", not(feature = "mimalloc")))]
+#[allow(unsafe_code)] // A GlobalAlloc impl is unsafe by definition; it only forwards.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Allocations (`alloc`, `alloc_zeroed` and `realloc` calls).
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    /// Bytes asked for by those calls (a `realloc` counts its new size).
+    pub static BYTES: AtomicU64 = AtomicU64::new(0);
+
+    /// The system allocator, counting.
+    pub struct Counting;
+
+    fn count(size: usize) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    }
+
+    // SAFETY: every call is forwarded unchanged to `System`, which upholds the contract.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size());
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count(layout.size());
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size);
+            // SAFETY: forwarded with the caller's pointer and layouts.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's pointer and layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// (allocations, bytes) so far.
+    pub fn snapshot() -> (u64, u64) {
+        (
+            ALLOCATIONS.load(Ordering::Relaxed),
+            BYTES.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// (allocations, bytes) so far; zeros without the `count-allocs` feature.
+fn alloc_snapshot() -> (u64, u64) {
+    #[cfg(all(feature = "count-allocs", not(feature = "mimalloc")))]
+    {
+        counting::snapshot()
+    }
+    #[cfg(not(all(feature = "count-allocs", not(feature = "mimalloc"))))]
+    {
+        (0, 0)
+    }
+}
+
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(
@@ -184,6 +254,13 @@ struct Summary {
     per_host_ms_p99: f64,
     per_host_ms_max: f64,
     first_failure: Option<String>,
+    /// With `--features count-allocs`: heap allocations (alloc and realloc calls) per host
+    /// during the run, set-up excluded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations_per_host: Option<f64>,
+    /// With `--features count-allocs`: bytes those allocations asked for, per host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocated_bytes_per_host: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -233,6 +310,7 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
         queue_depth: args.queue_depth,
         probe_slots: args.probe_slots,
     };
+    let before = alloc_snapshot();
     let (outcomes, wall) = match &args.runner_state_dir {
         Some(dir) => runtime.block_on(run_with_runner(
             rows, options, &script, limits, args.job, dir,
@@ -242,7 +320,14 @@ fn run(args: &Args) -> Result<Summary, BenchError> {
     if let Some(path) = &args.results {
         write_results(path, &outcomes).map_err(BenchError::Results)?;
     }
-    Ok(summarise(&outcomes, args.concurrency, wall))
+    let after = alloc_snapshot();
+    let mut summary = summarise(&outcomes, args.concurrency, wall);
+    if cfg!(feature = "count-allocs") && !outcomes.is_empty() {
+        let hosts = outcomes.len() as f64;
+        summary.allocations_per_host = Some(after.0.saturating_sub(before.0) as f64 / hosts);
+        summary.allocated_bytes_per_host = Some(after.1.saturating_sub(before.1) as f64 / hosts);
+    }
+    Ok(summary)
 }
 
 fn read_inventory(path: &Path) -> Result<Vec<Row>, BenchError> {
@@ -691,6 +776,8 @@ fn summarise(outcomes: &[HostOutcome], concurrency: usize, wall: Duration) -> Su
                 o.error.as_deref().unwrap_or("")
             )
         }),
+        allocations_per_host: None,
+        allocated_bytes_per_host: None,
     }
 }
 
@@ -724,6 +811,84 @@ mod tests {
         let refused = probe(&row_at(open), Duration::from_secs(5)).await.unwrap();
         assert_eq!(refused.outcome, "InvalidPort");
         assert!(refused.ms < 5000.0, "{}", refused.ms);
+    }
+
+    /// Over HTTPS the first request rides on the authenticating leg: connect and one
+    /// request take 2 HTTP requests instead of 3 (the 8 -> 7 of BENCHMARKS.md "Round trips
+    /// per host"), the connection stays usable, one authentication, and a refused password
+    /// is the same error as `connect` gives.
+    #[tokio::test]
+    async fn over_https_the_first_request_rides_on_the_authenticating_leg() {
+        use psfleet_core::wsman::{IdentifyRequest, IdentifyResponse};
+        use psfleet_engine::http::{AuthMethod, Connection, ConnectionConfig, TransportError};
+        use psfleet_sim::fleet::FleetOptions;
+        use psfleet_sim::profile::Profile;
+
+        let profile = Profile::parse(
+            "carried",
+            "<test>",
+            "[[class]]\nname = \"https\"\ncount = 1\nlisteners = [\"https\"]\n",
+        )
+        .unwrap();
+        let fleet = psfleet_tests::fleet::start(FleetOptions::new(profile, 1, 3)).await;
+        let host = fleet.host_of_class("https").unwrap();
+        let account = fleet.accounts().iter().find(|a| a.admin).unwrap();
+        let tls = TlsClient::new(&TlsOptions {
+            system_roots: false,
+            ca_pem: Some(fleet.ca_pem().to_owned()),
+            ..TlsOptions::default()
+        })
+        .unwrap();
+        let config = |mechanism, password: &str| {
+            let endpoint = Endpoint::new(&host.spec.name, Scheme::Https).unwrap();
+            let credential = Credential::new(&account.name, password).unwrap();
+            let mut config =
+                ConnectionConfig::for_endpoint(&endpoint, AuthMethod::Sspi(mechanism), credential);
+            config.encryption = Encryption::Auto;
+            config.tls = Some(tls.clone());
+            config.address = Some(IpAddr::V4(host.spec.address));
+            config
+        };
+        let identify = IdentifyRequest.to_xml();
+        // Raw NTLM completes with its AUTHENTICATE leg, which carries the request; SPNEGO
+        // waits for the server's last token and sends it after (3 requests, as before).
+        for (mechanism, first) in [(Mechanism::Ntlm, 2), (Mechanism::Negotiate, 3)] {
+            let config = config(mechanism, &account.password);
+            let before = host.stats.snapshot();
+            let (mut conn, reply) = Connection::connect_and_send(&config, &identify)
+                .await
+                .unwrap_or_else(|e| panic!("{mechanism:?}: {e:?}"));
+            let carried = host.stats.snapshot();
+            assert_eq!(reply.status, 200);
+            let answer = IdentifyResponse::parse(&reply.body).unwrap();
+            assert!(answer.security_profiles.is_some(), "{answer:?}");
+            assert_eq!(carried.requests - before.requests, first, "{mechanism:?}");
+            assert_eq!(carried.authentications - before.authentications, 1);
+            // The connection goes on without authenticating again.
+            let again = conn.send(&identify).await.unwrap();
+            assert_eq!(again.status, 200);
+            let after = host.stats.snapshot();
+            assert_eq!(after.requests - carried.requests, 1);
+            assert_eq!(after.connections - before.connections, 1);
+            assert_eq!(after.authentications, carried.authentications);
+
+            // The two-step path takes one request more for the same answer.
+            let before = host.stats.snapshot();
+            let mut plain = Connection::connect(&config).await.unwrap();
+            assert_eq!(plain.send(&identify).await.unwrap().status, 200);
+            assert_eq!(host.stats.snapshot().requests - before.requests, 3);
+        }
+        let wrong = config(Mechanism::Ntlm, "not the password");
+        let carried = Connection::connect_and_send(&wrong, &identify)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let direct = Connection::connect(&wrong).await.map(|_| ()).unwrap_err();
+        assert!(
+            matches!(carried, TransportError::CredentialsRejected { .. }),
+            "{carried:?}"
+        );
+        assert_eq!(carried.to_string(), direct.to_string());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! simulator over its acceptor context. Both sides use the same two functions: a client
 //! [`encrypt`]s requests and [`decrypt`]s responses, the simulator the other way round.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The MIME boundary Windows and every known client use (MS-WSMV 2.2.9.1.1.2).
@@ -84,15 +85,41 @@ impl Protocol {
     /// The outer HTTP `Content-Type` for a body of this protocol; `chunked` selects
     /// `multipart/x-multi-encrypted` (CredSSP bodies over [`CREDSSP_CHUNK_SIZE`]).
     pub fn content_type(self, chunked: bool) -> String {
-        let media = if chunked {
-            MULTIPART_MULTI_ENCRYPTED
-        } else {
-            MULTIPART_ENCRYPTED
-        };
-        format!(
-            "{media};protocol=\"{}\";boundary=\"{BOUNDARY}\"",
-            self.mime_type()
-        )
+        self.content_type_str(chunked).to_owned()
+    }
+
+    /// [`Protocol::content_type`] as a constant (an HTTP client can send it without
+    /// copying): `{media};protocol="{mime type}";boundary="Encrypted Boundary"`.
+    pub const fn content_type_str(self, chunked: bool) -> &'static str {
+        match (self, chunked) {
+            (Self::Spnego, false) => concat!(
+                "multipart/encrypted;protocol=\"application/HTTP-SPNEGO-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::Spnego, true) => concat!(
+                "multipart/x-multi-encrypted;",
+                "protocol=\"application/HTTP-SPNEGO-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::Kerberos, false) => concat!(
+                "multipart/encrypted;protocol=\"application/HTTP-Kerberos-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::Kerberos, true) => concat!(
+                "multipart/x-multi-encrypted;",
+                "protocol=\"application/HTTP-Kerberos-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::CredSsp, false) => concat!(
+                "multipart/encrypted;protocol=\"application/HTTP-CredSSP-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+            (Self::CredSsp, true) => concat!(
+                "multipart/x-multi-encrypted;",
+                "protocol=\"application/HTTP-CredSSP-session-encrypted\";",
+                "boundary=\"Encrypted Boundary\""
+            ),
+        }
     }
 }
 
@@ -264,27 +291,34 @@ pub fn encrypt<S: MessageSealer + ?Sized>(
     plaintext: &[u8],
 ) -> Result<EncryptedBody, FramingError<S::Error>> {
     let chunked = protocol == Protocol::CredSsp && plaintext.len() > CREDSSP_CHUNK_SIZE;
-    let chunks: Vec<&[u8]> = if chunked {
-        plaintext.chunks(CREDSSP_CHUNK_SIZE).collect()
+    let chunk_size = if chunked {
+        CREDSSP_CHUNK_SIZE
     } else {
-        vec![plaintext]
+        plaintext.len()
     };
+    let blocks = plaintext.len().div_ceil(chunk_size.max(1)).max(1);
     // Framing adds about 200 bytes per block and the seal about its header.
-    let mut body = Vec::with_capacity(plaintext.len() + chunks.len() * 300 + 32);
-    for chunk in chunks {
+    let mut body = Vec::with_capacity(plaintext.len() + blocks * 300 + 32);
+    // One block per chunk; an empty message is one empty block.
+    let mut rest = plaintext;
+    loop {
+        let (chunk, tail) = rest.split_at(rest.len().min(chunk_size));
+        rest = tail;
         let sealed = sealer.seal(chunk).map_err(FramingError::Seal)?;
         let header_len = u32::try_from(sealed.header.len())
             .map_err(|_| FramingError::HeaderTooLong(sealed.header.len()))?;
         let length = chunk.len().saturating_add(sealed.padding);
         write_boundary(&mut body, false);
         write_header(&mut body, "Content-Type", protocol.mime_type());
-        let original = format!("type=application/soap+xml;charset=UTF-8;Length={length}");
-        write_header(&mut body, "OriginalContent", &original);
+        write_original_content(&mut body, length);
         write_boundary(&mut body, false);
         write_header(&mut body, "Content-Type", OCTET_STREAM);
         body.extend_from_slice(&header_len.to_le_bytes());
         body.extend_from_slice(&sealed.header);
         body.extend_from_slice(&sealed.payload);
+        if rest.is_empty() {
+            break;
+        }
     }
     write_boundary(&mut body, true);
     Ok(EncryptedBody {
@@ -386,8 +420,12 @@ pub fn decrypt<S: MessageSealer + ?Sized>(
                 actual: padded,
             });
         }
-        plaintext.extend_from_slice(&unsealed.plaintext);
         part += 1;
+        if end.closing && plaintext.is_empty() {
+            // One block (every non-CredSSP message): its plaintext is the message.
+            return Ok(unsealed.plaintext);
+        }
+        plaintext.extend_from_slice(&unsealed.plaintext);
         if end.closing {
             return Ok(plaintext);
         }
@@ -405,9 +443,9 @@ pub fn is_encrypted_content_type(content_type: &str) -> Option<Protocol> {
 }
 
 /// The parts of an encrypted body's Content-Type that matter.
-struct EncryptedContentType {
+struct EncryptedContentType<'a> {
     protocol: Protocol,
-    boundary: String,
+    boundary: Cow<'a, str>,
 }
 
 /// A boundary delimiter found in the body.
@@ -439,33 +477,47 @@ fn write_header(body: &mut Vec<u8>, name: &str, value: &str) {
     body.extend_from_slice(b"\r\n");
 }
 
+/// Writes the `OriginalContent` part header (MS-WSMV 2.2.9.1.1.2.1) without a temporary
+/// string.
+fn write_original_content(body: &mut Vec<u8>, length: usize) {
+    use std::io::Write as _;
+    // Writing into a Vec<u8> cannot fail.
+    let _ = write!(
+        body,
+        "\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={length}\r\n"
+    );
+}
+
 /// Parses `multipart/encrypted;protocol="...";boundary="..."` (RFC 2045 5.1 syntax:
-/// case-insensitive media type and parameter names, values quoted or not).
+/// case-insensitive media type and parameter names, values quoted or not). Borrows from
+/// the header: nothing is allocated unless a quoted value holds a backslash escape.
 fn parse_content_type<E: std::error::Error>(
     content_type: &str,
-) -> Result<EncryptedContentType, FramingError<E>> {
-    let mut params = split_params(content_type)?.into_iter();
-    let media = params.next().map(|(name, _)| name).unwrap_or_default();
-    if !media.eq_ignore_ascii_case(MULTIPART_ENCRYPTED)
-        && !media.eq_ignore_ascii_case(MULTIPART_MULTI_ENCRYPTED)
-    {
-        return Err(FramingError::NotEncrypted(truncate(content_type)));
-    }
+) -> Result<EncryptedContentType<'_>, FramingError<E>> {
+    let mut media = None;
     let mut protocol = None;
     let mut boundary = None;
-    for (name, value) in params {
-        if name.eq_ignore_ascii_case("protocol") {
+    split_params(content_type, |name, value| {
+        if media.is_none() {
+            media = Some(name);
+        } else if name.eq_ignore_ascii_case("protocol") {
             protocol = Some(value);
         } else if name.eq_ignore_ascii_case("boundary") {
             boundary = Some(value);
         }
+    })?;
+    let media = media.unwrap_or_default();
+    if !media.eq_ignore_ascii_case(MULTIPART_ENCRYPTED)
+        && !media.eq_ignore_ascii_case(MULTIPART_MULTI_ENCRYPTED)
+    {
+        return Err(FramingError::NotEncrypted(truncate(content_type)));
     }
     let protocol = protocol.unwrap_or_default();
     let protocol = Protocol::from_mime_type(&protocol)
         .ok_or_else(|| FramingError::UnknownProtocol(truncate(&protocol)))?;
     // RFC 2046 5.1.1: a boundary is 1 to 70 characters. A missing one is taken as the
     // boundary every implementation uses.
-    let boundary = boundary.unwrap_or_else(|| BOUNDARY.to_owned());
+    let boundary = boundary.unwrap_or(Cow::Borrowed(BOUNDARY));
     if boundary.is_empty() || boundary.len() > 70 {
         return Err(FramingError::BadContentType(
             "boundary must be 1 to 70 characters",
@@ -474,68 +526,96 @@ fn parse_content_type<E: std::error::Error>(
     Ok(EncryptedContentType { protocol, boundary })
 }
 
-/// Splits a header value into `;`-separated `name=value` pairs (the first item is the
-/// bare media type, returned as a name with an empty value), honouring quotes.
-fn split_params<E: std::error::Error>(
-    value: &str,
-) -> Result<Vec<(String, String)>, FramingError<E>> {
-    let mut items = Vec::new();
-    let mut chars = value.chars().peekable();
+/// Splits a header value into `;`-separated `name=value` pairs and hands each to `each`
+/// in order (the first item is the bare media type, given as a name with an empty
+/// value), honouring quotes. Names and unquoted values are trimmed; a quoted value is
+/// kept as written between its quotes, backslash escapes resolved, and whatever follows
+/// its closing quote up to the next `;` is ignored.
+fn split_params<'a, E: std::error::Error>(
+    value: &'a str,
+    mut each: impl FnMut(&'a str, Cow<'a, str>),
+) -> Result<(), FramingError<E>> {
+    // Every position below sits on an ASCII byte (`;`, `=`, `"`) or an end, so each
+    // `get` is on a character boundary and never fails.
+    let slice = |from: usize, to: usize| value.get(from..to).unwrap_or_default();
+    let bytes = value.as_bytes();
+    let mut pos = 0;
     loop {
-        let mut name = String::new();
-        let mut val = String::new();
-        let mut in_value = false;
-        while let Some(&c) = chars.peek() {
-            match c {
-                ';' => break,
-                '=' if !in_value => {
-                    in_value = true;
-                    chars.next();
-                }
-                '"' if in_value && val.trim().is_empty() => {
-                    chars.next();
-                    val.clear();
-                    let mut closed = false;
-                    while let Some(q) = chars.next() {
-                        match q {
-                            '"' => {
-                                closed = true;
-                                break;
-                            }
-                            '\\' => val.extend(chars.next()),
-                            other => val.push(other),
-                        }
-                    }
-                    if !closed {
-                        return Err(FramingError::BadContentType("unterminated quoted value"));
-                    }
-                    // Whatever follows the closing quote up to `;` is ignored.
-                    while chars.peek().is_some_and(|&c| c != ';') {
-                        chars.next();
-                    }
-                    items.push((name.trim().to_owned(), val));
-                    name.clear();
-                    val = String::new();
-                    in_value = false;
+        let start = pos;
+        let mut equals: Option<usize> = None;
+        let mut quoted = false;
+        while let Some(&byte) = bytes.get(pos) {
+            match byte {
+                b';' => break,
+                b'=' if equals.is_none() => equals = Some(pos),
+                b'"' if equals.is_some_and(|eq| slice(eq + 1, pos).trim().is_empty()) => {
+                    let (text, close) = read_quoted(value, pos + 1)
+                        .ok_or(FramingError::BadContentType("unterminated quoted value"))?;
+                    let name = slice(start, equals.unwrap_or(start)).trim();
+                    each(name, text);
+                    pos = bytes
+                        .get(close..)
+                        .and_then(|rest| rest.iter().position(|&b| b == b';'))
+                        .map_or(bytes.len(), |at| close + at);
+                    quoted = true;
                     break;
                 }
-                _ => {
-                    if in_value {
-                        val.push(c);
-                    } else {
-                        name.push(c);
-                    }
-                    chars.next();
-                }
+                _ => {}
+            }
+            pos += 1;
+        }
+        if !quoted {
+            let (name, text) = match equals {
+                Some(eq) => (slice(start, eq), slice(eq + 1, pos).trim()),
+                None => (slice(start, pos), ""),
+            };
+            if !name.trim().is_empty() || equals.is_some() {
+                each(name.trim(), Cow::Borrowed(text));
             }
         }
-        if !name.trim().is_empty() || in_value {
-            items.push((name.trim().to_owned(), val.trim().to_owned()));
+        if pos >= bytes.len() {
+            return Ok(());
         }
-        if chars.next().is_none() {
-            return Ok(items);
+        pos += 1;
+    }
+}
+
+/// The quoted value starting at `from` (just past its opening quote): its text with
+/// backslash escapes resolved, and the offset of the closing quote; `None` when it is
+/// not closed.
+fn read_quoted(value: &str, from: usize) -> Option<(Cow<'_, str>, usize)> {
+    let rest = value.get(from..)?;
+    let mut owned: Option<String> = None;
+    let mut segment = 0;
+    let mut chars = rest.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => {
+                let tail = rest.get(segment..at).unwrap_or_default();
+                let text = match owned {
+                    None => Cow::Borrowed(tail),
+                    Some(mut text) => {
+                        text.push_str(tail);
+                        Cow::Owned(text)
+                    }
+                };
+                return Some((text, from + at));
+            }
+            '\\' => {
+                let text = owned.get_or_insert_with(String::new);
+                text.push_str(rest.get(segment..at).unwrap_or_default());
+                match chars.next() {
+                    Some((escaped_at, escaped)) => {
+                        text.push(escaped);
+                        segment = escaped_at + escaped.len_utf8();
+                    }
+                    None => segment = rest.len(),
+                }
+            }
+            _ => {}
         }
     }
+    None
 }
 
 /// Parses the metadata part: returns the block's protocol MIME type and `Length`.
@@ -968,6 +1048,132 @@ mod tests {
         let ct = "Multipart/Encrypted; boundary=Encrypted Boundary; \
                   protocol=application/HTTP-SPNEGO-session-encrypted";
         assert_eq!(decrypt(&mut XorSealer::default(), ct, &body).unwrap(), SOAP);
+    }
+
+    /// The allocating splitter the borrowing one replaced (issue 7), kept as its oracle.
+    fn reference_split(value: &str) -> Result<Vec<(String, String)>, FramingError<ToyError>> {
+        let mut items = Vec::new();
+        let mut chars = value.chars().peekable();
+        loop {
+            let mut name = String::new();
+            let mut val = String::new();
+            let mut in_value = false;
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ';' => break,
+                    '=' if !in_value => {
+                        in_value = true;
+                        chars.next();
+                    }
+                    '"' if in_value && val.trim().is_empty() => {
+                        chars.next();
+                        val.clear();
+                        let mut closed = false;
+                        while let Some(q) = chars.next() {
+                            match q {
+                                '"' => {
+                                    closed = true;
+                                    break;
+                                }
+                                '\\' => val.extend(chars.next()),
+                                other => val.push(other),
+                            }
+                        }
+                        if !closed {
+                            return Err(FramingError::BadContentType("unterminated quoted value"));
+                        }
+                        // Whatever follows the closing quote up to `;` is ignored.
+                        while chars.peek().is_some_and(|&c| c != ';') {
+                            chars.next();
+                        }
+                        items.push((name.trim().to_owned(), val));
+                        name.clear();
+                        val = String::new();
+                        in_value = false;
+                        break;
+                    }
+                    _ => {
+                        if in_value {
+                            val.push(c);
+                        } else {
+                            name.push(c);
+                        }
+                        chars.next();
+                    }
+                }
+            }
+            if !name.trim().is_empty() || in_value {
+                items.push((name.trim().to_owned(), val.trim().to_owned()));
+            }
+            if chars.next().is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// The borrowing splitter gives exactly what the allocating one gave, errors included,
+    /// on hand-picked headers and on every short string over the characters that matter.
+    #[test]
+    fn split_params_matches_the_allocating_splitter() {
+        let split = |value: &str| -> Result<Vec<(String, String)>, FramingError<ToyError>> {
+            let mut items = Vec::new();
+            split_params(value, |n, v| items.push((n.to_owned(), v.into_owned())))?;
+            Ok(items)
+        };
+        let mut cases: Vec<String> = [
+            "",
+            "multipart/encrypted;protocol=\"application/HTTP-SPNEGO-session-encrypted\";boundary=\"Encrypted Boundary\"",
+            "Multipart/Encrypted; boundary=Encrypted Boundary; protocol=application/x",
+            " a = \"q\\\"x\\\\y\" junk ; b=\"\" ;c= \"é\\é\";;d",
+            "a=\"unterminated",
+            "a=\"ends with backslash\\",
+            "=;=x;\"=\"v\";a==b=c; x = y \"z\"",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let alphabet = ['a', ' ', ';', '=', '"', '\\', 'é'];
+        let mut word = Vec::new();
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                word.clear();
+                for _ in 0..len {
+                    word.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                cases.push(word.iter().collect());
+            }
+        }
+        for case in &cases {
+            let got = split(case);
+            let want = reference_split(case);
+            match (&got, &want) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{case:?}"),
+                (Err(FramingError::BadContentType(a)), Err(FramingError::BadContentType(b))) => {
+                    assert_eq!(a, b, "{case:?}")
+                }
+                _ => panic!("{case:?}: {got:?} against {want:?}"),
+            }
+        }
+        assert_eq!(cases.len(), 7 + 19_608);
+    }
+
+    #[test]
+    fn constant_content_types_spell_out_the_parts() {
+        for protocol in [Protocol::Spnego, Protocol::Kerberos, Protocol::CredSsp] {
+            for chunked in [false, true] {
+                let media = if chunked {
+                    MULTIPART_MULTI_ENCRYPTED
+                } else {
+                    MULTIPART_ENCRYPTED
+                };
+                let built = format!(
+                    "{media};protocol=\"{}\";boundary=\"{BOUNDARY}\"",
+                    protocol.mime_type()
+                );
+                assert_eq!(protocol.content_type_str(chunked), built);
+                assert_eq!(protocol.content_type(chunked), built);
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::attributes::Attribute as RawAttribute;
-use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::reader::NsReader;
 
@@ -82,16 +82,21 @@ impl Default for Limits {
     }
 }
 
+/// A name, prefix or namespace URI in a parsed tree: borrowed from a static table for the
+/// WS-Man, WinRM and CLIXML vocabulary (no allocation per element, issue 7), owned for
+/// anything else.
+pub type Name = Cow<'static, str>;
+
 /// An element with its namespace resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
     /// Namespace URI, empty when the name is not in a namespace.
-    pub ns: String,
+    pub ns: Name,
     /// Local name (no prefix).
-    pub name: String,
+    pub name: Name,
     /// The prefix as written in the source document (empty for none). Informational only:
     /// comparisons of meaning use `ns` and `name`.
-    pub prefix: String,
+    pub prefix: Name,
     /// Attributes in document order, without `xmlns` declarations.
     pub attrs: Vec<Attribute>,
     /// Child nodes in document order.
@@ -102,9 +107,9 @@ pub struct Element {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
     /// Namespace URI, empty for an unprefixed attribute.
-    pub ns: String,
+    pub ns: Name,
     /// Local name.
-    pub name: String,
+    pub name: Name,
     /// Unescaped value.
     pub value: String,
 }
@@ -385,7 +390,7 @@ fn namespace_of(
     resolved: ResolveResult<'_>,
     prefix: Option<&str>,
     position: u64,
-) -> Result<String, XmlError> {
+) -> Result<Name, XmlError> {
     match resolved {
         ResolveResult::Bound(ns) => {
             let ns = normalize_namespace(ns.into_inner(), position)?;
@@ -397,7 +402,7 @@ fn namespace_of(
             }
             Ok(ns)
         }
-        ResolveResult::Unbound => Ok(String::new()),
+        ResolveResult::Unbound => Ok(Name::Borrowed("")),
         ResolveResult::Unknown(prefix) => Err(XmlError::UnknownPrefix(prefix)),
     }
 }
@@ -406,14 +411,14 @@ fn namespace_of(
 /// normalized like any other attribute value. quick-xml's resolver hands out the raw text
 /// (`urn:a&amp;b`), so without this `write_to`, which escapes the value it writes, would
 /// change the namespace of what it re-emits (found by fuzzing, `fuzz/regressions/xml`).
-fn normalize_namespace(raw: &str, position: u64) -> Result<String, XmlError> {
+fn normalize_namespace(raw: &str, position: u64) -> Result<Name, XmlError> {
     let declaration = RawAttribute {
         key: QName("xmlns"),
         value: Cow::Borrowed(raw),
     };
     declaration
         .normalized_value(XmlVersion::Implicit1_0)
-        .map(Cow::into_owned)
+        .map(|value| interned(&value))
         .map_err(|e| XmlError::Malformed {
             position,
             message: format!("namespace name {raw:?}: {e}"),
@@ -439,11 +444,10 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
             qname.prefix().as_ref().map(AsRef::as_ref),
             reader.buffer_position(),
         )?,
-        name: qname.local_name().as_ref().to_owned(),
+        name: interned(qname.local_name().as_ref()),
         prefix: qname
             .prefix()
-            .map(|p| p.as_ref().to_owned())
-            .unwrap_or_default(),
+            .map_or(Name::Borrowed(""), |p| interned(p.as_ref())),
         attrs: Vec::new(),
         children: Vec::new(),
     };
@@ -470,11 +474,76 @@ fn open_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Elem
                 key.prefix().as_ref().map(AsRef::as_ref),
                 reader.buffer_position(),
             )?,
-            name: local.as_ref().to_owned(),
+            name: interned(local.as_ref()),
             value: value.into_owned(),
         });
     }
     Ok(element)
+}
+
+/// `text` as a [`Name`]: borrowed when it is one of the names every WS-Man envelope and
+/// CLIXML payload repeats (recorded traffic, `../shared/conformance`), else owned.
+fn interned(text: &str) -> Name {
+    match known_name(text) {
+        Some(known) => Name::Borrowed(known),
+        None => Name::Owned(text.to_owned()),
+    }
+}
+
+/// Declares `known_name`, the static table behind [`interned`].
+macro_rules! known_names {
+    ($($name:literal)*) => {
+        /// The static copy of `text` when the table has it.
+        fn known_name(text: &str) -> Option<&'static str> {
+            match text {
+                $($name => Some($name),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+known_names! {
+    // Namespace URIs (wsman::names::ns, MS-PSRP 2.2.5 CLIXML, XML itself).
+    "http://www.w3.org/2003/05/soap-envelope"
+    "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+    "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
+    "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd"
+    "http://schemas.xmlsoap.org/ws/2004/09/transfer"
+    "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
+    "http://schemas.xmlsoap.org/ws/2004/08/eventing"
+    "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+    "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+    "http://schemas.microsoft.com/wbem/wsman/1/config"
+    "http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"
+    "http://schemas.microsoft.com/powershell"
+    "http://schemas.microsoft.com/powershell/2004/04"
+    "http://www.w3.org/XML/1998/namespace"
+    // Prefixes Windows and the Python clients write.
+    "s" "a" "w" "x" "p" "f" "n" "b" "e" "m" "rsp" "wsa" "wsman" "wsmv" "wsen" "cfg" "xml"
+    // SOAP, WS-Addressing, WS-Management and WinRS elements.
+    "Envelope" "Header" "Body" "Action" "MessageID" "To" "RelatesTo" "ReplyTo" "Address"
+    "ResourceURI" "ResourceUri" "SelectorSet" "Selector" "OptionSet" "Option" "DataLocale"
+    "Locale" "MaxEnvelopeSize" "OperationTimeout" "SessionId" "ActivityId" "OperationID"
+    "SequenceId" "ResourceCreated" "ReferenceParameters" "Shell" "ShellId" "Name"
+    "InputStreams" "OutputStreams" "IdleTimeOut" "MaxIdleTimeOut" "Owner" "ClientIP"
+    "ProcessId" "ShellRunTime" "ShellInactivity" "CompressionMode" "ProfileLoaded"
+    "Encoding" "BufferMode" "State" "creationXml" "connectXml" "connectResponseXml"
+    "Receive" "ReceiveResponse" "DesiredStream" "Stream" "CommandState" "ExitCode"
+    "CommandLine" "Command" "CommandId" "CommandResponse" "Arguments" "Send"
+    "SendResponse" "Signal" "SignalResponse" "Code" "Connect" "ConnectResponse"
+    "Disconnect" "Reconnect" "Environment" "Variable" "Enumerate" "EnumerateResponse"
+    "EnumerationContext" "EndOfSequence" "Items" "Pull" "PullResponse" "OptimizeEnumeration"
+    "MaxElements" "Fault" "Subcode" "Value" "Reason" "Text" "Detail" "WSManFault"
+    "Message" "ProviderFault" "FaultDetail" "IdentifyResponse" "ProtocolVersion"
+    "ProductVendor" "ProductVersion" "SecurityProfiles" "SecurityProfileName"
+    // Attributes.
+    "mustUnderstand" "lang" "MustComply" "End" "Unit" "EndUnit" "Machine" "Dialect"
+    "SequenceID" "Sequence" "N" "RefId" "Version"
+    // CLIXML (MS-PSRP 2.2.5).
+    "Objs" "Obj" "MS" "Props" "TN" "TNRef" "T" "ToString" "Ref" "LST" "DCT" "IE" "STK"
+    "QUE" "En" "Key" "Nil" "S" "C" "B" "DT" "TS" "By" "SB" "U8" "I16" "U16" "I32" "U32"
+    "I64" "U64" "Sg" "Db" "D" "BA" "G" "URI" "XD" "SBK" "SS" "PR"
 }
 
 /// Refuses a qualified name that is not `NCName` or `NCName:NCName` (Namespaces in XML 1.0
@@ -557,18 +626,20 @@ fn push_text(
     Ok(())
 }
 
-/// Writes XML into a byte buffer. Text and attribute values are escaped by quick-xml.
+/// Writes XML into a byte buffer. Text and attribute values are escaped exactly as
+/// quick-xml's writer escapes them (the same characters, the same references), straight
+/// into the buffer: no allocation per element (issue 7, BENCHMARKS.md "Allocations").
 ///
 /// Names are qualified names as they should appear (`"s:Envelope"`); declaring the
 /// prefixes is the caller's job (as attributes of the element that introduces them).
 pub struct XmlWriter {
-    inner: quick_xml::Writer<Vec<u8>>,
+    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for XmlWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XmlWriter")
-            .field("len", &self.inner.get_ref().len())
+            .field("len", &self.out.len())
             .finish()
     }
 }
@@ -588,38 +659,48 @@ impl XmlWriter {
     /// An empty writer with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            inner: quick_xml::Writer::new(Vec::with_capacity(capacity)),
+            out: Vec::with_capacity(capacity),
         }
     }
 
-    fn emit(&mut self, event: Event<'_>) {
-        // Writing into a Vec<u8> cannot fail.
-        let _ = self.inner.write_event(event);
+    /// `<name a="v"` without the closing `>`.
+    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        self.out.push(b'<');
+        self.out.extend_from_slice(name.as_bytes());
+        for (key, value) in attrs {
+            self.out.push(b' ');
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.extend_from_slice(b"=\"");
+            escape_into(&mut self.out, value, true);
+            self.out.push(b'"');
+        }
     }
 
     /// Writes a start tag.
     pub fn start(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
-        let start = BytesStart::new(name).with_attributes(attrs.iter().copied());
-        self.emit(Event::Start(start));
+        self.open(name, attrs);
+        self.out.push(b'>');
         self
     }
 
     /// Writes an end tag.
     pub fn end(&mut self, name: &str) -> &mut Self {
-        self.emit(Event::End(BytesEnd::new(name)));
+        self.out.extend_from_slice(b"</");
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'>');
         self
     }
 
-    /// Writes an empty element (`<name a="v" />`).
+    /// Writes an empty element (`<name a="v"/>`).
     pub fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
-        let start = BytesStart::new(name).with_attributes(attrs.iter().copied());
-        self.emit(Event::Empty(start));
+        self.open(name, attrs);
+        self.out.extend_from_slice(b"/>");
         self
     }
 
     /// Writes escaped character data.
     pub fn text(&mut self, text: &str) -> &mut Self {
-        self.emit(Event::Text(BytesText::new(text)));
+        escape_into(&mut self.out, text, false);
         self
     }
 
@@ -630,13 +711,39 @@ impl XmlWriter {
 
     /// Bytes written so far.
     pub fn as_bytes(&self) -> &[u8] {
-        self.inner.get_ref()
+        &self.out
     }
 
     /// The finished document.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.inner.into_inner()
+        self.out
     }
+}
+
+/// Appends `raw` escaped as quick-xml escapes it: text with `quick_xml::escape::escape`
+/// (`<`, `>`, `&`, `'`, `"` and `\r`); attribute values additionally `\n` and `\t`,
+/// which attribute-value normalization would otherwise turn into spaces (XML 1.0 3.3.3).
+fn escape_into(out: &mut Vec<u8>, raw: &str, attribute: bool) {
+    let bytes = raw.as_bytes();
+    let mut from = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let reference: &[u8] = match byte {
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'&' => b"&amp;",
+            b'\'' => b"&apos;",
+            b'"' => b"&quot;",
+            b'\r' => b"&#13;",
+            b'\n' if attribute => b"&#10;",
+            b'\t' if attribute => b"&#9;",
+            _ => continue,
+        };
+        // from <= at < bytes.len(): both come from this enumeration.
+        out.extend_from_slice(&bytes[from..at]);
+        out.extend_from_slice(reference);
+        from = at + 1;
+    }
+    out.extend_from_slice(bytes.get(from..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -756,6 +863,57 @@ mod tests {
         let ok = parse("<é.x-1 ns\u{B7}2=\"v\" _a=\"w\"/>".as_bytes()).unwrap();
         assert_eq!(ok.name, "é.x-1");
         assert_eq!(ok.attr("ns\u{B7}2"), Some("v"));
+    }
+
+    /// The direct writer produces the bytes quick-xml's own writer produced before it.
+    #[test]
+    fn writer_escapes_as_quick_xml_does() {
+        use quick_xml::events::{BytesEnd, BytesText};
+        let nasty = "a<b>c&d'e\"f\rg\nh\ti é";
+        let mut w = XmlWriter::new();
+        w.start("s:E", &[("xmlns:s", "urn:s"), ("k", nasty)])
+            .text_element("s:T", &[], nasty)
+            .empty("s:Z", &[("z", "1")])
+            .empty("s:Y", &[])
+            .end("s:E");
+        let mut q = quick_xml::Writer::new(Vec::new());
+        let start = BytesStart::new("s:E").with_attributes([("xmlns:s", "urn:s"), ("k", nasty)]);
+        q.write_event(Event::Start(start)).unwrap();
+        q.write_event(Event::Start(BytesStart::new("s:T"))).unwrap();
+        q.write_event(Event::Text(BytesText::new(nasty))).unwrap();
+        q.write_event(Event::End(BytesEnd::new("s:T"))).unwrap();
+        let z = BytesStart::new("s:Z").with_attributes([("z", "1")]);
+        q.write_event(Event::Empty(z)).unwrap();
+        q.write_event(Event::Empty(BytesStart::new("s:Y"))).unwrap();
+        q.write_event(Event::End(BytesEnd::new("s:E"))).unwrap();
+        assert_eq!(
+            String::from_utf8(w.into_bytes()).unwrap(),
+            String::from_utf8(q.into_inner()).unwrap()
+        );
+    }
+
+    /// The WS-Man and CLIXML vocabulary comes out of the static table (no allocation per
+    /// name); anything else is owned and still compares equal.
+    #[test]
+    fn known_names_are_borrowed_and_others_owned() {
+        let doc = br#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Body><rsp:Stream Name="stdout" CommandId="1">x</rsp:Stream><q:Odd xmlns:q="urn:odd" q:attr="v"/></s:Body></s:Envelope>"#;
+        let root = parse(doc).unwrap();
+        let body = root.elements().next().unwrap();
+        let stream = body.elements().next().unwrap();
+        for name in [&root.name, &root.ns, &root.prefix, &stream.name, &stream.ns] {
+            assert!(matches!(name, Cow::Borrowed(_)), "{name}");
+        }
+        assert!(
+            stream
+                .attrs
+                .iter()
+                .all(|a| matches!(a.name, Cow::Borrowed(_)))
+        );
+        assert_eq!(stream.attr("Name"), Some("stdout"));
+        let odd = body.child("urn:odd", "Odd").unwrap();
+        assert!(matches!(odd.name, Cow::Owned(_)) && matches!(odd.ns, Cow::Owned(_)));
+        assert_eq!(odd.attr_ns("urn:odd", "attr"), Some("v"));
+        assert_eq!(odd.prefix, "q");
     }
 
     #[test]

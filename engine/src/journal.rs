@@ -327,6 +327,8 @@ pub struct Journal {
     poisoned: bool,
     stats: JournalStats,
     len: u64,
+    /// The line being encoded, reused from one append to the next (issue 7).
+    scratch: Vec<u8>,
 }
 
 impl Journal {
@@ -460,9 +462,11 @@ impl Journal {
         if self.poisoned {
             return Err(JournalError::Poisoned(self.dir.clone()));
         }
-        let mut line = serde_json::to_vec(entry).map_err(JournalError::Encode)?;
+        let line = &mut self.scratch;
+        line.clear();
+        serde_json::to_writer(&mut *line, entry).map_err(JournalError::Encode)?;
         line.push(b'\n');
-        if let Err(e) = self.out.write_all(&line) {
+        if let Err(e) = self.out.write_all(line) {
             self.poisoned = true;
             return Err(io_err("write", &self.path)(e));
         }
@@ -481,15 +485,16 @@ impl Journal {
         if self.pending == 0 {
             return Ok(());
         }
+        // The error paths copy the path only when they are taken.
         let result = self
             .out
             .flush()
-            .map_err(io_err("write", &self.path))
+            .map_err(|e| io_err("write", &self.path)(e))
             .and_then(|()| {
                 self.out
                     .get_ref()
                     .sync_data()
-                    .map_err(io_err("fdatasync", &self.path))
+                    .map_err(|e| io_err("fdatasync", &self.path)(e))
             });
         if result.is_err() {
             // After a failed fsync the kernel may have dropped the dirty pages: nothing
@@ -536,6 +541,7 @@ impl Journal {
             poisoned: false,
             stats: JournalStats::default(),
             len,
+            scratch: Vec::with_capacity(1024),
         }
     }
 }
@@ -845,10 +851,15 @@ pub fn timestamp_now() -> String {
 pub fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let ((y, mo, da), (h, mi, s)) = civil(d.as_secs());
-    format!(
+    // Sized once (24 bytes for years 0 to 9999) instead of grown by `format!`.
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(24);
+    let _ = write!(
+        text,
         "{y:04}-{mo:02}-{da:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
         d.subsec_millis()
-    )
+    );
+    text
 }
 
 /// SHA-256 of `bytes`, lower-case hex.

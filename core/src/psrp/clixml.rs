@@ -28,7 +28,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use uuid::Uuid;
@@ -430,7 +430,7 @@ impl Value {
                 (None, Content::Value(v)) => v.display_text(),
                 (None, _) => Cow::Owned(o.type_names().first().cloned().unwrap_or_default()),
             },
-            other => Cow::Owned(primitive_text(other).unwrap_or_default()),
+            other => primitive_text(other).unwrap_or_default(),
         }
     }
 }
@@ -546,12 +546,42 @@ impl Property {
 /// Type names `[type_name, System.Enum, System.ValueType, System.Object]`, the list every
 /// enum carries (wire-facts 4.5).
 pub fn enum_type_names(type_name: &str) -> TypeNames {
-    type_names_of(&[
-        type_name,
-        "System.Enum",
-        "System.ValueType",
-        "System.Object",
-    ])
+    /// The lists of the enumerations PSRP messages carry are built once and shared (an
+    /// `Arc` clone instead of five allocations per value, issue 7); the writer compares
+    /// type-name lists by content, so sharing changes no byte written.
+    macro_rules! shared {
+        ($($known:literal)*) => {
+            match type_name {
+                $($known => {
+                    static NAMES: LazyLock<TypeNames> = LazyLock::new(|| build($known));
+                    return Arc::clone(&NAMES);
+                })*
+                _ => {}
+            }
+        };
+    }
+    fn build(type_name: &str) -> TypeNames {
+        type_names_of(&[
+            type_name,
+            "System.Enum",
+            "System.ValueType",
+            "System.Object",
+        ])
+    }
+    shared! {
+        "System.Management.Automation.Runspaces.RunspacePoolState"
+        "System.Management.Automation.PSInvocationState"
+        "System.Management.Automation.Runspaces.PSThreadOptions"
+        "System.Management.Automation.Runspaces.ApartmentState"
+        "System.Management.Automation.Runspaces.PipelineResultTypes"
+        "System.Management.Automation.ProgressRecordType"
+        "System.Management.Automation.CommandOrigin"
+        "System.Management.Automation.Runspaces.RemoteStreamOptions"
+        "System.Management.Automation.Remoting.RemoteHostMethodId"
+        "System.Management.Automation.CommandTypes"
+        "System.Management.Automation.SessionStateEntryVisibility"
+    }
+    build(type_name)
 }
 
 /// Builds a shared type-name list.
@@ -1152,7 +1182,7 @@ pub fn from_objs_document(bytes: &[u8]) -> Result<Vec<Value>, ClixmlError> {
         },
     )?;
     if root.name != "Objs" || !known_namespace(&root) {
-        return Err(ClixmlError::NotAValue(root.name.clone()));
+        return Err(ClixmlError::NotAValue(root.name.to_string()));
     }
     let mut values = Vec::new();
     for child in element_children(&root)? {
@@ -1196,7 +1226,7 @@ fn element_children(e: &Element) -> Result<Vec<&Element>, ClixmlError> {
         match child {
             Node::Element(c) => out.push(c),
             Node::Text(t) if t.trim().is_empty() => {}
-            Node::Text(_) => return Err(ClixmlError::UnexpectedText(e.name.clone())),
+            Node::Text(_) => return Err(ClixmlError::UnexpectedText(e.name.to_string())),
         }
     }
     Ok(out)
@@ -1229,7 +1259,7 @@ impl<'a> Reader<'a> {
                 e.ns, e.name
             )));
         }
-        match e.name.as_str() {
+        match e.name.as_ref() {
             "Obj" => self.object(e, depth).map(Value::Object),
             "Ref" => {
                 let id = require_attr(e, "RefId")?;
@@ -1275,9 +1305,9 @@ impl<'a> Reader<'a> {
         };
         for child in element_children(e)? {
             if !known_namespace(child) {
-                return Err(ClixmlError::UnknownElement(child.name.clone()));
+                return Err(ClixmlError::UnknownElement(child.name.to_string()));
             }
-            let name = child.name.as_str();
+            let name = child.name.as_ref();
             match name {
                 "TN" | "TNRef" => {
                     if std::mem::replace(&mut seen_tn, true) {
@@ -1387,7 +1417,7 @@ impl<'a> Reader<'a> {
                         Some("Value") => &mut value,
                         _ => {
                             return Err(ClixmlError::MissingAttribute {
-                                element: part.name.clone(),
+                                element: part.name.to_string(),
                                 attribute: "N=\"Key\" or N=\"Value\"",
                             });
                         }
@@ -1412,7 +1442,7 @@ impl<'a> Reader<'a> {
             check_value_tag(child, &e.name)?;
             items.push(self.value(child, depth + 1)?);
         }
-        Ok(match e.name.as_str() {
+        Ok(match e.name.as_ref() {
             "IE" => Content::Enumerable(items),
             "QUE" => Content::Queue(items),
             "STK" => Content::Stack(items),
@@ -1433,7 +1463,7 @@ const STRUCTURE_TAGS: &[&str] = &[
 ];
 
 fn check_value_tag(e: &Element, parent: &str) -> Result<(), ClixmlError> {
-    if known_namespace(e) && VALUE_TAGS.contains(&e.name.as_str()) {
+    if known_namespace(e) && VALUE_TAGS.contains(&e.name.as_ref()) {
         Ok(())
     } else {
         Err(misplaced(e, parent))
@@ -1441,22 +1471,22 @@ fn check_value_tag(e: &Element, parent: &str) -> Result<(), ClixmlError> {
 }
 
 fn misplaced(e: &Element, parent: &str) -> ClixmlError {
-    if known_namespace(e) && STRUCTURE_TAGS.contains(&e.name.as_str())
-        || VALUE_TAGS.contains(&e.name.as_str())
+    if known_namespace(e) && STRUCTURE_TAGS.contains(&e.name.as_ref())
+        || VALUE_TAGS.contains(&e.name.as_ref())
     {
         ClixmlError::MisplacedElement {
-            element: e.name.clone(),
+            element: e.name.to_string(),
             parent: parent.to_owned(),
         }
     } else {
-        ClixmlError::UnknownElement(e.name.clone())
+        ClixmlError::UnknownElement(e.name.to_string())
     }
 }
 
 fn require_attr<'e>(e: &'e Element, attribute: &'static str) -> Result<&'e str, ClixmlError> {
     e.attr(attribute)
         .ok_or_else(|| ClixmlError::MissingAttribute {
-            element: e.name.clone(),
+            element: e.name.to_string(),
             attribute,
         })
 }
@@ -1470,7 +1500,7 @@ fn no_child_elements(e: &Element) -> Result<(), ClixmlError> {
 
 fn invalid(e: &Element, text: &str) -> ClixmlError {
     ClixmlError::InvalidValue {
-        element: e.name.clone(),
+        element: e.name.to_string(),
         text: text.chars().take(64).collect(),
     }
 }
@@ -1484,13 +1514,13 @@ fn parse_num<T: std::str::FromStr>(e: &Element, text: &str) -> Result<T, ClixmlE
 
 /// Reads a primitive element (anything but `Obj`/`Ref`).
 fn primitive(e: &Element) -> Result<Value, ClixmlError> {
-    if !known_namespace(e) || !VALUE_TAGS.contains(&e.name.as_str()) {
+    if !known_namespace(e) || !VALUE_TAGS.contains(&e.name.as_ref()) {
         return Err(misplaced(e, "value"));
     }
     no_child_elements(e)?;
     let text = e.text();
     let text = text.as_ref();
-    Ok(match e.name.as_str() {
+    Ok(match e.name.as_ref() {
         "Nil" => Value::Nil,
         "S" => Value::String(decode_string(text).into_owned()),
         "URI" => Value::Uri(decode_string(text).into_owned()),
@@ -1550,32 +1580,51 @@ fn primitive(e: &Element) -> Result<Value, ClixmlError> {
     })
 }
 
-/// The CLIXML text of a primitive (None for `Nil` and objects).
-fn primitive_text(v: &Value) -> Option<String> {
-    Some(match v {
-        Value::Nil | Value::Object(_) => return None,
+/// The CLIXML text of a primitive (None for `Nil` and objects); borrowed where the value
+/// already holds its wire text.
+fn primitive_text(v: &Value) -> Option<Cow<'_, str>> {
+    let owned = |text: String| Some(Cow::Owned(text));
+    match v {
+        Value::Nil | Value::Object(_) => None,
         Value::String(s) | Value::Uri(s) | Value::Xml(s) | Value::ScriptBlock(s) => {
-            encode_string(s).into_owned()
+            Some(encode_string(s))
         }
-        Value::SecureString(s) => s.clone(),
-        Value::Char(c) => c.to_string(),
-        Value::Bool(b) => if *b { "true" } else { "false" }.to_owned(),
-        Value::DateTime(t) => t.0.clone(),
-        Value::Duration(t) => t.0.clone(),
-        Value::Decimal(t) => t.0.clone(),
-        Value::Version(t) => t.0.clone(),
-        Value::Single(t) | Value::Double(t) => t.0.clone(),
-        Value::U8(n) => n.to_string(),
-        Value::I8(n) => n.to_string(),
-        Value::U16(n) => n.to_string(),
-        Value::I16(n) => n.to_string(),
-        Value::U32(n) => n.to_string(),
-        Value::I32(n) => n.to_string(),
-        Value::U64(n) => n.to_string(),
-        Value::I64(n) => n.to_string(),
-        Value::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
-        Value::Guid(g) => g.hyphenated().to_string(),
-    })
+        Value::SecureString(s) => Some(Cow::Borrowed(s)),
+        Value::Char(c) => owned(c.to_string()),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Value::DateTime(t) => Some(Cow::Borrowed(&t.0)),
+        Value::Duration(t) => Some(Cow::Borrowed(&t.0)),
+        Value::Decimal(t) => Some(Cow::Borrowed(&t.0)),
+        Value::Version(t) => Some(Cow::Borrowed(&t.0)),
+        Value::Single(t) | Value::Double(t) => Some(Cow::Borrowed(&t.0)),
+        Value::U8(n) => owned(n.to_string()),
+        Value::I8(n) => owned(n.to_string()),
+        Value::U16(n) => owned(n.to_string()),
+        Value::I16(n) => owned(n.to_string()),
+        Value::U32(n) => owned(n.to_string()),
+        Value::I32(n) => owned(n.to_string()),
+        Value::U64(n) => owned(n.to_string()),
+        Value::I64(n) => owned(n.to_string()),
+        Value::Bytes(b) => owned(base64::engine::general_purpose::STANDARD.encode(b)),
+        Value::Guid(g) => owned(g.hyphenated().to_string()),
+    }
+}
+
+/// A `RefId` written without a temporary string: the decimal digits of `n` in `buf`.
+fn ref_id(n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        // n % 10 < 10, so the digit is ASCII.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written from `at` on; 20 digits hold any u64.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 // ===== Writing =====
@@ -1621,32 +1670,36 @@ impl<'a> Writer<'a> {
         stack: &mut Vec<Step<'a>>,
     ) {
         let encoded_name = name.map(encode_string);
-        let mut attrs: Vec<(&str, &str)> = Vec::with_capacity(2);
+        // `N` then `RefId`, at most; a fixed array spares a Vec per value.
+        let mut attrs: [(&str, &str); 2] = [("", ""); 2];
+        let mut count = 0;
         if let Some(n) = &encoded_name {
-            attrs.push(("N", n));
+            attrs[0] = ("N", n);
+            count = 1;
         }
         let Value::Object(object) = value else {
+            let attrs = attrs.get(..count).unwrap_or_default();
             match primitive_text(value) {
                 Some(text) if !text.is_empty() => {
-                    w.text_element(value.tag(), &attrs, &text);
+                    w.text_element(value.tag(), attrs, &text);
                 }
                 _ => {
-                    w.empty(value.tag(), &attrs);
+                    w.empty(value.tag(), attrs);
                 }
             }
             return;
         };
         let ptr = Arc::as_ptr(object);
-        if let Some(id) = self.ref_ids.get(&ptr) {
-            let id = id.to_string();
-            attrs.push(("RefId", &id));
-            w.empty("Ref", &attrs);
+        let mut digits = [0u8; 20];
+        if let Some(&id) = self.ref_ids.get(&ptr) {
+            attrs[count] = ("RefId", ref_id(id, &mut digits));
+            w.empty("Ref", attrs.get(..=count).unwrap_or_default());
             return;
         }
         let id = self.ref_ids.len();
         self.ref_ids.insert(ptr, id);
-        let id = id.to_string();
-        attrs.push(("RefId", &id));
+        attrs[count] = ("RefId", ref_id(id, &mut digits));
+        let attrs = attrs.get(..=count).unwrap_or_default();
         let o: &'a PsObject = object;
         let has_body = o.type_names.is_some()
             || o.to_string.is_some()
@@ -1654,23 +1707,24 @@ impl<'a> Writer<'a> {
             || !o.adapted.is_empty()
             || !o.extended.is_empty();
         if !has_body {
-            w.empty("Obj", &attrs);
+            w.empty("Obj", attrs);
             return;
         }
-        w.start("Obj", &attrs);
+        w.start("Obj", attrs);
         if let Some(names) = &o.type_names {
             let key: &'a [String] = names;
+            let mut digits = [0u8; 20];
             match self.type_ids.get(key) {
-                Some(tn) => {
-                    w.empty("TNRef", &[("RefId", &tn.to_string())]);
+                Some(&tn) => {
+                    w.empty("TNRef", &[("RefId", ref_id(tn, &mut digits))]);
                 }
                 None => {
                     let tn = self.type_ids.len();
                     self.type_ids.insert(key, tn);
                     if names.is_empty() {
-                        w.empty("TN", &[("RefId", &tn.to_string())]);
+                        w.empty("TN", &[("RefId", ref_id(tn, &mut digits))]);
                     } else {
-                        w.start("TN", &[("RefId", &tn.to_string())]);
+                        w.start("TN", &[("RefId", ref_id(tn, &mut digits))]);
                         for t in names.iter() {
                             w.text_element("T", &[], &encode_string(t));
                         }
@@ -2031,6 +2085,25 @@ mod tests {
         let out = to_bytes(&value);
         assert!(out.len() < doc.len() * 2, "{} bytes", out.len());
         assert_eq!(xml::parse(&out).unwrap().elements().count(), 1);
+    }
+
+    #[test]
+    fn ref_ids_are_decimal() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 1234, usize::MAX] {
+            assert_eq!(ref_id(n, &mut buf), n.to_string());
+        }
+        // Shared enumeration type names are equal to freshly built ones.
+        let shared = enum_type_names("System.Management.Automation.CommandOrigin");
+        assert_eq!(
+            *shared,
+            *type_names_of(&[
+                "System.Management.Automation.CommandOrigin",
+                "System.Enum",
+                "System.ValueType",
+                "System.Object"
+            ])
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`Request::parse`] reads any client's request by namespace and local name, so element
 //! order and prefixes of other clients (pywinrm, WinRb) do not matter to it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -541,12 +542,14 @@ impl RequestHeader {
             w.empty("wsman:Locale", &[MAY, ("xml:lang", lang)]);
         }
         if let Some(size) = self.max_envelope_size {
-            w.text_element("wsman:MaxEnvelopeSize", &[MUST], &size.to_string());
+            let mut digits = [0u8; 10];
+            w.text_element("wsman:MaxEnvelopeSize", &[MUST], decimal(size, &mut digits));
         }
+        let mut id = [0u8; 41];
         w.text_element(
             "wsa:MessageID",
             &[],
-            &crate::ids::message_id(&self.message_id),
+            message_id_text(&self.message_id, &mut id),
         );
         if let Some(timeout) = &self.operation_timeout {
             w.text_element("wsman:OperationTimeout", &[], &timeout.to_text());
@@ -555,8 +558,9 @@ impl RequestHeader {
         w.text_element("wsa:Address", &[MUST], resources::ANONYMOUS);
         w.end("wsa:ReplyTo");
         w.text_element("wsman:ResourceURI", &[MUST], &self.resource_uri);
-        if let Some(id) = &self.session_id {
-            w.text_element("wsmv:SessionId", &[MAY], &crate::ids::message_id(id));
+        if let Some(session) = &self.session_id {
+            let text = message_id_text(session, &mut id);
+            w.text_element("wsmv:SessionId", &[MAY], text);
         }
         w.text_element("wsa:To", &[], &self.to);
         if !self.options.is_empty() {
@@ -655,13 +659,46 @@ pub(crate) fn parse_selectors(set: &Element) -> Result<Vec<Selector>, WsmanError
 }
 
 pub(crate) fn write_selector_set(w: &mut XmlWriter, prefix: &str, selectors: &[Selector]) {
-    let set = format!("{prefix}:SelectorSet");
-    let one = format!("{prefix}:Selector");
+    // The two prefixes in use are spelt out: no names built per request.
+    let (set, one): (Cow<'_, str>, Cow<'_, str>) = match prefix {
+        "wsman" => ("wsman:SelectorSet".into(), "wsman:Selector".into()),
+        "w" => ("w:SelectorSet".into(), "w:Selector".into()),
+        _ => (
+            format!("{prefix}:SelectorSet").into(),
+            format!("{prefix}:Selector").into(),
+        ),
+    };
     w.start(&set, &[]);
     for s in selectors {
         write_text(w, &one, &[("Name", &s.name)], &s.value);
     }
     w.end(&set);
+}
+
+/// The decimal digits of `n` in `buf`.
+fn decimal(n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        // n % 10 < 10: an ASCII digit; ten digits hold any u32.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
+/// `uuid:` and the upper-case GUID (what `ids::message_id` returns) in `buf`, without a
+/// temporary string.
+fn message_id_text<'b>(id: &Uuid, buf: &'b mut [u8; 41]) -> &'b str {
+    let (prefix, guid) = buf.split_at_mut(5);
+    prefix.copy_from_slice(b"uuid:");
+    id.hyphenated().encode_upper(guid);
+    // Both halves are ASCII.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 fn expect<'a>(
@@ -1186,6 +1223,26 @@ mod tests {
             .collect();
         assert_eq!(names[0], "wsa:Action");
         assert_eq!(names[names.len() - 1], "wsman:SelectorSet");
+    }
+
+    #[test]
+    fn stack_formatted_ids_and_numbers_match_the_allocating_ones() {
+        let mut buf = [0u8; 41];
+        for n in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+        ] {
+            assert_eq!(
+                message_id_text(&id(n), &mut buf),
+                crate::ids::message_id(&id(n))
+            );
+        }
+        let mut digits = [0u8; 10];
+        for n in [0u32, 9, 10, 153_600, 512_000, u32::MAX] {
+            assert_eq!(decimal(n, &mut digits), n.to_string());
+        }
     }
 
     #[test]
