@@ -59,6 +59,14 @@ pub enum ClientError {
     /// The run was cancelled; it was stopped and cleaned up.
     #[error("the run was cancelled")]
     Cancelled,
+    /// The state store could not record a shell the run was about to create or had
+    /// created, so the run stopped without using it (a crash would otherwise leave a shell
+    /// no record names).
+    #[error("stopped: the state store could not record the run's shell ({reason})")]
+    NotRecorded {
+        /// The store's error.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -72,7 +80,8 @@ impl ClientError {
             Self::PoolBroken { .. } => Some(Bucket::ModuleLoadFailure),
             Self::Protocol { .. } => Some(Bucket::ProtocolError),
             Self::Timeout { .. } => Some(Bucket::Timeout),
-            Self::Cancelled => Some(Bucket::Interrupted),
+            // The host did not run the work; a resume runs it again.
+            Self::Cancelled | Self::NotRecorded { .. } => Some(Bucket::Interrupted),
         }
     }
 

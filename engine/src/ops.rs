@@ -221,8 +221,19 @@ pub enum ShellEvent {
 }
 
 /// Called with every [`ShellEvent`]; the run sends its next request only once the returned
-/// future completes (so a journal write is durable before the shell is used).
-pub type ShellHook = Box<dyn FnMut(ShellEvent) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// future completes (so a journal write is durable before the shell is used). An error
+/// means the shell could not be recorded: the run then never uses it (a Create not sent
+/// yet is not sent; a shell that exists is deleted) and stops with
+/// [`ClientError::NotRecorded`].
+pub type ShellHook = Box<
+    dyn FnMut(ShellEvent) -> Pin<Box<dyn Future<Output = Result<(), ShellNotRecorded>> + Send>>
+        + Send,
+>;
+
+/// Why a [`ShellHook`] could not record a shell (the state store's error, as text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShellNotRecorded(pub String);
 
 /// How much output a run keeps; the rest is counted ([`ScriptResult::dropped`],
 /// [`CmdResult::dropped_bytes`]), so memory stays bounded whatever the script writes.
@@ -987,11 +998,12 @@ impl HostClient {
         let mut cleanup_deadline: Option<Instant> = None;
         let mut request = first;
         // Shells known before the first request (a PowerShell run's own ShellId) are
-        // journaled before the Create can make them.
-        for event in runner.track().take_events() {
-            if let Some(hook) = shell_hook.as_mut() {
-                hook(event).await;
-            }
+        // journaled before the Create can make them; one that cannot be is never created.
+        if let Err(error) = report_shells(runner, &mut shell_hook).await {
+            let reason = error.to_string();
+            let _ = runner.abandon(reason.clone(), &mut self.ids);
+            let _ = report_shells(runner, &mut shell_hook).await;
+            return Some(ClientError::NotRecorded { reason });
         }
         loop {
             // A stop that came while a Create was in flight: the Create's response is awaited
@@ -1085,12 +1097,19 @@ impl HostClient {
                 }
             };
             // Shells created or deleted by that step are reported before anything else is
-            // sent (a created shell is journaled before it runs anything).
-            for event in runner.track().take_events() {
-                if let Some(hook) = shell_hook.as_mut() {
-                    hook(event).await;
+            // sent (a created shell is journaled before it runs anything); a shell that
+            // cannot be recorded is deleted at once rather than used.
+            let next = match report_shells(runner, &mut shell_hook).await {
+                Err(error) if cleanup_deadline.is_none() && matches!(next, Next::Send(_)) => {
+                    let reason = error.to_string();
+                    stopped.get_or_insert(ClientError::NotRecorded {
+                        reason: reason.clone(),
+                    });
+                    cleanup_deadline.get_or_insert_with(|| Instant::now() + cleanup_timeout);
+                    runner.abort(reason, &mut self.ids)
                 }
-            }
+                _ => next,
+            };
             match next {
                 Next::Send(next) => request = next,
                 Next::Done => return stopped,
@@ -1537,6 +1556,23 @@ fn may_have_reached_host(error: &ClientError) -> bool {
         _ => return true,
     };
     phase == Phase::Message
+}
+
+/// Passes the shell events a step produced to the hook, in order; the first error is
+/// returned after every event was offered (a later Deleted still closes its record).
+async fn report_shells<R: Runner>(
+    runner: &mut R,
+    hook: &mut Option<ShellHook>,
+) -> Result<(), ShellNotRecorded> {
+    let mut first_error = None;
+    for event in runner.track().take_events() {
+        if let Some(hook) = hook.as_mut()
+            && let Err(error) = hook(event).await
+        {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The error a stop reports; a fired cancellation is disarmed (it fires once).

@@ -19,7 +19,7 @@ use psfleet_core::taxonomy::Bucket;
 use psfleet_engine::auth::{Credential, Mechanism};
 use psfleet_engine::error::ClientError;
 use psfleet_engine::http::{AuthMethod, Encryption, TransportError};
-use psfleet_engine::ops::{ClientOptions, HostClient, RunControl, ShellEvent};
+use psfleet_engine::ops::{ClientOptions, HostClient, RunControl, ShellEvent, ShellNotRecorded};
 use psfleet_engine::target::{ClientPolicy, Endpoint, Scheme, TrustedHosts};
 use psfleet_engine::tls::{TlsClient, TlsFailure, TlsOptions};
 use psfleet_sim::fleet::{FleetHandle, FleetOptions};
@@ -249,7 +249,11 @@ async fn a_create_whose_reply_is_cut_is_deleted_by_the_id_reported_before_it() {
         let made = service.counters().totals.shells_created;
         Box::pin(async move {
             seen.lock().unwrap().push((event, made));
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            Ok(())
+        })
+            as std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), ShellNotRecorded>> + Send>,
+            >
     };
     let error = client
         .run_script(
@@ -275,6 +279,41 @@ async fn a_create_whose_reply_is_cut_is_deleted_by_the_id_reported_before_it() {
     // The host made the shell and deleted it: none is left.
     let (open, created, deleted) = counts(&fleet, "cuts_replies");
     assert_eq!((open, created, deleted), (0, 1, 1));
+}
+
+/// A shell the caller cannot record (its state store failed) is never created: the run
+/// stops before sending the Create, and the host makes no shell.
+#[tokio::test]
+async fn a_shell_that_cannot_be_recorded_is_never_created() {
+    let fleet = fleet().await;
+    let mut client = client(&fleet, "plain", Scheme::Http, negotiate(&fleet));
+    let (_, created_before, _) = counts(&fleet, "plain");
+    let hook = |event: ShellEvent| {
+        Box::pin(async move {
+            match event {
+                ShellEvent::Created { .. } => Err(ShellNotRecorded("disk I/O error".into())),
+                ShellEvent::Deleted { .. } => Ok(()),
+            }
+        })
+            as std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), ShellNotRecorded>> + Send>,
+            >
+    };
+    let error = client
+        .run_script(
+            ScriptSpec::new("'never run'"),
+            RunControl::none().with_shell_hook(Box::new(hook)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error.error, ClientError::NotRecorded { reason } if reason == "disk I/O error"),
+        "{error:?}"
+    );
+    assert_eq!(error.error.bucket(), Some(Bucket::Interrupted));
+    assert_eq!(error.leaked_shell, None);
+    let (open, created, _) = counts(&fleet, "plain");
+    assert_eq!((open, created), (0, created_before), "no Create was sent");
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ use crate::http::TransportError;
 use crate::journal::{OpenShell, timestamp_now};
 use crate::ops::{
     ClientOptions, CmdResult, HostClient, OutputLimit, RunControl, ScriptResult, ShellEvent,
+    ShellNotRecorded,
 };
 use crate::record::JobKind;
 use crate::scheduler::{AttemptContext, AttemptOutcome, CancelToken, HostJob};
@@ -252,28 +253,30 @@ impl JobBase {
             let writer = writer.clone();
             let host = Arc::clone(&host);
             let held = Arc::clone(&held);
-            let fut: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
-                let written = match event {
-                    ShellEvent::Created { shell_id, .. } => {
-                        live_shells().insert(shell_id);
-                        held.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(shell_id);
-                        writer
-                            .shell_opened(&host, &shell_id.hyphenated().to_string())
-                            .await
-                    }
-                    ShellEvent::Deleted { shell_id } => {
-                        live_shells().remove(&shell_id);
-                        writer
-                            .shell_closed(&host, &shell_id.hyphenated().to_string())
-                            .await
-                    }
-                };
-                if let Err(error) = written {
-                    tracing::warn!(%host, %error, "could not journal a shell");
-                }
-            });
+            let fut: std::pin::Pin<Box<dyn Future<Output = Result<(), ShellNotRecorded>> + Send>> =
+                Box::pin(async move {
+                    let written = match event {
+                        ShellEvent::Created { shell_id, .. } => {
+                            live_shells().insert(shell_id);
+                            held.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(shell_id);
+                            writer
+                                .shell_opened(&host, &shell_id.hyphenated().to_string())
+                                .await
+                        }
+                        ShellEvent::Deleted { shell_id } => {
+                            live_shells().remove(&shell_id);
+                            writer
+                                .shell_closed(&host, &shell_id.hyphenated().to_string())
+                                .await
+                        }
+                    };
+                    written.map_err(|error| {
+                        tracing::warn!(%host, %error, "could not journal a shell");
+                        ShellNotRecorded(error.to_string())
+                    })
+                });
             fut
         };
         let token = ctx.cancel.clone();
