@@ -35,8 +35,8 @@ use crate::error::ClientError;
 use crate::http::TransportError;
 use crate::journal::{OpenShell, timestamp_now};
 use crate::ops::{
-    ClientOptions, CmdResult, HostClient, OutputLimit, RunControl, ScriptResult, ShellEvent,
-    ShellNotRecorded,
+    ClientOptions, CmdResult, HostClient, OutputLimit, RunControl, RunError, ScriptResult,
+    ShellEvent, ShellNotRecorded,
 };
 use crate::record::JobKind;
 use crate::scheduler::{AttemptContext, AttemptOutcome, CancelToken, HostJob};
@@ -243,6 +243,47 @@ impl JobBase {
         }
     }
 
+    /// The start every shell-running attempt (script, cmd) shares: the client, then the
+    /// host's recorded leaks reaped before this attempt opens a shell of its own.
+    async fn prepare_shell_work(
+        &self,
+        ctx: &AttemptContext,
+    ) -> Result<(HostClient, ShellWork), Attempt> {
+        let mut client = self.begin(ctx).await?;
+        let leaks_reaped = self.reap_recorded(&mut client, ctx).await;
+        Ok((
+            client,
+            ShellWork {
+                leaks_reaped,
+                live: LiveGuard::default(),
+            },
+        ))
+    }
+
+    /// The end every shell-running attempt shares: facts journaled after a success, the
+    /// output with the address used, or the failure classified for the scheduler.
+    async fn conclude_shell_work(
+        &self,
+        client: &HostClient,
+        shell: ShellWork,
+        done: Result<(HostFacts, JobResult), RunError>,
+    ) -> Attempt {
+        let outcome = match done {
+            Ok((facts, result)) => {
+                self.record_facts(client, facts).await;
+                AttemptOutcome::Done(JobOutput {
+                    result,
+                    address: self.address(client),
+                    leaks_reaped: shell.leaks_reaped,
+                })
+            }
+            Err(error) => failed(error.error),
+        };
+        // The attempt's shells stop counting as held only now (LiveGuard).
+        drop(shell.live);
+        outcome
+    }
+
     /// Hooks that journal the shells the run creates and deletes, and mark them as held by
     /// this process meanwhile.
     fn control(&self, ctx: &AttemptContext, live: &LiveGuard) -> RunControl {
@@ -442,29 +483,21 @@ impl HostJob for ScriptJob {
     }
 
     async fn attempt(&self, ctx: AttemptContext) -> Attempt {
-        let base = &self.base;
-        let mut client = match base.begin(&ctx).await {
-            Ok(client) => client,
+        let (mut client, shell) = match self.base.prepare_shell_work(&ctx).await {
+            Ok(prepared) => prepared,
             Err(outcome) => return outcome,
         };
-        let leaks_reaped = base.reap_recorded(&mut client, &ctx).await;
-        let live = LiveGuard::default();
-        let control = base.control(&ctx, &live);
-        match client.run_script((*self.spec).clone(), control).await {
-            Ok(result) => {
-                let facts = HostFacts {
-                    powershell_version: result.ps_version.clone(),
-                    ..HostFacts::default()
-                };
-                base.record_facts(&client, facts).await;
-                AttemptOutcome::Done(JobOutput {
-                    result: JobResult::Script(Box::new(result)),
-                    address: base.address(&client),
-                    leaks_reaped,
-                })
-            }
-            Err(error) => failed(error.error),
-        }
+        let run = client
+            .run_script((*self.spec).clone(), shell.control(&self.base, &ctx))
+            .await;
+        let done = run.map(|result| {
+            let facts = HostFacts {
+                powershell_version: result.ps_version.clone(),
+                ..HostFacts::default()
+            };
+            (facts, JobResult::Script(Box::new(result)))
+        });
+        self.base.conclude_shell_work(&client, shell, done).await
     }
 }
 
@@ -489,26 +522,16 @@ impl HostJob for CmdJob {
     }
 
     async fn attempt(&self, ctx: AttemptContext) -> Attempt {
-        let base = &self.base;
-        let mut client = match base.begin(&ctx).await {
-            Ok(client) => client,
+        let (mut client, shell) = match self.base.prepare_shell_work(&ctx).await {
+            Ok(prepared) => prepared,
             Err(outcome) => return outcome,
         };
-        let leaks_reaped = base.reap_recorded(&mut client, &ctx).await;
-        let live = LiveGuard::default();
-        let control = base.control(&ctx, &live);
         let (command, arguments) = &*self.command;
-        match client.run_cmd(command, arguments, b"", control).await {
-            Ok(result) => {
-                base.record_facts(&client, HostFacts::default()).await;
-                AttemptOutcome::Done(JobOutput {
-                    result: JobResult::Cmd(Box::new(result)),
-                    address: base.address(&client),
-                    leaks_reaped,
-                })
-            }
-            Err(error) => failed(error.error),
-        }
+        let run = client
+            .run_cmd(command, arguments, b"", shell.control(&self.base, &ctx))
+            .await;
+        let done = run.map(|result| (HostFacts::default(), JobResult::Cmd(Box::new(result))));
+        self.base.conclude_shell_work(&client, shell, done).await
     }
 }
 
@@ -906,6 +929,20 @@ pub(crate) fn live_shells() -> &'static LiveShells {
     LIVE.get_or_init(|| LiveShells {
         ids: Mutex::new(HashSet::new()),
     })
+}
+
+/// What a shell-running attempt carries from its start to its end: the leaks reaped first,
+/// and the guard that marks its shells as held by this process.
+struct ShellWork {
+    leaks_reaped: u32,
+    live: LiveGuard,
+}
+
+impl ShellWork {
+    /// The run's control: cancellation, deadline, output caps and the journaling hook.
+    fn control(&self, base: &JobBase, ctx: &AttemptContext) -> RunControl {
+        base.control(ctx, &self.live)
+    }
 }
 
 /// The shells one attempt created; they stop counting as held when the attempt ends (a shell
