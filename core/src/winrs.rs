@@ -409,6 +409,14 @@ impl CommandRun {
                     .push_back(WinrsEvent::ShellDeleted { shell_id: shell });
                 self.finish()
             }
+            // The shell is gone already (it idled out): what the Delete was for.
+            (State::ExpectDeleted { shell }, ResponseBody::Fault(fault))
+                if fault.is_shell_not_found() =>
+            {
+                self.events
+                    .push_back(WinrsEvent::ShellDeleted { shell_id: shell });
+                self.finish()
+            }
             (State::ExpectDeleted { shell }, ResponseBody::Fault(fault)) => {
                 let error = WinrsError::Fault {
                     operation: Operation::Delete,
@@ -812,6 +820,32 @@ mod tests {
         assert_eq!(operation, Operation::Command);
         assert!(fault.code.is_some_and(|c| c.is_access_denied()));
         assert_eq!(host.log, [Action::Create, Action::Command, Action::Delete]);
+        assert_eq!(
+            events.last(),
+            Some(&WinrsEvent::ShellDeleted {
+                shell_id: host.shell
+            })
+        );
+    }
+
+    #[test]
+    fn a_shell_not_found_answer_to_delete_means_the_shell_is_gone() {
+        let (outcome, events, _, host) = run_to_end(echo(), |host, req| match &req.body {
+            RequestBody::Create(_) => host.created(),
+            RequestBody::Command(_) => ResponseBody::Fault(WsmanFault::access_denied("host")),
+            _ => ResponseBody::Fault(WsmanFault::shell_not_found("host")),
+        });
+        assert!(
+            matches!(outcome, Err(WinrsError::Fault { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(host.log, [Action::Create, Action::Command, Action::Delete]);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, WinrsEvent::CleanupFailed { .. })),
+            "{events:?}"
+        );
         assert_eq!(
             events.last(),
             Some(&WinrsEvent::ShellDeleted {
