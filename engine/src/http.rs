@@ -282,6 +282,15 @@ impl ConnectionConfig {
         config
     }
 
+    /// Whether [`Connection::connect_and_send`] can put the first request on an
+    /// authentication leg with these settings (an SSPI mechanism over HTTPS without message
+    /// encryption); otherwise it is `connect` then `send`.
+    pub fn can_carry_first_request(&self) -> bool {
+        matches!(self.auth, AuthMethod::Sspi(_))
+            && self.scheme == Scheme::Https
+            && !self.seals_messages()
+    }
+
     /// True when messages are sealed: [`Encryption::Auto`] seals over HTTP only.
     pub fn seals_messages(&self) -> bool {
         self.auth.can_encrypt()
@@ -825,11 +834,7 @@ impl Connection {
         soap: &[u8],
     ) -> Result<(Self, Reply), TransportError> {
         let mechanism = match config.auth {
-            AuthMethod::Sspi(mechanism)
-                if config.scheme == Scheme::Https && !config.seals_messages() =>
-            {
-                mechanism
-            }
+            AuthMethod::Sspi(mechanism) if config.can_carry_first_request() => mechanism,
             _ => {
                 let mut conn = Self::connect(config).await?;
                 let reply = conn.send(soap).await?;
@@ -1084,6 +1089,13 @@ impl Connection {
             let carried = match soap {
                 Some(soap) if self.context()?.is_complete() => Some(soap),
                 _ => None,
+            };
+            // A leg carrying the request is the message's own exchange: its failures may
+            // follow a request the host carried out (ops' cleanup of a Create relies on it).
+            let phase = if carried.is_some() {
+                Phase::Message
+            } else {
+                phase
             };
             let response = self
                 .exchange(

@@ -316,6 +316,46 @@ async fn a_shell_that_cannot_be_recorded_is_never_created() {
     assert_eq!((open, created), (0, created_before), "no Create was sent");
 }
 
+/// Over HTTPS with NTLM the first request of a new connection rides on the AUTHENTICATE
+/// leg: the host sees one HTTP request more than the WS-Man messages (the NEGOTIATE leg),
+/// not two; with SPNEGO the legs stay empty (its context completes only with the server's
+/// last token).
+#[tokio::test]
+async fn over_https_ntlm_carries_the_first_request_on_the_authenticating_leg() {
+    let fleet = fleet().await;
+    let tls = TlsClient::new(&TlsOptions {
+        system_roots: false,
+        ca_pem: Some(fleet.ca_pem().to_owned()),
+        ..TlsOptions::default()
+    })
+    .unwrap();
+    let (user, password) = admin(&fleet);
+    let host = fleet.host_of_class("https").unwrap();
+    for (mechanism, extra_legs) in [(Mechanism::Ntlm, 1), (Mechanism::Negotiate, 2)] {
+        let mut options = ClientOptions::new(mechanism, Credential::new(&user, &password).unwrap());
+        options.tls = Some(tls.clone());
+        let mut client = client(&fleet, "https", Scheme::Https, options);
+        let before = host.stats.snapshot().requests;
+        let result = client
+            .run_script(ScriptSpec::new("'carried'"), RunControl::none())
+            .await
+            .unwrap();
+        assert_eq!(result.output, [json!("carried")]);
+        let http_requests = host.stats.snapshot().requests - before;
+        assert_eq!(result.durations.connections, 1, "{mechanism:?}");
+        assert_eq!(
+            http_requests,
+            u64::from(result.durations.requests) + extra_legs,
+            "{mechanism:?}: {} WS-Man messages",
+            result.durations.requests
+        );
+        println!(
+            "https {mechanism:?}: {http_requests} HTTP requests for {} WS-Man messages",
+            result.durations.requests
+        );
+    }
+}
+
 #[tokio::test]
 async fn basic_and_negotiate_over_https() {
     let fleet = fleet().await;
