@@ -200,23 +200,27 @@ struct Sim {
 impl Sim {
     fn start(bin: &Path, out: &Path) -> Self {
         // A loopback block of its own, apart from the other tests' 127.100-127.250.
-        let child = Command::new(bin)
+        let stderr_path = out.with_extension("stderr");
+        let mut child = Command::new(bin)
             .args(["sim", "--hosts", "30", "--profile", "mixed", "--seed", "9"])
             .args(["--first-address", "127.64.0.1", "--out"])
             .arg(out)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
             .spawn()
             .unwrap();
         let accounts = out.join("accounts.txt");
         let inventory = out.join("inventory.csv");
         let started = Instant::now();
         while !(accounts.exists() && inventory.exists()) {
+            // An exit (say, its addresses taken by another process) ends the wait at once.
+            let exited = child.try_wait().unwrap();
             assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "psfleet sim did not start"
+                exited.is_none() && started.elapsed() < Duration::from_secs(60),
+                "psfleet sim did not start ({exited:?}): {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
