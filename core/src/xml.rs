@@ -626,6 +626,25 @@ fn push_text(
     Ok(())
 }
 
+/// The decimal digits of `n`, written into `buf` without a temporary string (attribute
+/// and element text on the writing hot path: RefIds, MaxEnvelopeSize). Twenty digits hold
+/// any u64.
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        // n % 10 < 10, so the digit is ASCII.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written from `at` on.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
 /// Writes XML into a byte buffer. Text and attribute values are escaped exactly as
 /// quick-xml's writer escapes them (the same characters, the same references), straight
 /// into the buffer: no allocation per element (issue 7, BENCHMARKS.md "Allocations").
@@ -749,6 +768,23 @@ fn escape_into(out: &mut Vec<u8>, raw: &str, attribute: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_digits_match_to_string() {
+        let mut buf = [0u8; 20];
+        for n in [
+            0u64,
+            7,
+            10,
+            99,
+            1234,
+            153_600,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
+        }
+    }
 
     #[test]
     fn resolves_namespaces_and_entities() {

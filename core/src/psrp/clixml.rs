@@ -1610,23 +1610,6 @@ fn primitive_text(v: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A `RefId` written without a temporary string: the decimal digits of `n` in `buf`.
-fn ref_id(n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        // n % 10 < 10, so the digit is ASCII.
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written from `at` on; 20 digits hold any u64.
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
-}
-
 // ===== Writing =====
 
 /// Pending work for the iterative writer.
@@ -1692,13 +1675,13 @@ impl<'a> Writer<'a> {
         let ptr = Arc::as_ptr(object);
         let mut digits = [0u8; 20];
         if let Some(&id) = self.ref_ids.get(&ptr) {
-            attrs[count] = ("RefId", ref_id(id, &mut digits));
+            attrs[count] = ("RefId", xml::decimal(id as u64, &mut digits));
             w.empty("Ref", attrs.get(..=count).unwrap_or_default());
             return;
         }
         let id = self.ref_ids.len();
         self.ref_ids.insert(ptr, id);
-        attrs[count] = ("RefId", ref_id(id, &mut digits));
+        attrs[count] = ("RefId", xml::decimal(id as u64, &mut digits));
         let attrs = attrs.get(..=count).unwrap_or_default();
         let o: &'a PsObject = object;
         let has_body = o.type_names.is_some()
@@ -1716,15 +1699,15 @@ impl<'a> Writer<'a> {
             let mut digits = [0u8; 20];
             match self.type_ids.get(key) {
                 Some(&tn) => {
-                    w.empty("TNRef", &[("RefId", ref_id(tn, &mut digits))]);
+                    w.empty("TNRef", &[("RefId", xml::decimal(tn as u64, &mut digits))]);
                 }
                 None => {
                     let tn = self.type_ids.len();
                     self.type_ids.insert(key, tn);
                     if names.is_empty() {
-                        w.empty("TN", &[("RefId", ref_id(tn, &mut digits))]);
+                        w.empty("TN", &[("RefId", xml::decimal(tn as u64, &mut digits))]);
                     } else {
-                        w.start("TN", &[("RefId", ref_id(tn, &mut digits))]);
+                        w.start("TN", &[("RefId", xml::decimal(tn as u64, &mut digits))]);
                         for t in names.iter() {
                             w.text_element("T", &[], &encode_string(t));
                         }
@@ -2089,10 +2072,6 @@ mod tests {
 
     #[test]
     fn ref_ids_are_decimal() {
-        let mut buf = [0u8; 20];
-        for n in [0, 7, 10, 99, 1234, usize::MAX] {
-            assert_eq!(ref_id(n, &mut buf), n.to_string());
-        }
         // Shared enumeration type names are equal to freshly built ones.
         let shared = enum_type_names("System.Management.Automation.CommandOrigin");
         assert_eq!(
