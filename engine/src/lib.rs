@@ -36,6 +36,7 @@ pub mod fleet;
 pub mod http;
 pub mod journal;
 pub mod kerberos;
+pub mod limits;
 pub mod ops;
 pub mod record;
 pub mod retry;

@@ -581,34 +581,7 @@ fn bind_unreachable(addr: SocketAddrV4) -> Result<(TcpListener, std::net::TcpStr
     Ok((listener, filler))
 }
 
-/// Raises the soft RLIMIT_NOFILE towards the hard limit when `needed` is above it;
-/// returns the soft limit in effect.
-#[allow(unsafe_code)]
-pub fn raise_descriptor_limit(needed: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 1024;
-    }
-    let current = limit.rlim_cur;
-    if current >= needed || current >= limit.rlim_max {
-        return current;
-    }
-    let wanted = libc::rlimit {
-        rlim_cur: limit.rlim_max.min(needed.max(current)),
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit reads one rlimit we own; raising the soft limit up to the hard
-    // limit is always permitted.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
-        wanted.rlim_cur
-    } else {
-        current
-    }
-}
+pub use psfleet_engine::limits::raise_descriptor_limit;
 
 /// The process's resident set size in KiB, from `/proc/self/status` (`VmRSS`).
 pub fn resident_kib() -> Option<u64> {

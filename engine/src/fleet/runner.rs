@@ -22,6 +22,10 @@ use crate::record::{HostRecord, RunId, Status};
 use crate::scheduler::{self, Event, EventKind, Finished, RetryReason, Scheduler, StopLevel};
 use crate::store::{RunWriter, Store, StoreError};
 
+/// Descriptors a run needs besides its sockets: the state store (journal, sled's files),
+/// reports, the resolver, standard streams.
+const DESCRIPTOR_MARGIN: u64 = 128;
+
 /// Events buffered between the scheduler and the runner.
 const EVENT_BUFFER: usize = 1024;
 
@@ -46,6 +50,17 @@ pub async fn execute(
         handle,
     } = plan;
     let host_count = hosts.len() as u64;
+    // A socket per host in flight, working or connecting, plus the store's files.
+    let needed = (config.forks.saturating_add(config.effective_connecting()) as u64)
+        .saturating_add(DESCRIPTOR_MARGIN);
+    let limit = crate::limits::raise_descriptor_limit(needed);
+    if limit < needed {
+        tracing::warn!(
+            "the open-file limit is {limit}, below the {needed} that {} forks need: lower \
+             --forks or raise `ulimit -n` (hosts past it would fail to connect)",
+            config.forks
+        );
+    }
 
     // The run in the store: new, or resumed (skip what is done).
     let (writer, selection) = match &resume {
