@@ -668,6 +668,39 @@ impl TransportError {
         })
     }
 
+    /// Whether the request may have been received and acted on: false only when it
+    /// provably never reached WinRM (no connection, a failure on an authentication leg,
+    /// which carries no SOAP body, or an HTTP-level refusal such as a 401). Timeouts, cuts
+    /// and unreadable replies to the message itself may follow a Create the host carried
+    /// out (ops deletes its shell then). A leg that carries the request reports its
+    /// failures as [`Phase::Message`] for this reason.
+    pub fn may_have_reached_server(&self) -> bool {
+        let phase = match self {
+            Self::InvalidTarget { .. }
+            | Self::InvalidRequest(_)
+            | Self::Dns { .. }
+            | Self::ConnectionRefused { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::Connect { .. }
+            | Self::TlsSetup(_)
+            | Self::Tls { .. }
+            | Self::MechanismNotOffered { .. }
+            | Self::CredentialsRejected { .. }
+            | Self::ClientCertificateRefused { .. }
+            | Self::PlaintextRefused { .. }
+            | Self::Redirected { .. } => return false,
+            Self::HttpStatus { status, .. } => return !(400..500).contains(status),
+            Self::Auth { phase, .. }
+            | Self::ConnectionClosed { phase, .. }
+            | Self::RequestTimeout { phase, .. }
+            | Self::Http { phase, .. }
+            | Self::ResponseTooLarge { phase, .. }
+            | Self::Protocol { phase, .. } => *phase,
+            Self::Encryption(_) | Self::Unusable => return true,
+        };
+        phase == Phase::Message
+    }
+
     /// True for failures a later attempt on a new connection may not meet (a connection
     /// cut mid-exchange, an empty 500, a timeout): a hint for the scheduler's requeue.
     pub fn is_transient(&self) -> bool {

@@ -49,9 +49,7 @@ use uuid::Uuid;
 
 use crate::auth::{ClientCertificate, Credential};
 use crate::error::ClientError;
-use crate::http::{
-    self, AuthMethod, Connection, ConnectionConfig, Encryption, Phase, TransportError,
-};
+use crate::http::{self, AuthMethod, Connection, ConnectionConfig, Encryption};
 use crate::target::{self, ClientPolicy, Endpoint, Resolver};
 use crate::tls::TlsClient;
 
@@ -1553,40 +1551,14 @@ impl Runner for ScriptRunner {
     }
 }
 
-/// Whether a request that failed with `error` may have been received and acted on: false
-/// only when it provably never reached WinRM (no connection, a failure on an authentication
-/// leg, which carries no SOAP body, or an HTTP-level refusal such as a 401). Timeouts, cuts
-/// and unreadable replies to the message itself may follow a Create the host carried out.
-/// (A transport that sent a body on an authentication leg would have to report that leg's
-/// failures as [`Phase::Message`].)
+/// Whether a request that failed with `error` may have been received and acted on (see
+/// [`TransportError::may_have_reached_server`]); a pre-send refusal never was.
 fn may_have_reached_host(error: &ClientError) -> bool {
-    let ClientError::Transport(transport) = error else {
-        return !matches!(error, ClientError::Target(_));
-    };
-    let phase = match transport {
-        TransportError::InvalidTarget { .. }
-        | TransportError::InvalidRequest(_)
-        | TransportError::Dns { .. }
-        | TransportError::ConnectionRefused { .. }
-        | TransportError::ConnectTimeout { .. }
-        | TransportError::Connect { .. }
-        | TransportError::TlsSetup(_)
-        | TransportError::Tls { .. }
-        | TransportError::MechanismNotOffered { .. }
-        | TransportError::CredentialsRejected { .. }
-        | TransportError::ClientCertificateRefused { .. }
-        | TransportError::PlaintextRefused { .. }
-        | TransportError::Redirected { .. } => return false,
-        TransportError::HttpStatus { status, .. } => return !(400..500).contains(status),
-        TransportError::Auth { phase, .. }
-        | TransportError::ConnectionClosed { phase, .. }
-        | TransportError::RequestTimeout { phase, .. }
-        | TransportError::Http { phase, .. }
-        | TransportError::ResponseTooLarge { phase, .. }
-        | TransportError::Protocol { phase, .. } => *phase,
-        _ => return true,
-    };
-    phase == Phase::Message
+    match error {
+        ClientError::Target(_) => false,
+        ClientError::Transport(transport) => transport.may_have_reached_server(),
+        _ => true,
+    }
 }
 
 /// Passes the shell events a step produced to the hook, in order; the first error is
