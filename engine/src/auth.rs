@@ -30,6 +30,7 @@ use sspi::{
 
 use crate::credssp::CredSspContext;
 use crate::kerberos::{self, KdcClient, KerberosOptions, KerberosTarget};
+use crate::ticket_cache::{LocalAs, TicketCache, TicketCacheError};
 
 /// The length of an NTLM message signature: the header of every NTLM-sealed WinRM block
 /// (MS-NLMP 2.2.2.9.1; MS-WSMV 2.2.9.1.1.2.2).
@@ -102,36 +103,38 @@ impl fmt::Display for Mechanism {
     }
 }
 
-/// A user name and password. `Debug` never prints the password, and the password is
+/// Who authenticates, and with what: a user name and password, or a Kerberos ticket cache
+/// (crate::ticket_cache). `Debug` never prints the password or a key, and the password is
 /// zeroed when the credential is dropped (it lives in an `sspi::Secret`).
 #[derive(Clone)]
 pub struct Credential {
     user: Username,
-    password: sspi::Secret<String>,
+    secret: Secret,
+}
+
+#[derive(Clone)]
+enum Secret {
+    Password(sspi::Secret<String>),
+    TicketCache(Arc<TicketCache>),
 }
 
 impl Credential {
     /// A credential for `user` in one of the forms Windows accepts: `user`,
     /// `DOMAIN\user` (down-level logon name) or `user@domain` (UPN).
     pub fn new(user: &str, password: impl Into<String>) -> Result<Self, AuthError> {
-        let invalid = |reason| AuthError::InvalidUserName {
-            user: user.to_owned(),
-            reason,
-        };
-        if user.is_empty() {
-            return Err(invalid("the user name is empty"));
-        }
-        if user.chars().any(char::is_control) {
-            return Err(invalid("the user name contains a control character"));
-        }
-        let parsed = Username::parse(user)
-            .map_err(|_| invalid("mixes the DOMAIN\\user and user@domain forms"))?;
-        if parsed.account_name().is_empty() {
-            return Err(invalid("the account part is empty"));
-        }
         Ok(Self {
-            user: parsed,
-            password: sspi::Secret::new(password.into()),
+            user: parse_user(user)?,
+            secret: Secret::Password(sspi::Secret::new(password.into())),
+        })
+    }
+
+    /// A credential that logs on with the TGT of a ticket cache, as its principal
+    /// (`REALM\user`). Kerberos and Negotiate (Kerberos only) can use it; NTLM, CredSSP
+    /// and Basic need a password and refuse it.
+    pub fn from_ticket_cache(cache: TicketCache) -> Result<Self, AuthError> {
+        Ok(Self {
+            user: cache.username()?,
+            secret: Secret::TicketCache(Arc::new(cache)),
         })
     }
 
@@ -140,9 +143,20 @@ impl Credential {
         self.user.inner()
     }
 
+    /// The ticket cache this credential logs on with, if it is one.
+    pub fn ticket_cache(&self) -> Option<&TicketCache> {
+        match &self.secret {
+            Secret::Password(_) => None,
+            Secret::TicketCache(cache) => Some(cache),
+        }
+    }
+
     /// The password, for HTTP Basic (`engine::http` builds that header itself).
-    pub(crate) fn password(&self) -> &str {
-        self.password.as_ref()
+    pub(crate) fn password(&self, method: &'static str) -> Result<&str, AuthError> {
+        match &self.secret {
+            Secret::Password(password) => Ok(password.as_ref()),
+            Secret::TicketCache(_) => Err(AuthError::PasswordNeeded { method }),
+        }
     }
 
     /// The parsed user name.
@@ -150,30 +164,57 @@ impl Credential {
         &self.user
     }
 
-    fn identity(&self) -> AuthIdentity {
-        self.identity_as(self.user.clone())
+    fn identity(&self, method: &'static str) -> Result<AuthIdentity, AuthError> {
+        self.identity_as(self.user.clone(), method)
     }
 
     /// The identity CredSSP authenticates with and then delegates (TSPasswordCreds).
-    pub(crate) fn identity_for_delegation(&self) -> AuthIdentity {
-        self.identity()
+    pub(crate) fn identity_for_delegation(&self) -> Result<AuthIdentity, AuthError> {
+        self.identity("CredSSP")
     }
 
     /// This credential's password under another spelling of the user (`REALM\user`).
-    fn identity_as(&self, username: Username) -> AuthIdentity {
-        AuthIdentity {
+    fn identity_as(
+        &self,
+        username: Username,
+        method: &'static str,
+    ) -> Result<AuthIdentity, AuthError> {
+        Ok(AuthIdentity {
             username,
-            password: self.password.clone(),
-        }
+            password: sspi::Secret::new(self.password(method)?.to_owned()),
+        })
     }
+}
+
+/// Checks and parses a user name in one of the forms Windows accepts.
+fn parse_user(user: &str) -> Result<Username, AuthError> {
+    let invalid = |reason| AuthError::InvalidUserName {
+        user: user.to_owned(),
+        reason,
+    };
+    if user.is_empty() {
+        return Err(invalid("the user name is empty"));
+    }
+    if user.chars().any(char::is_control) {
+        return Err(invalid("the user name contains a control character"));
+    }
+    let parsed = Username::parse(user)
+        .map_err(|_| invalid("mixes the DOMAIN\\user and user@domain forms"))?;
+    if parsed.account_name().is_empty() {
+        return Err(invalid("the account part is empty"));
+    }
+    Ok(parsed)
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential")
-            .field("user", &self.user.inner())
-            .field("password", &"<redacted>")
-            .finish()
+        let mut debug = f.debug_struct("Credential");
+        debug.field("user", &self.user.inner());
+        match &self.secret {
+            Secret::Password(_) => debug.field("password", &"<redacted>"),
+            Secret::TicketCache(cache) => debug.field("ticket_cache", &cache.path),
+        };
+        debug.finish()
     }
 }
 
@@ -499,6 +540,19 @@ pub enum AuthError {
         /// The address.
         host: String,
     },
+    /// The method needs a password and the credential is a ticket cache.
+    #[error(
+        "{method} authentication needs a password; a Kerberos ticket cache logs on with \
+         Kerberos or Negotiate only"
+    )]
+    PasswordNeeded {
+        /// The method (`NTLM`, `Basic`, `CredSSP`).
+        method: &'static str,
+    },
+    /// The ticket cache cannot be used (unreadable, no TGT, expired, a key type sspi
+    /// lacks); the message says what to run.
+    #[error(transparent)]
+    TicketCache(#[from] TicketCacheError),
 }
 
 impl AuthError {
@@ -515,7 +569,9 @@ impl AuthError {
             }
             Self::KerberosCredentialsRejected { .. }
             | Self::InvalidUserName { .. }
-            | Self::CredSspRejected { .. } => Some(Bucket::InvalidCredentials),
+            | Self::CredSspRejected { .. }
+            | Self::PasswordNeeded { .. }
+            | Self::TicketCache(_) => Some(Bucket::InvalidCredentials),
             _ => None,
         }
     }
@@ -610,7 +666,7 @@ impl ClientContext {
         let mut kerberos_target = None;
         let inner = match mechanism {
             Mechanism::Ntlm => {
-                let identity = credential.identity();
+                let identity = credential.identity("NTLM")?;
                 let mut ntlm = Ntlm::new();
                 let handle = ntlm
                     .acquire_credentials_handle()
@@ -636,8 +692,7 @@ impl ClientContext {
                     CLIENT_COMPUTER_NAME.to_owned(),
                 );
                 let mut context = Kerberos::new_client_from_config(config).map_err(sspi_err)?;
-                let auth_data =
-                    Credentials::AuthIdentity(credential.identity_as(target.principal.clone()));
+                let (auth_data, kdc) = kerberos_credentials(credential, &target)?;
                 let handle = context
                     .acquire_credentials_handle()
                     .with_credential_use(CredentialUse::Outbound)
@@ -645,7 +700,6 @@ impl ClientContext {
                     .execute(&mut context)
                     .map_err(sspi_err)?
                     .credentials_handle;
-                let kdc = KdcClient::new(target.kdc_timeout);
                 kerberos_target = Some(target);
                 Inner::Kerberos {
                     context: Box::new(context),
@@ -655,24 +709,46 @@ impl ClientContext {
             }
             Mechanism::CredSsp => Inner::CredSsp(Box::new(CredSspContext::new(credential, host)?)),
             Mechanism::Negotiate => {
-                let target = if is_ip {
-                    None
-                } else {
-                    negotiate_kerberos_target(credential, host, &options.kerberos)?
+                let target = match (is_ip, credential.ticket_cache()) {
+                    // A ticket cache has no password for NTLM: Kerberos or nothing.
+                    (true, Some(_)) => {
+                        return Err(AuthError::KerberosIpAddress {
+                            host: host.to_owned(),
+                        });
+                    }
+                    (false, Some(_)) => Some(kerberos::resolve(
+                        credential.username(),
+                        host,
+                        &options.kerberos,
+                    )?),
+                    (true, None) => None,
+                    (false, None) => {
+                        negotiate_kerberos_target(credential, host, &options.kerberos)?
+                    }
                 };
-                let (config, identity, kdc) = match &target {
-                    Some(target) => (
-                        NegotiateConfig::new(
-                            Box::new(KerberosConfig::new_with_kdc_url(
-                                &target.kdc_url,
+                let (config, auth_data, kdc) = match &target {
+                    Some(target) => {
+                        let (auth_data, kdc) = kerberos_credentials(credential, target)?;
+                        // "kerberos,ntlm" lets SPNEGO fall back to NTLM when the KDC
+                        // cannot be reached, as Windows does; a ticket cache cannot.
+                        let packages = if credential.ticket_cache().is_some() {
+                            "kerberos"
+                        } else {
+                            "kerberos,ntlm"
+                        };
+                        (
+                            NegotiateConfig::new(
+                                Box::new(KerberosConfig::new_with_kdc_url(
+                                    &target.kdc_url,
+                                    CLIENT_COMPUTER_NAME.to_owned(),
+                                )),
+                                Some(packages.to_owned()),
                                 CLIENT_COMPUTER_NAME.to_owned(),
-                            )),
-                            Some("kerberos,ntlm".to_owned()),
-                            CLIENT_COMPUTER_NAME.to_owned(),
-                        ),
-                        credential.identity_as(target.principal.clone()),
-                        KdcClient::new(target.kdc_timeout),
-                    ),
+                            ),
+                            auth_data,
+                            kdc,
+                        )
+                    }
                     // "ntlm" alone: no Kerberos (and so no KDC discovery by sspi through
                     // krb5.conf or DNS) and no PKU2U.
                     None => (
@@ -681,12 +757,11 @@ impl ClientContext {
                             Some("ntlm".to_owned()),
                             String::new(),
                         ),
-                        credential.identity(),
+                        Credentials::AuthIdentity(credential.identity("NTLM")?),
                         KdcClient::new(kerberos::DEFAULT_KDC_TIMEOUT),
                     ),
                 };
                 let mut negotiate = Negotiate::new_client(config).map_err(sspi_err)?;
-                let auth_data = Credentials::AuthIdentity(identity);
                 let handle = negotiate
                     .acquire_credentials_handle()
                     .with_credential_use(CredentialUse::Outbound)
@@ -1075,6 +1150,34 @@ fn negotiate_kerberos_target(
         Ok(target) => Ok(Some(target)),
         Err(AuthError::KerberosNoRealm { .. } | AuthError::KerberosRealmUnknown { .. }) => Ok(None),
         Err(other) => Err(other),
+    }
+}
+
+/// What sspi's Kerberos client logs on with for `target`, and the KDC client it talks
+/// through: the password under the `REALM\user` spelling MIT KDCs need, or, for a ticket
+/// cache, a one-connection keytab key whose AS exchange the cache answers
+/// (crate::ticket_cache).
+fn kerberos_credentials(
+    credential: &Credential,
+    target: &KerberosTarget,
+) -> Result<(Credentials, KdcClient), AuthError> {
+    match credential.ticket_cache() {
+        None => Ok((
+            Credentials::AuthIdentity(
+                credential.identity_as(target.principal.clone(), "Kerberos")?,
+            ),
+            KdcClient::new(target.kdc_timeout),
+        )),
+        Some(cache) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let (local_as, identity) = LocalAs::new(cache, now)?;
+            Ok((
+                Credentials::Keytab(identity),
+                KdcClient::with_ticket_cache(target.kdc_timeout, local_as),
+            ))
+        }
     }
 }
 
@@ -1485,7 +1588,7 @@ mod tests {
                 // sspi's raw NTLM acceptor takes the account to verify after the
                 // AUTHENTICATE leg (dependencies.md).
                 let on_complete = |server: &mut Ntlm| {
-                    server.custom_set_auth_identities(vec![credential().identity()])
+                    server.custom_set_auth_identities(vec![credential().identity("NTLM").unwrap()])
                 };
                 run_acceptor(client, &mut server, bindings, on_complete)
             }
@@ -1496,7 +1599,8 @@ mod tests {
                     String::new(),
                 );
                 let mut server =
-                    Negotiate::new_server(config, vec![credential().identity()]).unwrap();
+                    Negotiate::new_server(config, vec![credential().identity("NTLM").unwrap()])
+                        .unwrap();
                 run_acceptor(client, &mut server, bindings, |_| Ok(()))
             }
             other => panic!("no in-memory acceptor for {other}"),

@@ -106,7 +106,7 @@ impl CredSspContext {
         Ok(Self {
             tls,
             phase: Phase::Tls,
-            credentials: Credentials::AuthIdentity(credential.identity_for_delegation()),
+            credentials: Credentials::AuthIdentity(credential.identity_for_delegation()?),
             spn: format!("HTTP/{host}"),
             sspi: None,
         })

@@ -813,11 +813,15 @@ impl Connection {
                 conn.per_request = Some(HeaderValue::from_static(CERTIFICATE_AUTH_HEADER));
             }
             AuthMethod::Basic => {
-                let secret = format!(
-                    "{}:{}",
-                    config.credential.user(),
-                    config.credential.password()
-                );
+                let password =
+                    config
+                        .credential
+                        .password("Basic")
+                        .map_err(|source| TransportError::Auth {
+                            phase: Phase::Connect,
+                            source,
+                        })?;
+                let secret = format!("{}:{password}", config.credential.user());
                 let mut value = HeaderValue::from_str(&format!("Basic {}", BASE64.encode(secret)))
                     .map_err(|_| {
                         TransportError::InvalidRequest(

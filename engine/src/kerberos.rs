@@ -14,21 +14,26 @@
 //! The user is handed to sspi as `REALM\user`: sspi sends a UPN (`user@realm`) as an
 //! NT-ENTERPRISE name, which an MIT KDC refuses unless it canonicalizes (dependencies.md).
 //!
-//! What is not here: DNS SRV discovery of KDCs (`_kerberos._tcp.REALM`), ticket caches
-//! (every connection runs its own AS and TGS exchange), UDP to the KDC, cross-realm
-//! referrals to realms without a configured KDC.
+//! With a password every connection runs its own AS and TGS exchange; with a ticket cache
+//! (crate::ticket_cache) the AS exchange is answered from the cache and only the TGS
+//! exchange reaches the KDC.
+//!
+//! What is not here: DNS SRV discovery of KDCs (`_kerberos._tcp.REALM`), UDP to the KDC,
+//! cross-realm referrals to realms without a configured KDC.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sspi::network_client::NetworkClient;
 use sspi::{ErrorKind, NetworkProtocol, NetworkRequest, Username, UsernameParts};
 
 use crate::auth::AuthError;
+use crate::ticket_cache::LocalAs;
 
 /// The environment variable naming a KDC for every realm (`host`, `host:port` or
 /// `tcp://host:port`); `scripts/kdc` writes it.
@@ -373,20 +378,44 @@ pub(crate) const KDC_EXCHANGE: &str = "KDC exchange";
 /// The KDC network client sspi's Kerberos drives: one TCP connection per request, the
 /// RFC 4120 7.2.2 framing (a 4-byte big-endian length, which sspi already puts in front
 /// of TCP requests and expects in front of replies), every wait bounded.
-#[derive(Debug, Clone, Copy)]
+///
+/// With a ticket cache credential, AS requests never reach the network: the cache's
+/// [`LocalAs`] answers them (crate::ticket_cache explains why).
+#[derive(Debug, Clone)]
 pub struct KdcClient {
     timeout: Duration,
+    local_as: Option<Arc<LocalAs>>,
 }
 
 impl KdcClient {
     /// A client waiting at most `timeout` for the connection and for each read or write.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+        Self {
+            timeout,
+            local_as: None,
+        }
+    }
+
+    /// A client whose AS requests `local_as` answers from a ticket cache; TGS requests go
+    /// to the KDC as usual.
+    pub fn with_ticket_cache(timeout: Duration, local_as: Arc<LocalAs>) -> Self {
+        Self {
+            timeout,
+            local_as: Some(local_as),
+        }
+    }
+
+    /// The ticket cache's answer to an AS request, when this client has a cache.
+    fn answer_locally(&self, request: &NetworkRequest) -> Option<sspi::Result<Vec<u8>>> {
+        self.local_as.as_ref()?.answer(&request.data)
     }
 
     /// Sends `request` and returns the KDC's framed reply, without blocking the runtime.
     pub async fn send_async(&self, request: &NetworkRequest) -> sspi::Result<Vec<u8>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if let Some(answer) = self.answer_locally(request) {
+            return answer;
+        }
         let (host, port) = tcp_endpoint(request)?;
         let timeout = self.timeout;
         let unreachable = |what: &str, e: &dyn fmt::Display| {
@@ -421,6 +450,9 @@ impl KdcClient {
     }
 
     fn send_blocking(&self, request: &NetworkRequest) -> sspi::Result<Vec<u8>> {
+        if let Some(answer) = self.answer_locally(request) {
+            return answer;
+        }
         let (host, port) = tcp_endpoint(request)?;
         let unreachable = |what: &str, e: &dyn fmt::Display| {
             sspi::Error::new(

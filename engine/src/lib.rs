@@ -7,6 +7,7 @@
 //!   sspi, and the message sealer `psfleet_core::encryption` frames bodies with;
 //! - [`credssp`]: CredSSP (TLS in the Authorization header, delegated credentials);
 //! - [`kerberos`]: realm, KDC and SPN resolution and the KDC network client;
+//! - [`ticket_cache`]: MIT FILE ticket caches as a Kerberos credential (no password);
 //! - [`http`]: one authenticated HTTP/1.1 connection to one host, HTTP or HTTPS, Basic or
 //!   SSPI, sealed or not;
 //! - [`ops`]: the WinRM operations on one host (Identify, config, shells, cmd, PowerShell)
@@ -44,4 +45,5 @@ pub mod scheduler;
 pub mod session;
 pub mod store;
 pub mod target;
+pub mod ticket_cache;
 pub mod tls;

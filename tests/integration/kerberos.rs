@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use psfleet_core::encryption::{self, Protocol};
 use psfleet_core::taxonomy::Bucket;
 use psfleet_engine::auth::{AuthError, ClientContext, ContextOptions, Credential, Mechanism};
+use psfleet_engine::ticket_cache::TicketCache;
 use psfleet_sim::auth_kerberos::{Accepted, KerberosAcceptor, Keytab, Scheme};
 use psfleet_tests::kdc::Kdc;
 use tokio::net::TcpListener;
@@ -219,6 +220,93 @@ async fn kdc_refusals_are_typed() {
 
     // The right password over the blocking path gets an AP-REQ.
     step("fleetadmin", &kdc.password, &options).unwrap();
+}
+
+#[tokio::test]
+async fn a_ticket_cache_from_kinit_logs_on_with_no_password_and_no_as_exchange() {
+    let Some(kdc) = realm("ticket_cache") else {
+        return;
+    };
+    let cache_path = kdc.dir.join("krb5cc_test");
+    kdc.kinit(&cache_path);
+    let as_before = kdc.logged("AS_REQ");
+    let tgs_before = kdc.logged("TGS_REQ").len();
+    // kinit's own AS exchange: refused for pre-authentication, then issued.
+    assert_eq!(
+        as_before.iter().filter(|l| l.contains(": ISSUE:")).count(),
+        1,
+        "{as_before:?}"
+    );
+
+    let cache = TicketCache::read(&cache_path).unwrap();
+    assert_eq!(cache.principal.to_string(), "fleetadmin@FLEET.TEST");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let tgt = cache.tgt(now).unwrap();
+    assert_eq!(tgt.server.to_string(), "krbtgt/FLEET.TEST@FLEET.TEST");
+    assert_eq!(tgt.enctype, 18);
+    // scripts/kdc gives tickets 10 hours: the same TGT ten hours on is refused, by name.
+    let err = cache.tgt(now + 10 * 3600 + 60).unwrap_err();
+    assert!(
+        err.to_string().contains("expired")
+            && err.to_string().contains("kinit fleetadmin@FLEET.TEST"),
+        "{err}"
+    );
+
+    let credential = Credential::from_ticket_cache(cache).unwrap();
+    assert_eq!(credential.user(), "FLEET.TEST\\fleetadmin");
+    assert!(!format!("{credential:?}").contains("password"));
+
+    // The Kerberos scheme and SPNEGO both log on and seal with the cached TGT.
+    for (mechanism, scheme, protocol) in [
+        (Mechanism::Kerberos, Scheme::Kerberos, Protocol::Kerberos),
+        (Mechanism::Negotiate, Scheme::Negotiate, Protocol::Spnego),
+    ] {
+        let server = TestServer::start(&kdc, scheme, &[]).await;
+        let context =
+            ClientContext::with_options(mechanism, &credential, HOST, &kdc.options()).unwrap();
+        let mut session = HttpSession::connect(server.addr, context).await;
+        assert_eq!(session.authenticate().await.unwrap(), 1, "{mechanism}");
+        assert!(session.context.uses_kerberos(), "{mechanism}");
+        assert_eq!(session.round_trips(protocol).await, 4, "{mechanism}");
+        assert_eq!(server.users(), vec!["fleetadmin@fleet.test".to_owned()]);
+        assert_eq!(server.kerberos_sessions(), 1, "{mechanism}");
+    }
+
+    // The KDC saw one TGS-REQ per logon for the service, made with the cached TGT, and
+    // no AS-REQ beyond kinit's: the AS exchange was answered from the cache.
+    assert_eq!(kdc.logged("AS_REQ"), as_before);
+    let tgs = kdc.logged("TGS_REQ");
+    assert_eq!(tgs.len(), tgs_before + 2, "{tgs:?}");
+    for line in &tgs[tgs_before..] {
+        assert!(
+            line.contains("ISSUE")
+                && line.contains("fleetadmin@FLEET.TEST for HTTP/web01.fleet.test@FLEET.TEST"),
+            "{line}"
+        );
+    }
+
+    // Methods that need a password refuse the cache before any packet.
+    for mechanism in [Mechanism::Ntlm, Mechanism::CredSsp] {
+        let err =
+            ClientContext::with_options(mechanism, &credential, HOST, &kdc.options()).unwrap_err();
+        assert!(matches!(err, AuthError::PasswordNeeded { .. }), "{err:?}");
+        assert_eq!(err.bucket(), Some(Bucket::InvalidCredentials));
+    }
+    // SPNEGO with a cache never falls back to NTLM: an address has no SPN.
+    let err = ClientContext::with_options(
+        Mechanism::Negotiate,
+        &credential,
+        "127.0.0.1",
+        &kdc.options(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, AuthError::KerberosIpAddress { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

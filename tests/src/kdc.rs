@@ -101,6 +101,45 @@ impl Kdc {
     }
 }
 
+impl Kdc {
+    /// Runs MIT `kinit` for `fleetadmin@FLEET.TEST` (password on stdin) into the FILE
+    /// ticket cache `cache`.
+    ///
+    /// # Panics
+    /// When kinit fails.
+    pub fn kinit(&self, cache: &Path) {
+        use std::io::Write as _;
+        let mut child = Command::new("kinit")
+            .arg("-c")
+            .arg(format!("FILE:{}", cache.display()))
+            .arg("fleetadmin@FLEET.TEST")
+            .env("KRB5_CONFIG", &self.krb5_conf)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{}", self.password).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "kinit failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// How many requests of `kind` (`AS_REQ`, `TGS_REQ`) the KDC has logged, and the
+    /// lines themselves.
+    pub fn logged(&self, kind: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("kdc.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(&format!("): {kind} ")))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Drop for Kdc {
     fn drop(&mut self) {
         let _ = Command::new("bash")
