@@ -1,12 +1,14 @@
 //! Where the password comes from: never the command line (docs/cli.md, "Credentials").
 //!
 //! 1. `--password-file FILE` given on the command line;
-//! 2. a host's reference in the inventory (`env:NAME`, `file:PATH`, `prompt`,
-//!    `kerberos-cache` is refused: the engine does not read ticket caches;
-//!    [`CredentialCache::for_host`]);
+//! 2. a host's reference in the inventory (`env:NAME`, `file:PATH`, `prompt`, or
+//!    `kerberos-cache`: no password, the TGT of the Kerberos ticket cache `kinit` filled,
+//!    `$KRB5CCNAME` or `/tmp/krb5cc_<uid>`; [`CredentialCache::for_host`]);
 //! 3. the `PSFLEET_PASSWORD` environment variable;
 //! 4. `password-file` from `PSFLEET_PASSWORD_FILE` or the configuration file;
-//! 5. a prompt on the terminal (no echo), when the method needs a password and there is one.
+//! 5. for Kerberos and Negotiate, the ticket cache when it holds a current TGT for the user
+//!    (what Invoke-Command does with the logon session's tickets);
+//! 6. a prompt on the terminal (no echo), when the method needs a password and there is one.
 //!
 //! A password file must not be readable or writable by group or others (as ssh insists for
 //! keys): a file anyone can read is a password anyone has. `--password` on the command line
@@ -21,6 +23,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use psfleet_engine::auth::Credential;
+use psfleet_engine::ticket_cache::{TicketCache, TicketCacheError};
 use psfleet_inventories::SecretRef;
 
 use crate::options::{AuthMethod, PasswordNeed};
@@ -51,6 +54,8 @@ pub enum PasswordSource {
     File(PathBuf),
     /// The terminal prompt.
     Prompt,
+    /// No password: the TGT of this Kerberos ticket cache.
+    TicketCache(PathBuf),
 }
 
 /// What the connection will authenticate with.
@@ -122,13 +127,32 @@ pub enum CredentialError {
     /// The terminal could not be read.
     #[error("cannot read the password from the terminal: {0}")]
     Prompt(#[source] std::io::Error),
-    /// The inventory says `kerberos-cache`, which this build cannot use.
+    /// The ticket cache cannot be used (missing, unreadable, expired, no TGT).
+    #[error(transparent)]
+    TicketCache(#[from] TicketCacheError),
+    /// `kerberos-cache` with a method that needs a password.
     #[error(
-        "the inventory's password reference kerberos-cache cannot be used: psfleet asks the \
-         KDC for tickets itself and does not read ticket caches in this build; give the \
-         password (PSFLEET_PASSWORD, --password-file, an env:/file: reference, or the prompt)"
+        "the password reference kerberos-cache works with --authentication kerberos or \
+         negotiate, not {method}: a ticket cache holds Kerberos tickets, not a password"
     )]
-    TicketCache,
+    TicketCacheMethod {
+        /// The method.
+        method: &'static str,
+    },
+    /// The ticket cache belongs to another user than the one configured.
+    #[error(
+        "{path}: the ticket cache holds tickets for {principal}, but the user is {user}; run \
+         `kinit {user}` or drop the user setting",
+        path = .path.display()
+    )]
+    TicketCacheUser {
+        /// The cache.
+        path: PathBuf,
+        /// Its principal.
+        principal: String,
+        /// The configured user.
+        user: String,
+    },
     /// An inventory's `env:NAME` reference names a variable that is not set.
     #[error("the inventory's password reference env:{name} names an unset environment variable")]
     EnvNotSet {
@@ -234,7 +258,12 @@ pub fn obtain_for(
         return Ok(none());
     }
     if secret == Some(&SecretRef::KerberosCache) {
-        return Err(CredentialError::TicketCache);
+        if !matches!(method, AuthMethod::Kerberos | AuthMethod::Negotiate) {
+            return Err(CredentialError::TicketCacheMethod {
+                method: method.name(),
+            });
+        }
+        return from_ticket_cache(user, env);
     }
     let user = match user {
         Some(user) => user.to_owned(),
@@ -273,7 +302,7 @@ pub fn obtain_for(
             Some(from_env(name)?.ok_or_else(|| CredentialError::EnvNotSet { name: name.clone() })?)
         }
         Some(SecretRef::Prompt) => Some(ask(prompt)?),
-        Some(SecretRef::KerberosCache) => return Err(CredentialError::TicketCache),
+        Some(SecretRef::KerberosCache) => return from_ticket_cache(Some(&user), env),
         None => match from_env("PSFLEET_PASSWORD")? {
             Some((text, _)) => Some((text, PasswordSource::Env)),
             None => match &conn.password_file {
@@ -282,6 +311,12 @@ pub fn obtain_for(
             },
         },
     };
+    if found.is_none()
+        && matches!(method, AuthMethod::Kerberos | AuthMethod::Negotiate)
+        && let Ok(credentials) = from_ticket_cache(Some(&user), env)
+    {
+        return Ok(credentials);
+    }
     let (password, source) = match found {
         Some(found) => found,
         None => ask(prompt)?,
@@ -290,6 +325,36 @@ pub fn obtain_for(
     Ok(Credentials {
         credential: Some(credential),
         source: Some(source),
+    })
+}
+
+/// The credential of the ticket cache `$KRB5CCNAME` (else `/tmp/krb5cc_<uid>`) names,
+/// checked now (readable, a current AES TGT, the configured user's) so that a missing
+/// `kinit` stops the run before any host is touched.
+fn from_ticket_cache(
+    user: Option<&str>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Credentials, CredentialError> {
+    let path = TicketCache::default_path(|name| env(name).and_then(|v| v.into_string().ok()))?;
+    let cache = TicketCache::read(&path)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    cache.tgt(now)?;
+    if let Some(user) = user {
+        let wanted = Credential::new(user, String::new()).map_err(CredentialError::InvalidUser)?;
+        if !cache.belongs_to(wanted.username()) {
+            return Err(CredentialError::TicketCacheUser {
+                path,
+                principal: cache.principal.to_string(),
+                user: user.to_owned(),
+            });
+        }
+    }
+    let credential = Credential::from_ticket_cache(cache).map_err(CredentialError::InvalidUser)?;
+    Ok(Credentials {
+        credential: Some(credential),
+        source: Some(PasswordSource::TicketCache(path)),
     })
 }
 

@@ -1,5 +1,6 @@
-//! Fuzz target of the configuration file: called by `fuzz/fuzz_targets/config.rs` and
-//! replayed by `tests/integration/fuzz_replay.rs` (docs/fuzzing.md). Not a supported API.
+//! Fuzz targets of the configuration file and of Kerberos ticket caches: called by
+//! `fuzz/fuzz_targets/config.rs` and `ticket_cache.rs`, and replayed by
+//! `tests/integration/fuzz_replay.rs` (docs/fuzzing.md). Not a supported API.
 //!
 //! [`config`] reads arbitrary bytes as psfleet.toml exactly as `psfleet` does
 //! ([`crate::config::parse_bytes`]: UTF-8, byte-order mark, TOML, keys, the refused
@@ -130,4 +131,89 @@ fn matches() -> &'static ArgMatches {
         }
         current
     })
+}
+
+/// The name fuzzed ticket caches are read under.
+const CACHE_PATH: &str = "/fuzz/krb5cc";
+
+/// Kerberos ticket caches (`engine::ticket_cache`), the credential behind `kerberos-cache`:
+/// arbitrary bytes as an MIT FILE cache, then, when they parse, its TGT and user looked up.
+/// The same bytes also go to the in-process AS of a fixed cache, as sspi's framed KDC
+/// requests would. The invariants: an error names the file; a parsed cache never holds
+/// more tickets than the input could encode; the AS answers only what decodes as an
+/// AS-REQ and never panics on it.
+#[allow(clippy::panic)] // a broken invariant is the finding
+pub fn ticket_cache(data: &[u8]) {
+    use psfleet_engine::ticket_cache::{LocalAs, TicketCache};
+    let path = Path::new(CACHE_PATH);
+    match TicketCache::parse(path, data) {
+        Ok(cache) => {
+            // The smallest credential takes well over 60 bytes.
+            assert!(
+                cache.tickets.len() <= data.len() / 60 + 1,
+                "tickets out of nothing"
+            );
+            let _ = cache.username();
+            for now in [0, 1_800_000_000, u64::MAX] {
+                let _ = cache.tgt(now);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(CACHE_PATH),
+                "error without the file: {message}"
+            );
+        }
+    }
+    static AS: OnceLock<std::sync::Arc<LocalAs>> = OnceLock::new();
+    let local_as = AS.get_or_init(|| {
+        let cache = TicketCache::parse(path, &fixed_cache()).unwrap_or_else(|e| panic!("{e}"));
+        LocalAs::new(&cache, 1_800_000_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    });
+    let mut framed = u32::try_from(data.len())
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
+        .to_vec();
+    framed.extend_from_slice(data);
+    let _ = local_as.answer(&framed);
+}
+
+/// A version 4 cache of `alice@FLEET.TEST` with one AES-256 TGT (the ticket itself is not
+/// DER: the AS must fail cleanly when it cannot re-encode it).
+fn fixed_cache() -> Vec<u8> {
+    fn data(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    fn principal(out: &mut Vec<u8>, name_type: u32, parts: &[&str]) {
+        out.extend_from_slice(&name_type.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(parts.len()).unwrap_or(0).to_be_bytes());
+        data(out, b"FLEET.TEST");
+        for part in parts {
+            data(out, part.as_bytes());
+        }
+    }
+    let mut out = vec![0x05, 0x04, 0, 0];
+    principal(&mut out, 1, &["alice"]);
+    principal(&mut out, 1, &["alice"]);
+    principal(&mut out, 2, &["krbtgt", "FLEET.TEST"]);
+    out.extend_from_slice(&18u16.to_be_bytes());
+    data(&mut out, &[7; 32]);
+    for time in [
+        1_700_000_000u32,
+        1_700_000_000,
+        1_900_000_000,
+        1_900_000_000,
+    ] {
+        out.extend_from_slice(&time.to_be_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&0x4081_0000u32.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    data(&mut out, b"not a ticket");
+    data(&mut out, b"");
+    out
 }

@@ -371,6 +371,30 @@ impl TicketCache {
             .map_err(|_| refuse("it cannot be written as REALM\\user"))
     }
 
+    /// Whether `user` names this cache's principal: the same account (case-insensitive,
+    /// as Windows compares) and, when the user names a domain, the cache's realm or its
+    /// first label (`FLEET\user` for `user@FLEET.TEST`).
+    pub fn belongs_to(&self, user: &Username) -> bool {
+        let [account] = self.principal.components.as_slice() else {
+            return false;
+        };
+        if !user.account_name().eq_ignore_ascii_case(account) {
+            return false;
+        }
+        let realm = &self.principal.realm;
+        let domain = match user.parts() {
+            sspi::UsernameParts::UserPrincipalName(parts) => Some(parts.suffix()),
+            sspi::UsernameParts::DownLevelLogonName(parts) => parts.netbios_domain(),
+        };
+        domain.is_none_or(|domain| {
+            domain.eq_ignore_ascii_case(realm)
+                || realm
+                    .split('.')
+                    .next()
+                    .is_some_and(|label| domain.eq_ignore_ascii_case(label))
+        })
+    }
+
     /// The TGT of the principal's own realm, valid at `now` (Unix seconds).
     pub fn tgt(&self, now: u64) -> Result<&CachedTicket, TicketCacheError> {
         let realm = &self.principal.realm;
@@ -741,4 +765,278 @@ fn time(unix: u32) -> sspi::Result<KerberosTime> {
     let at = time::OffsetDateTime::from_unix_timestamp(i64::from(unix))
         .map_err(|e| internal(format!("time {unix}: {e}")))?;
     Ok(KerberosTime::from(GeneralizedTime::from(at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes caches in the MIT FILE format (the reverse of [`TicketCache::parse`]).
+    struct Writer {
+        bytes: Vec<u8>,
+        version: u16,
+    }
+
+    impl Writer {
+        fn new(version: u16) -> Self {
+            let mut bytes = version.to_be_bytes().to_vec();
+            if version == 0x0504 {
+                // One DeltaTime header field (tag 1, 8 bytes).
+                bytes.extend_from_slice(&12u16.to_be_bytes());
+                bytes.extend_from_slice(&1u16.to_be_bytes());
+                bytes.extend_from_slice(&8u16.to_be_bytes());
+                bytes.extend_from_slice(&[0; 8]);
+            }
+            Self { bytes, version }
+        }
+
+        fn u32(&mut self, v: u32) -> &mut Self {
+            self.bytes.extend_from_slice(&v.to_be_bytes());
+            self
+        }
+
+        fn data(&mut self, d: &[u8]) -> &mut Self {
+            self.u32(d.len() as u32);
+            self.bytes.extend_from_slice(d);
+            self
+        }
+
+        fn principal(&mut self, name_type: u32, realm: &str, components: &[&str]) -> &mut Self {
+            self.u32(name_type)
+                .u32(components.len() as u32)
+                .data(realm.as_bytes());
+            for c in components {
+                self.data(c.as_bytes());
+            }
+            self
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn credential(
+            &mut self,
+            client: &[&str],
+            server_realm: &str,
+            server: &[&str],
+            enctype: u16,
+            times: [u32; 4],
+            ticket: &[u8],
+        ) -> &mut Self {
+            self.principal(1, "FLEET.TEST", client)
+                .principal(2, server_realm, server);
+            self.bytes.extend_from_slice(&enctype.to_be_bytes());
+            if self.version == 0x0503 {
+                self.bytes.extend_from_slice(&enctype.to_be_bytes());
+            }
+            self.data(&[7; 32]);
+            for t in times {
+                self.u32(t);
+            }
+            self.bytes.push(0);
+            self.u32(0x5081_0000);
+            // One address, no authorization data.
+            self.u32(1);
+            self.bytes.extend_from_slice(&2u16.to_be_bytes());
+            self.data(&[127, 0, 0, 1]);
+            self.u32(0).data(ticket).data(&[])
+        }
+    }
+
+    const TIMES: [u32; 4] = [1_000, 1_000, 5_000, 9_000];
+
+    fn cache(version: u16) -> Vec<u8> {
+        let mut w = Writer::new(version);
+        w.principal(1, "FLEET.TEST", &["alice"])
+            // A configuration entry (MIT writes fast_avail and pa_type ones) is skipped.
+            .credential(
+                &["alice"],
+                CONFIG_REALM,
+                &[
+                    "krb5_ccache_conf_data",
+                    "fast_avail",
+                    "krbtgt/FLEET.TEST@FLEET.TEST",
+                ],
+                0,
+                [0; 4],
+                b"yes",
+            )
+            .credential(
+                &["alice"],
+                "FLEET.TEST",
+                &["krbtgt", "FLEET.TEST"],
+                18,
+                TIMES,
+                b"tgt",
+            )
+            .credential(
+                &["alice"],
+                "FLEET.TEST",
+                &["HTTP", "web01.fleet.test"],
+                17,
+                TIMES,
+                b"svc",
+            );
+        w.bytes
+    }
+
+    fn parse(bytes: &[u8]) -> Result<TicketCache, TicketCacheError> {
+        TicketCache::parse(Path::new("/tmp/cc"), bytes)
+    }
+
+    #[test]
+    fn versions_3_and_4_parse_alike_and_skip_configuration_entries() {
+        for version in [0x0503, 0x0504] {
+            let cache = parse(&cache(version)).unwrap();
+            assert_eq!(cache.principal.to_string(), "alice@FLEET.TEST");
+            assert_eq!(cache.tickets.len(), 2, "{version:#x}");
+            let tgt = cache.tgt(2_000).unwrap();
+            assert_eq!(tgt.server.to_string(), "krbtgt/FLEET.TEST@FLEET.TEST");
+            assert_eq!(tgt.server.name_type, 2);
+            assert_eq!(
+                (tgt.enctype, tgt.endtime, tgt.renew_till),
+                (18, 5_000, 9_000)
+            );
+            assert_eq!(tgt.flags, 0x5081_0000);
+            assert_eq!(tgt.ticket, b"tgt");
+            assert_eq!(tgt.key.as_ref(), &vec![7u8; 32]);
+            assert_eq!(cache.username().unwrap().inner(), "FLEET.TEST\\alice");
+            assert!(
+                !format!("{cache:?}").contains("7, 7"),
+                "keys never in Debug"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tgt_must_be_current_of_the_realm_and_aes() {
+        let cache = parse(&cache(0x0504)).unwrap();
+        let err = cache.tgt(5_000).unwrap_err().to_string();
+        assert!(
+            err.contains("expired at 5000") && err.contains("kinit alice@FLEET.TEST"),
+            "{err}"
+        );
+        let err = cache.tgt(999).unwrap_err().to_string();
+        assert!(err.contains("not valid before 1000"), "{err}");
+
+        let mut w = Writer::new(0x0504);
+        w.principal(1, "FLEET.TEST", &["alice"]).credential(
+            &["alice"],
+            "FLEET.TEST",
+            &["HTTP", "web01.fleet.test"],
+            18,
+            TIMES,
+            b"svc",
+        );
+        let err = parse(&w.bytes).unwrap().tgt(2_000).unwrap_err();
+        assert!(matches!(err, TicketCacheError::NoTgt { .. }), "{err:?}");
+
+        let mut w = Writer::new(0x0504);
+        w.principal(1, "FLEET.TEST", &["alice"]).credential(
+            &["alice"],
+            "FLEET.TEST",
+            &["krbtgt", "FLEET.TEST"],
+            23,
+            TIMES,
+            b"tgt",
+        );
+        let err = parse(&w.bytes).unwrap().tgt(2_000).unwrap_err();
+        assert!(
+            matches!(err, TicketCacheError::Enctype { enctype: 23, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_bad_header_is_an_error_naming_the_file() {
+        let whole = cache(0x0504);
+        for len in 0..whole.len() {
+            match parse(&whole[..len]) {
+                Err(TicketCacheError::Malformed { path, .. }) => {
+                    assert_eq!(path, Path::new("/tmp/cc"))
+                }
+                Ok(cache) => {
+                    // Cut exactly between credentials: fewer tickets, never garbage.
+                    assert!(cache.tickets.len() < 2, "{len}");
+                }
+                Err(other) => panic!("{len}: {other:?}"),
+            }
+        }
+        let err = parse(&[0x05, 0x01, 0, 0]).unwrap_err().to_string();
+        assert!(err.contains("0x0501"), "{err}");
+        let err = parse(b"\x7fELF").unwrap_err().to_string();
+        assert!(err.contains("not an MIT FILE cache"), "{err}");
+        // A count far beyond any real principal is refused before any allocation.
+        let mut w = Writer::new(0x0504);
+        w.u32(1).u32(u32::MAX);
+        let err = parse(&w.bytes).unwrap_err().to_string();
+        assert!(err.contains("name components"), "{err}");
+    }
+
+    #[test]
+    fn user_names_match_the_principal_as_windows_spells_them() {
+        let cache = parse(&cache(0x0504)).unwrap();
+        for user in [
+            "alice",
+            "ALICE",
+            "FLEET\\alice",
+            "fleet.test\\Alice",
+            "alice@FLEET.TEST",
+        ] {
+            assert!(cache.belongs_to(&Username::parse(user).unwrap()), "{user}");
+        }
+        for user in ["bob", "OTHER\\alice", "alice@other.test"] {
+            assert!(!cache.belongs_to(&Username::parse(user).unwrap()), "{user}");
+        }
+    }
+
+    #[test]
+    fn service_principals_cannot_log_on() {
+        let mut w = Writer::new(0x0504);
+        w.principal(2, "FLEET.TEST", &["host", "web01"]);
+        let err = parse(&w.bytes).unwrap().username().unwrap_err().to_string();
+        assert!(
+            err.contains("host/web01@FLEET.TEST") && err.contains("user principals"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_cache_is_found_as_mit_finds_it() {
+        let env = |value: &'static str| {
+            move |name: &str| (name == KRB5CCNAME_ENV).then(|| value.to_owned())
+        };
+        assert_eq!(
+            TicketCache::default_path(env("FILE:/tmp/a")).unwrap(),
+            Path::new("/tmp/a")
+        );
+        assert_eq!(
+            TicketCache::default_path(env("/tmp/b")).unwrap(),
+            Path::new("/tmp/b")
+        );
+        let err = TicketCache::default_path(env("KEYRING:persistent:1000")).unwrap_err();
+        assert!(
+            matches!(&err, TicketCacheError::UnsupportedType { kind, .. } if kind == "KEYRING"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("FILE:"), "{err}");
+        let default = TicketCache::default_path(|_| None).unwrap();
+        assert_eq!(
+            default,
+            PathBuf::from(format!("/tmp/krb5cc_{}", current_uid()))
+        );
+    }
+
+    #[test]
+    fn the_local_as_answers_only_as_requests_for_the_cached_client() {
+        let cache = parse(&cache(0x0504)).unwrap();
+        let (local, identity) = LocalAs::new(&cache, 2_000).unwrap();
+        assert_eq!(identity.principal.inner(), "FLEET.TEST\\alice");
+        assert_eq!(identity.key_enctype, CipherSuite::Aes256CtsHmacSha196);
+        assert_eq!(identity.key.as_ref().len(), 32);
+        // Not a Kerberos message, or a TGS-REQ-shaped blob: not ours to answer.
+        assert!(local.answer(b"").is_none());
+        assert!(local.answer(&frame(vec![0x6c, 0x00])).is_none());
+        // Two contexts never share a key.
+        let (_, other) = LocalAs::new(&cache, 2_000).unwrap();
+        assert_ne!(identity.key.as_ref(), other.key.as_ref());
+    }
 }

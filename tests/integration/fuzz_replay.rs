@@ -29,6 +29,7 @@ const TARGETS: &[(&str, Target)] = &[
     ),
     ("psrp_fragments", psfleet_core::fuzzing::psrp_fragments),
     ("psrp_message", psfleet_core::fuzzing::psrp_message),
+    ("ticket_cache", psfleet_cli::fuzzing::ticket_cache),
     ("wsman_request", psfleet_core::fuzzing::wsman_request),
     ("wsman_response", psfleet_core::fuzzing::wsman_response),
     ("xml", psfleet_core::fuzzing::xml),

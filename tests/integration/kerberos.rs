@@ -646,3 +646,177 @@ impl HttpSession {
         bodies.len()
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `psfleet run` with ticket caches, through the binary.
+
+/// One Kerberos-only and one Negotiate host, both with keys in the realm's keytab.
+const CACHE_PROFILE: &str = r#"
+[[class]]
+name = "kerberos"
+count = 1
+auth = ["kerberos"]
+
+[[class]]
+name = "negotiate"
+count = 1
+auth = ["negotiate"]
+"#;
+
+#[test]
+fn psfleet_run_uses_the_ticket_cache_named_by_the_inventory_or_found_for_the_user() {
+    use psfleet_sim::fleet::FleetOptions;
+    use psfleet_sim::profile::{PlanOptions, Profile};
+
+    let test = "run_ticket_cache";
+    let profile = Profile::parse("ticket-cache", "<test>", CACHE_PROFILE).unwrap();
+    let mut options = FleetOptions::new(profile, 2, 11);
+    let accounts = psfleet_sim::profile::default_accounts(options.seed);
+    let plan = options
+        .profile
+        .plan(&PlanOptions {
+            hosts: options.hosts,
+            seed: options.seed,
+            first_address: options.first_address,
+            latency: None,
+            accounts: &accounts,
+        })
+        .unwrap();
+    let names: Vec<String> = plan.iter().map(|h| h.spec.name.clone()).collect();
+    let Some(kdc) = Kdc::start(test, &names) else {
+        return;
+    };
+    options.keytab = Some(kdc.keytab.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fleet = runtime.block_on(psfleet_tests::fleet::start(options));
+    let sb = crate::cli::Sandbox::new(test);
+    let cache = kdc.dir.join("krb5cc_run");
+    kdc.kinit(&cache);
+    let issued = |kdc: &Kdc| {
+        kdc.logged("AS_REQ")
+            .iter()
+            .filter(|l| l.contains(": ISSUE:"))
+            .count()
+    };
+    assert_eq!(issued(&kdc), 1);
+
+    let rows: Vec<String> = fleet
+        .hosts()
+        .iter()
+        .map(|h| {
+            let method = if h.spec.class == "kerberos" {
+                "kerberos"
+            } else {
+                "negotiate"
+            };
+            format!("{},{},{method}", h.spec.name, h.spec.address)
+        })
+        .collect();
+    let with_reference = sb.write(
+        "work/cache.csv",
+        &format!(
+            "name,address,authentication,password\n{}\n",
+            rows.iter()
+                .map(|r| format!("{r},kerberos-cache"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    );
+    let without = sb.write(
+        "work/plain.csv",
+        &format!("name,address,authentication\n{}\n", rows.join("\n")),
+    );
+    let krb5_config = kdc.krb5_conf.to_str().unwrap().to_owned();
+    let ccname = format!("FILE:{}", cache.display());
+    let run = |inventory: &std::path::Path, env: &[(&str, &str)]| {
+        let inventory = inventory.to_str().unwrap();
+        let mut all = vec![("KRB5_CONFIG", krb5_config.as_str())];
+        all.extend_from_slice(env);
+        sb.run(
+            &[
+                "run",
+                "-i",
+                inventory,
+                "-c",
+                "'hello from ' + $env:COMPUTERNAME",
+                "-o",
+                "json",
+                "--no-progress",
+                "--timeout",
+                "20s",
+            ],
+            &all,
+        )
+    };
+    let succeeded = |out: &std::process::Output| {
+        let stderr = crate::cli::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let records: Vec<serde_json::Value> = crate::cli::text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2, "{stderr}");
+        for record in &records {
+            assert_eq!(record["status"], "succeeded", "{record}");
+            assert!(record.to_string().contains("hello from"), "{record}");
+        }
+    };
+
+    // 1. The inventory's reference, with no user and no password anywhere.
+    succeeded(&run(&with_reference, &[("KRB5CCNAME", ccname.as_str())]));
+    // 2. No reference, a user and no password: the cache holds that user's TGT, so it is
+    //    used instead of a prompt (what Invoke-Command does with the logon's tickets).
+    succeeded(&run(
+        &without,
+        &[
+            ("KRB5CCNAME", ccname.as_str()),
+            ("PSFLEET_USER", "FLEET\\fleetadmin"),
+        ],
+    ));
+    // Four logons, one TGS-REQ each, and still only kinit's AS exchange.
+    assert_eq!(issued(&kdc), 1);
+    let tgs = kdc.logged("TGS_REQ");
+    assert_eq!(
+        tgs.iter().filter(|l| l.contains(": ISSUE:")).count(),
+        4,
+        "{tgs:#?}"
+    );
+
+    // 3. A cache for another user is not taken for this one: with no terminal, the run
+    //    says a password is needed.
+    let out = run(
+        &without,
+        &[
+            ("KRB5CCNAME", ccname.as_str()),
+            ("PSFLEET_USER", "FLEET\\someoneelse"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        crate::cli::text(&out.stderr).contains("a password is needed"),
+        "{}",
+        crate::cli::text(&out.stderr)
+    );
+    // 4. A missing cache stops the run before any host, saying to run kinit.
+    let missing = format!("FILE:{}", kdc.dir.join("no-such-cache").display());
+    let out = run(&with_reference, &[("KRB5CCNAME", &missing)]);
+    let stderr = crate::cli::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("no-such-cache") && stderr.contains("kinit"),
+        "{stderr}"
+    );
+    // 5. A cache type psfleet cannot read is named, with what to do.
+    let out = run(&with_reference, &[("KRB5CCNAME", "KEYRING:persistent:0")]);
+    let stderr = crate::cli::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("KEYRING") && stderr.contains("FILE:"),
+        "{stderr}"
+    );
+    runtime.block_on(fleet.shutdown()).unwrap();
+}
