@@ -36,8 +36,7 @@ pub enum AuthMethod {
     /// Negotiate (SPNEGO): Kerberos when the host has an SPN and a KDC is reachable, NTLM
     /// otherwise. The default, as in PowerShell.
     Negotiate,
-    /// Kerberos only (psfleet asks the KDC for tickets with the password; ticket caches are
-    /// not read in this build).
+    /// Kerberos only: with the password, or the TGT of the ticket cache `kinit` filled.
     Kerberos,
     /// CredSSP: the credentials are delegated to the host (for second hops).
     Credssp,
