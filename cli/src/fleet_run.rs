@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use psfleet_engine::fleet::{FleetError, RunEvent, RunInfo, RunKind, RunPlan, Target, execute};
 use psfleet_engine::ops::ClientOptions;
-use psfleet_engine::record::RunId;
+use psfleet_engine::record::{JobKind, RunId};
 use psfleet_engine::scheduler::StopLevel;
 use psfleet_engine::store::{Store, StoreError};
 use psfleet_engine::target::Scheme as EngineScheme;
@@ -130,6 +130,7 @@ pub fn run_fleet_with(
 
     // 4. The plan.
     let host_count = targets.targets.len() as u64;
+    let options = run_options(conn, fleet, &kind);
     let mut plan = RunPlan::new(kind, targets.targets, base);
     plan.scheduler = fleet.scheduler_config();
     plan.resume = resume;
@@ -140,7 +141,7 @@ pub fn run_fleet_with(
             .collect(),
         inventory_paths: fleet.select.inventory.value.clone(),
         inventory_digest: Some(loaded.digest.clone()),
-        options: run_options(conn, fleet),
+        options,
     };
     if let Some(tweak) = tweaks.plan {
         tweak(&mut plan);
@@ -414,19 +415,13 @@ fn resume_id(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, 
         RunKind::Cmd { .. } => ("--cmd", "cmd command"),
         _ => ("the script (SCRIPT_FILE or -c)", "script"),
     };
-    let ran = |job| {
-        serde_json::to_value(job)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
     if meta.job != kind.job_kind() {
         return Err(crate::settings::conflict(
             &format!("--resume {from}"),
             option,
             &format!(
                 "run {id} is a {} run; it continues only as one",
-                ran(meta.job)
+                job_name(meta.job)
             ),
         ));
     }
@@ -447,23 +442,25 @@ fn resume_id(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, 
 }
 
 fn find_resumed(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, CliError> {
+    find_run(store, from, &[kind.job_kind()])
+}
+
+/// The run `from` names among the runs of the `jobs` kinds (`last`: the newest).
+fn find_run(store: &Store, from: &ResumeFrom, jobs: &[JobKind]) -> Result<RunId, CliError> {
     let runs = store
         .runs()
         .map_err(|e| CliError::state_dir(store.dir(), &e))?;
-    let job = kind.job_kind();
     match from {
         ResumeFrom::Last => runs
             .iter()
-            .filter(|r| r.job == job)
+            .filter(|r| jobs.contains(&r.job))
             .max_by(|a, b| a.run_id.cmp(&b.run_id))
             .map(|r| r.run_id.clone())
             .ok_or_else(|| {
+                let kinds: Vec<String> = jobs.iter().map(|j| job_name(*j)).collect();
                 CliError::usage(format!(
                     "--resume last: there is no earlier {} run in {}",
-                    serde_json::to_value(job)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    kinds.join(" or "),
                     store.dir().display()
                 ))
             }),
@@ -480,13 +477,105 @@ fn find_resumed(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunI
     }
 }
 
-/// The effective options `run.json` keeps (never secrets).
+/// A job kind as `run.json` writes it (`script`, `cmd`, ...).
+fn job_name(job: JobKind) -> String {
+    serde_json::to_value(job)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The `run.json` option holding a script's `--argument` values.
+const SCRIPT_ARGUMENTS: &str = "script_arguments";
+
+/// The script's arguments as the strings `--argument` gave, when they are only that
+/// (positional strings; the demo and tests may build others).
+fn string_arguments(spec: &psfleet_core::psrp::client::ScriptSpec) -> Option<Vec<String>> {
+    spec.arguments
+        .iter()
+        .map(|a| match (&a.name, &a.value) {
+            (None, psfleet_core::psrp::clixml::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What an earlier run ran, recalled from its `run.json` for `psfleet run --resume`
+/// given no script or command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recalled {
+    /// The run.
+    pub run_id: RunId,
+    /// A script run or a cmd run.
+    pub job: JobKind,
+    /// The script text or the command line.
+    pub text: String,
+    /// The script's `--argument` values.
+    pub arguments: Vec<String>,
+}
+
+/// The script (or command) and arguments of the script or cmd run `from` names in
+/// `state_dir`, so that `--resume` continues it without the script given again.
+pub fn recall_work(state_dir: &std::path::Path, from: &ResumeFrom) -> Result<Recalled, CliError> {
+    let store = open_store(state_dir)?;
+    let run_id = find_run(&store, from, &[JobKind::Script, JobKind::Cmd])?;
+    let dir = store
+        .dir()
+        .join(psfleet_engine::journal::RUNS_DIR)
+        .join(&run_id.0);
+    let meta = psfleet_engine::journal::read_meta(&dir)
+        .map_err(|e| CliError::state_dir(store.dir(), &e))?;
+    let again = |why: &str| {
+        CliError::usage(format!(
+            "--resume {from}: run {run_id} {why}; give the script (SCRIPT_FILE, -c) or --cmd \
+             again, as first run"
+        ))
+    };
+    let text = match (meta.job, meta.script) {
+        (JobKind::Script | JobKind::Cmd, Some(text)) => text,
+        (JobKind::Script | JobKind::Cmd, None) => return Err(again("kept no script text")),
+        (other, _) => {
+            return Err(again(&format!(
+                "is a {} run, which `psfleet run` does not continue",
+                job_name(other)
+            )));
+        }
+    };
+    let arguments = match meta.options.get(SCRIPT_ARGUMENTS) {
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|_| again("has unreadable script arguments"))?,
+        // Runs recorded before the arguments were kept: only safe without any.
+        None if meta
+            .command_line
+            .iter()
+            .any(|a| a.starts_with("--argument")) =>
+        {
+            return Err(again("was recorded without its --argument values"));
+        }
+        None => Vec::new(),
+    };
+    Ok(Recalled {
+        run_id,
+        job: meta.job,
+        text,
+        arguments,
+    })
+}
+
+/// The effective options `run.json` keeps (never secrets), and a script's `--argument`
+/// values, which `psfleet run --resume` without a script recalls with the script.
 fn run_options(
     conn: &ConnectionSettings,
     fleet: &FleetSettings,
+    kind: &RunKind,
 ) -> BTreeMap<String, serde_json::Value> {
     use serde_json::json;
     let mut o = BTreeMap::new();
+    if let RunKind::Script(spec) = kind
+        && let Some(arguments) = string_arguments(spec)
+    {
+        o.insert(SCRIPT_ARGUMENTS.into(), json!(arguments));
+    }
     o.insert("forks".into(), json!(fleet.forks.value));
     o.insert("retries".into(), json!(fleet.retries.value));
     o.insert(

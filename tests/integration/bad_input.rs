@@ -281,6 +281,23 @@ fn conflicting_options_exit_4_naming_both_and_run_nothing() {
             vec!["run", "-i", "hosts.csv", "--cmd", "dir", "--argument", "a"],
             ["--argument", "--cmd"],
         ),
+        // No work at all: what to give, and that --resume alone recalls it.
+        (
+            vec!["run", "-i", "hosts.csv"],
+            ["-c SCRIPT", "--resume RUN alone"],
+        ),
+        (
+            vec![
+                "run",
+                "-i",
+                "hosts.csv",
+                "--argument",
+                "a",
+                "--resume",
+                "last",
+            ],
+            ["--argument", "--resume"],
+        ),
         (
             run_with(&run, &["--rerun-interrupted"]),
             ["--rerun-interrupted", "--resume"],

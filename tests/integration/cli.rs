@@ -1188,7 +1188,8 @@ fn run_over_a_simulated_fleet_prints_one_json_record_per_host_with_the_csv_bucke
 }
 
 /// Ctrl-C stops a run (exit 3, every host reported), `--resume last --rerun-interrupted`
-/// finishes it, and no host that succeeded ran its script twice.
+/// with no script finishes it with the run's own script and arguments, and no host that
+/// succeeded ran its script twice.
 #[test]
 fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
     let sb = Sandbox::new("run-resume");
@@ -1196,12 +1197,10 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
     let env = sim.admin_env();
     let inventory = sim.path("inventory.csv");
     let ca = sim.path("ca.pem");
-    let args = [
+    let common = [
         "run",
         "-i",
         &inventory,
-        "-c",
-        "hostname",
         "--ca-file",
         &ca,
         "-o",
@@ -1209,6 +1208,13 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
         "-f",
         "3",
     ];
+    let script = [
+        "-c",
+        "param($tag) \"$tag on \" + $env:COMPUTERNAME",
+        "--argument",
+        "marker-42",
+    ];
+    let args: Vec<&str> = common.iter().chain(&script).copied().collect();
     let child = sb
         .command(&args, &env_refs(&env))
         .stdout(std::process::Stdio::piped())
@@ -1246,7 +1252,12 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
         "the stop deleted the shells of the hosts in flight"
     );
 
-    let resume: Vec<&str> = args
+    for record in first.iter().filter(|r| r["status"] == "succeeded") {
+        assert!(record.to_string().contains("marker-42 on "), "{record}");
+    }
+
+    // The script and its argument are not given again: the resume recalls them.
+    let resume: Vec<&str> = common
         .iter()
         .copied()
         .chain(["--resume", "last", "--rerun-interrupted"])
@@ -1265,7 +1276,9 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
         "only the hosts not done ran: {stderr}"
     );
     assert!(
-        second.iter().all(|r| r["status"] == "succeeded"),
+        second
+            .iter()
+            .all(|r| r["status"] == "succeeded" && r.to_string().contains("marker-42 on ")),
         "{second:?}"
     );
     let executions = sim.executions();

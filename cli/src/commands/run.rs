@@ -21,7 +21,8 @@ pub const MAX_ARGUMENTS: usize = 1024;
 
 /// `psfleet run` options.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("work").required(true).args(["file", "script", "cmd"])))]
+// The work is required, except with `--resume` alone, which recalls the resumed run's.
+#[command(group(ArgGroup::new("work").args(["file", "script", "cmd"])))]
 pub struct RunArgs {
     /// PowerShell script file to run on every host (Invoke-Command -FilePath); `-` reads
     /// it from standard input.
@@ -92,7 +93,11 @@ pub fn execute(args: RunArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
     let output = OutputSettings::resolve(&args.output, ctx.layers())?;
     fleet.select.require_inventory()?;
     let stdin_taken = fleet.select.reads_stdin();
-    let work = work_from(&args, stdin_taken, &mut std::io::stdin().lock())?;
+    let given = args.file.is_some() || args.script.is_some() || args.cmd.is_some();
+    let work = match &fleet.resume {
+        Some(from) if !given => recalled_work(&args, ctx.global.state_dir()?, from)?,
+        _ => work_from(&args, stdin_taken, &mut std::io::stdin().lock())?,
+    };
     ctx.global.state_dir()?;
     run_on_fleet(
         RunRequest {
@@ -103,6 +108,32 @@ pub fn execute(args: RunArgs, ctx: &Context<'_>) -> Result<Exit, CliError> {
         },
         ctx,
     )
+}
+
+/// `--resume RUN` with no script or command: the run's own script and arguments (or
+/// command), from its `run.json`.
+fn recalled_work(
+    args: &RunArgs,
+    state_dir: &Path,
+    from: &crate::options::ResumeFrom,
+) -> Result<Work, CliError> {
+    if !args.arguments.is_empty() {
+        return Err(CliError::usage(
+            "--argument without a script: --resume alone continues the run with its own \
+             script and arguments; give the script with its arguments, or neither",
+        ));
+    }
+    let recalled = crate::fleet_run::recall_work(state_dir, from)?;
+    Ok(match recalled.job {
+        psfleet_engine::record::JobKind::Cmd => Work::Cmd {
+            command: recalled.text,
+        },
+        _ => Work::Script {
+            text: recalled.text,
+            source: format!("run {}", recalled.run_id),
+            arguments: recalled.arguments,
+        },
+    })
 }
 
 /// Loads the inventory, gets the password, and runs the work on every host through the
@@ -177,7 +208,8 @@ pub fn work_from(
         }
         (None, None) => {
             return Err(CliError::usage(
-                "give a script file, -c SCRIPT or --cmd COMMAND",
+                "give a script file, -c SCRIPT or --cmd COMMAND (or --resume RUN alone, to \
+                 continue a run with its own script)",
             ));
         }
     };
