@@ -28,9 +28,67 @@ pub fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     Some((rest.get(..len)?, rest.get(len..)?))
 }
 
+/// Deepest nesting [`is_well_formed`] follows; Kerberos messages nest about ten deep.
+const MAX_DEPTH: usize = 32;
+
+/// Whether `input` is a run of DER elements, each with a low-number identifier (tag number
+/// under 31), a definite length of at most four octets that fits its parent, and, when
+/// constructed (bit 6 of the identifier), contents that are such a run themselves. Decoders
+/// that trust length arithmetic (picky-asn1-der adds lengths without checking) only see
+/// input that passed this.
+pub fn is_well_formed(input: &[u8]) -> bool {
+    well_formed(input, 0)
+}
+
+fn well_formed(mut input: &[u8], depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    while let Some(&tag) = input.first() {
+        if tag & 0x1f == 0x1f {
+            return false;
+        }
+        let Some((contents, rest)) = element(input, tag) else {
+            return false;
+        };
+        if tag & 0x20 != 0 && !well_formed(contents, depth + 1) {
+            return false;
+        }
+        input = rest;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
-    use super::element;
+    use super::{element, is_well_formed};
+
+    #[test]
+    fn well_formed_runs_are_checked_all_the_way_down() {
+        // SEQUENCE { INTEGER 5, [APPLICATION 10] { OCTET STRING "ab" } }
+        let good = [
+            0x30, 0x09, 0x02, 0x01, 0x05, 0x6a, 0x04, 0x04, 0x02, b'a', b'b',
+        ];
+        assert!(is_well_formed(&good));
+        assert!(is_well_formed(&[]));
+        // A nested length past its parent, a huge long-form length, a high tag number,
+        // trailing garbage, and nesting deeper than the bound.
+        assert!(!is_well_formed(&[0x30, 0x03, 0x04, 0x05, 0x00]));
+        assert!(!is_well_formed(&[
+            0x6a, 0x88, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+        ]));
+        assert!(!is_well_formed(&[0x1f, 0x81, 0x00, 0x00]));
+        assert!(!is_well_formed(&[0x02, 0x01, 0x05, 0x30]));
+        let mut deep = vec![0x30u8, 0x00];
+        for _ in 0..40 {
+            let len = u8::try_from(deep.len()).unwrap_or(0);
+            if deep.len() > 127 {
+                break;
+            }
+            deep = [vec![0x30, len], deep].concat();
+        }
+        assert!(!is_well_formed(&deep));
+    }
 
     #[test]
     fn short_and_long_lengths() {

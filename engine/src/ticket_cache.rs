@@ -588,7 +588,13 @@ impl LocalAs {
     /// The framed answer (RFC 4120 7.2.2: 4-byte length, then DER) to a framed KDC
     /// request, when it is an AS-REQ; `None` for anything else (it goes to the KDC).
     pub fn answer(&self, framed: &[u8]) -> Option<sspi::Result<Vec<u8>>> {
-        let request: AsReq = picky_asn1_der::from_bytes(framed.get(4..)?).ok()?;
+        let der = framed.get(4..)?;
+        // An AS-REQ is [APPLICATION 10]. picky-asn1-der adds lengths unchecked (a length
+        // near 2^64 overflows it), so the whole tree is checked first.
+        if der.first() != Some(&0x6a) || !psfleet_core::der::is_well_formed(der) {
+            return None;
+        }
+        let request: AsReq = picky_asn1_der::from_bytes(der).ok()?;
         Some(self.reply(&request).map(frame))
     }
 
