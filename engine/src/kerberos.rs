@@ -442,7 +442,7 @@ impl KdcClient {
                 .read_exact(&mut reply[4..])
                 .await
                 .map_err(|e| unreachable("read", &e))?;
-            Ok(reply)
+            checked_reply(reply)
         };
         tokio::time::timeout(timeout, io)
             .await
@@ -495,7 +495,7 @@ impl KdcClient {
         stream
             .read_exact(&mut reply[4..])
             .map_err(|e| unreachable("read", &e))?;
-        Ok(reply)
+        checked_reply(reply)
     }
 }
 
@@ -536,6 +536,20 @@ fn reply_buffer(len: [u8; 4]) -> sspi::Result<Vec<u8>> {
     let mut reply = vec![0u8; 4 + body];
     reply[..4].copy_from_slice(&len);
     Ok(reply)
+}
+
+/// `reply` (length prefix and message) when the message is well-formed DER all the way
+/// down: sspi decodes it with picky-asn1-der, which adds lengths unchecked (a hostile
+/// length near 2^64 overflows it).
+fn checked_reply(reply: Vec<u8>) -> sspi::Result<Vec<u8>> {
+    if psfleet_core::der::is_well_formed(reply.get(4..).unwrap_or_default()) {
+        Ok(reply)
+    } else {
+        Err(sspi::Error::new(
+            ErrorKind::NoAuthenticatingAuthority,
+            "the KDC reply is not well-formed DER",
+        ))
+    }
 }
 
 /// The parts of krb5.conf (MIT profile format) a client needs: the default realm, each
@@ -946,6 +960,21 @@ mod tests {
         let err = client.send(&request(port)).unwrap_err();
         assert_eq!(err.error_type, ErrorKind::NoAuthenticatingAuthority);
         assert!(err.description.contains("1073741824 bytes"), "{err}");
+        server.join().unwrap();
+        // A reply whose DER lengths run past it (a fuzz finding against picky-asn1-der).
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 8];
+            s.read_exact(&mut buf).unwrap();
+            let mut body = vec![0x6b, 0x88];
+            body.extend_from_slice(&[0xff; 8]);
+            s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+            s.write_all(&body).unwrap();
+        });
+        let err = client.send(&request(port)).unwrap_err();
+        assert!(err.description.contains("not well-formed DER"), "{err}");
         server.join().unwrap();
         // Nothing listening: refused, as NoAuthenticatingAuthority.
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
