@@ -405,12 +405,7 @@ pub fn open_store(dir: &std::path::Path) -> Result<Store, CliError> {
 /// run the same script or command: its finished hosts ran that one.
 fn resume_id(store: &Store, from: &ResumeFrom, kind: &RunKind) -> Result<RunId, CliError> {
     let id = find_resumed(store, from, kind)?;
-    let dir = store
-        .dir()
-        .join(psfleet_engine::journal::RUNS_DIR)
-        .join(&id.0);
-    let meta = psfleet_engine::journal::read_meta(&dir)
-        .map_err(|e| CliError::state_dir(store.dir(), &e))?;
+    let meta = run_meta(store, &id)?;
     let (option, what) = match kind {
         RunKind::Cmd { .. } => ("--cmd", "cmd command"),
         _ => ("the script (SCRIPT_FILE or -c)", "script"),
@@ -477,6 +472,15 @@ fn find_run(store: &Store, from: &ResumeFrom, jobs: &[JobKind]) -> Result<RunId,
     }
 }
 
+/// The `run.json` of run `id`.
+fn run_meta(store: &Store, id: &RunId) -> Result<psfleet_engine::journal::RunMeta, CliError> {
+    let dir = store
+        .dir()
+        .join(psfleet_engine::journal::RUNS_DIR)
+        .join(&id.0);
+    psfleet_engine::journal::read_meta(&dir).map_err(|e| CliError::state_dir(store.dir(), &e))
+}
+
 /// A job kind as `run.json` writes it (`script`, `cmd`, ...).
 fn job_name(job: JobKind) -> String {
     serde_json::to_value(job)
@@ -519,12 +523,7 @@ pub struct Recalled {
 pub fn recall_work(state_dir: &std::path::Path, from: &ResumeFrom) -> Result<Recalled, CliError> {
     let store = open_store(state_dir)?;
     let run_id = find_run(&store, from, &[JobKind::Script, JobKind::Cmd])?;
-    let dir = store
-        .dir()
-        .join(psfleet_engine::journal::RUNS_DIR)
-        .join(&run_id.0);
-    let meta = psfleet_engine::journal::read_meta(&dir)
-        .map_err(|e| CliError::state_dir(store.dir(), &e))?;
+    let meta = run_meta(&store, &run_id)?;
     let again = |why: &str| {
         CliError::usage(format!(
             "--resume {from}: run {run_id} {why}; give the script (SCRIPT_FILE, -c) or --cmd \

@@ -942,15 +942,20 @@ mod tests {
     #[test]
     fn kdc_client_bounds_replies_and_reports_unreachable() {
         use std::net::TcpListener;
-        // A "KDC" announcing a 1 GiB reply is refused without allocating it.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 8];
-            s.read_exact(&mut buf).unwrap();
-            s.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
-        });
+        // A "KDC" that reads one 8-byte request and answers `reply`.
+        let kdc = |reply: Vec<u8>| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 8];
+                s.read_exact(&mut buf).unwrap();
+                s.write_all(&reply).unwrap();
+            });
+            (port, server)
+        };
+        // A reply announced as 1 GiB is refused without allocating it.
+        let (port, server) = kdc((1u32 << 30).to_be_bytes().to_vec());
         let request = |port: u16| NetworkRequest {
             protocol: NetworkProtocol::Tcp,
             url: format!("tcp://127.0.0.1:{port}").parse().unwrap(),
@@ -962,17 +967,9 @@ mod tests {
         assert!(err.description.contains("1073741824 bytes"), "{err}");
         server.join().unwrap();
         // A reply whose DER lengths run past it (a fuzz finding against picky-asn1-der).
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 8];
-            s.read_exact(&mut buf).unwrap();
-            let mut body = vec![0x6b, 0x88];
-            body.extend_from_slice(&[0xff; 8]);
-            s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-            s.write_all(&body).unwrap();
-        });
+        let mut hostile = vec![0, 0, 0, 10, 0x6b, 0x88];
+        hostile.extend_from_slice(&[0xff; 8]);
+        let (port, server) = kdc(hostile);
         let err = client.send(&request(port)).unwrap_err();
         assert!(err.description.contains("not well-formed DER"), "{err}");
         server.join().unwrap();

@@ -41,7 +41,7 @@ use psfleet_engine::target::{Endpoint, Scheme};
 use psfleet_engine::tls::{TlsClient, TlsFailure, TlsOptions};
 use psfleet_sim::fleet::{FleetHandle, FleetOptions};
 use psfleet_sim::host::CertificateKind;
-use psfleet_sim::profile::{PlanOptions, Profile, default_accounts};
+use psfleet_sim::profile::Profile;
 use psfleet_sim::tls::SimCa;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -882,24 +882,9 @@ fn fleet_options() -> FleetOptions {
     FleetOptions::new(profile, hosts, 11)
 }
 
-/// The host names of the test fleet. They do not depend on the addresses the fleet gets,
-/// so a realm can have an `HTTP/<name>` service for each before the fleet starts.
+/// The host names of the test fleet.
 fn planned_names() -> Vec<String> {
-    let options = fleet_options();
-    let accounts = default_accounts(options.seed);
-    options
-        .profile
-        .plan(&PlanOptions {
-            hosts: options.hosts,
-            seed: options.seed,
-            first_address: options.first_address,
-            latency: None,
-            accounts: &accounts,
-        })
-        .unwrap()
-        .into_iter()
-        .map(|h| h.spec.name)
-        .collect()
+    psfleet_tests::fleet::planned_names(&fleet_options())
 }
 
 /// A fleet whose hosts accept Kerberos with keys from a fresh realm's keytab, or `None`

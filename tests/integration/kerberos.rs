@@ -666,23 +666,12 @@ auth = ["negotiate"]
 #[test]
 fn psfleet_run_uses_the_ticket_cache_named_by_the_inventory_or_found_for_the_user() {
     use psfleet_sim::fleet::FleetOptions;
-    use psfleet_sim::profile::{PlanOptions, Profile};
+    use psfleet_sim::profile::Profile;
 
     let test = "run_ticket_cache";
     let profile = Profile::parse("ticket-cache", "<test>", CACHE_PROFILE).unwrap();
     let mut options = FleetOptions::new(profile, 2, 11);
-    let accounts = psfleet_sim::profile::default_accounts(options.seed);
-    let plan = options
-        .profile
-        .plan(&PlanOptions {
-            hosts: options.hosts,
-            seed: options.seed,
-            first_address: options.first_address,
-            latency: None,
-            accounts: &accounts,
-        })
-        .unwrap();
-    let names: Vec<String> = plan.iter().map(|h| h.spec.name.clone()).collect();
+    let names = psfleet_tests::fleet::planned_names(&options);
     let Some(kdc) = Kdc::start(test, &names) else {
         return;
     };

@@ -1282,18 +1282,7 @@ async fn engine_over_https_binds_the_channel_for_strict_hosts() {
 async fn kerberos_with_the_fleet_keytab() {
     let test = "kerberos_with_the_fleet_keytab";
     let mut options = fleet_options();
-    let accounts = psfleet_sim::profile::default_accounts(options.seed);
-    let plan = options
-        .profile
-        .plan(&psfleet_sim::profile::PlanOptions {
-            hosts: options.hosts,
-            seed: options.seed,
-            first_address: options.first_address,
-            latency: None,
-            accounts: &accounts,
-        })
-        .unwrap();
-    let names: Vec<String> = plan.iter().map(|h| h.spec.name.clone()).collect();
+    let names = psfleet_tests::fleet::planned_names(&options);
     let Some(kdc) = Kdc::start(test, &names) else {
         return;
     };

@@ -12,6 +12,25 @@ use psfleet_sim::fleet::{Fleet, FleetError, FleetHandle, FleetOptions};
 /// Addresses handed out so far in this process (offsets from the process's base address).
 static NEXT_OFFSET: AtomicU32 = AtomicU32::new(0);
 
+/// The host names `options` will give its hosts. They do not depend on the addresses the
+/// fleet gets, so a realm can have an `HTTP/<name>` service for each before it starts.
+pub fn planned_names(options: &FleetOptions) -> Vec<String> {
+    let accounts = psfleet_sim::profile::default_accounts(options.seed);
+    options
+        .profile
+        .plan(&psfleet_sim::profile::PlanOptions {
+            hosts: options.hosts,
+            seed: options.seed,
+            first_address: options.first_address,
+            latency: None,
+            accounts: &accounts,
+        })
+        .expect("the test profile plans")
+        .into_iter()
+        .map(|h| h.spec.name)
+        .collect()
+}
+
 /// Starts `options` on a free block of loopback addresses (its `first_address` is replaced).
 pub async fn start(mut options: FleetOptions) -> FleetHandle {
     let hosts = u32::try_from(options.hosts).expect("host count fits u32");
