@@ -10,6 +10,10 @@
 //! `<redacted>`; nothing here or in the commands formats it.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::console::{Console, LogWriter};
 use crate::exit::CliError;
@@ -68,18 +72,30 @@ pub fn init(
         ),
         _ => CliError::Internal(format!("log filter {text:?}: {e}")),
     })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = filter.and(filter_fn(|meta| !holds_key_material(meta)));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(LogWriter::new(console.clone()))
         .with_ansi(console.color())
         .with_target(verbosity >= 2);
     // A second init (tests) keeps the first subscriber.
     let _ = if verbosity >= 2 {
-        builder.try_init()
+        tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .try_init()
     } else {
-        builder.without_time().try_init()
+        tracing_subscriber::registry()
+            .with(layer.without_time().with_filter(filter))
+            .try_init()
     };
     Ok(())
+}
+
+/// sspi's trace-level spans record Kerberos messages whole, keys included (the
+/// authenticator's subkey, the AP-REP's, a TGS-REP's session key): never logged, whatever
+/// the filter says. Its debug level and up carries no keys (sspi wraps them in `Secret`).
+fn holds_key_material(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() == tracing::Level::TRACE
+        && (meta.target() == "sspi" || meta.target().starts_with("sspi::"))
 }
 
 #[cfg(test)]

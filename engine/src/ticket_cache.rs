@@ -207,6 +207,13 @@ pub struct CachedTicket {
     pub ticket: Vec<u8>,
 }
 
+impl CachedTicket {
+    /// The session key (a secret: its `Debug` is redacted; tests search logs for it).
+    pub fn session_key(&self) -> &sspi::Secret<Vec<u8>> {
+        &self.key
+    }
+}
+
 impl fmt::Debug for CachedTicket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedTicket")

@@ -775,6 +775,63 @@ fn psfleet_run_uses_the_ticket_cache_named_by_the_inventory_or_found_for_the_use
         "{tgs:#?}"
     );
 
+    // At -vvv (every crate at trace) no Kerberos key reaches standard error or output:
+    // not the TGT's session key in any spelling, nor any key structure.
+    let key = {
+        let cache = TicketCache::read(&cache).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        cache.tgt(now).unwrap().session_key().as_ref().clone()
+    };
+    let spellings = [
+        key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        key.iter().map(|b| format!("{b:02X}")).collect::<String>(),
+        format!("{:?}", &key[..6]).trim_end_matches(']').to_owned(),
+        BASE64.encode(&key),
+    ];
+    let mut verbose = vec!["-vvv"];
+    verbose.extend([
+        "run",
+        "-i",
+        with_reference.to_str().unwrap(),
+        "-c",
+        "hostname",
+        "--timeout",
+        "20s",
+    ]);
+    let out = sb.run(
+        &verbose,
+        &[
+            ("KRB5_CONFIG", krb5_config.as_str()),
+            ("KRB5CCNAME", ccname.as_str()),
+        ],
+    );
+    let all = format!(
+        "{}{}",
+        crate::cli::text(&out.stdout),
+        crate::cli::text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.len() > 10_000,
+        "-vvv logged little: {} bytes",
+        all.len()
+    );
+    // sspi's trace spans print whole Kerberos structures, keys included
+    // (`key_value: ...OctetString(0x...)`): the logger leaves them out.
+    assert!(
+        !all.contains("key_value"),
+        "a Kerberos key structure was logged"
+    );
+    for spelling in &spellings {
+        assert!(
+            !all.contains(spelling.as_str()),
+            "the TGT session key appears as {spelling}"
+        );
+    }
+
     // 3. A cache for another user is not taken for this one: with no terminal, the run
     //    says a password is needed.
     let out = run(
