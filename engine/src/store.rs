@@ -320,30 +320,60 @@ impl RunWriter {
     /// Journals that `host` goes in flight; returns once that is durable. Call it before the
     /// first packet goes to the host.
     pub async fn host_started(&self, host: &str) -> Result<(), StoreError> {
-        self.request(|ack| Msg::Started(host.to_owned(), ack)).await
+        self.request(|ack| Msg::Started(host.to_owned(), Some(ack)))
+            .await
     }
 
     /// Journals the host's final record; returns once it is durable (the host counts as done
     /// only then).
     pub async fn host_done(&self, record: HostRecord) -> Result<(), StoreError> {
-        self.request(|ack| Msg::Done(Box::new(record), ack)).await
+        self.request(|ack| Msg::Done(Box::new(record), Some(ack)))
+            .await
     }
 
     /// Journals and caches a shell the host created (so a crash leaves a leak to reap).
     pub async fn shell_opened(&self, host: &str, shell_id: &str) -> Result<(), StoreError> {
-        self.request(|ack| Msg::ShellOpened(host.to_owned(), shell_id.to_owned(), ack))
+        self.request(|ack| Msg::ShellOpened(host.to_owned(), shell_id.to_owned(), Some(ack)))
             .await
     }
 
     /// Journals and uncaches a deleted shell.
     pub async fn shell_closed(&self, host: &str, shell_id: &str) -> Result<(), StoreError> {
-        self.request(|ack| Msg::ShellClosed(host.to_owned(), shell_id.to_owned(), ack))
+        self.request(|ack| Msg::ShellClosed(host.to_owned(), shell_id.to_owned(), Some(ack)))
             .await
     }
 
     /// Journals facts learned about a host and merges them into the cache.
     pub async fn facts(&self, host: &str, facts: HostFacts) -> Result<(), StoreError> {
-        self.request(|ack| Msg::Facts(host.to_owned(), Box::new(facts), ack))
+        self.request(|ack| Msg::Facts(host.to_owned(), Box::new(facts), Some(ack)))
+            .await
+    }
+
+    /// Sends `host`'s `started` line without waiting for it to be durable; the returned
+    /// [`Durable`] says when it is. What may not reach the host before the line is durable
+    /// must await it first (the fleet run's connect gate does, before every TCP connect),
+    /// so the commit overlaps whatever comes before the first packet.
+    pub async fn host_started_queued(&self, host: &str) -> Result<Durable, StoreError> {
+        let (ack, rx) = oneshot::channel();
+        self.enqueue(Msg::Started(host.to_owned(), Some(ack)))
+            .await?;
+        Ok(Durable(rx))
+    }
+
+    /// Sends a deleted shell's line without waiting for it to be durable. Losing it is
+    /// harmless (a crash leaves the shell recorded open, and the reaper finds it gone), and
+    /// any later acknowledged request covers it: one owner takes the channel in order and
+    /// the journal refuses every write after a failed one (`Journal::append`).
+    pub async fn shell_closed_queued(&self, host: &str, shell_id: &str) -> Result<(), StoreError> {
+        self.enqueue(Msg::ShellClosed(host.to_owned(), shell_id.to_owned(), None))
+            .await
+    }
+
+    /// Sends facts learned about a host without waiting for them to be durable (the host's
+    /// `done` record, sent after them, is acknowledged only once they are, see
+    /// [`RunWriter::shell_closed_queued`]).
+    pub async fn facts_queued(&self, host: &str, facts: HostFacts) -> Result<(), StoreError> {
+        self.enqueue(Msg::Facts(host.to_owned(), Box::new(facts), None))
             .await
     }
 
@@ -363,28 +393,52 @@ impl RunWriter {
         msg: impl FnOnce(oneshot::Sender<Ack>) -> Msg,
     ) -> Result<(), StoreError> {
         let (ack, rx) = oneshot::channel();
-        self.tx
-            .send(msg(ack))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::NotDurable(message)),
-            Err(_) => Err(StoreError::Closed),
-        }
+        self.enqueue(msg(ack)).await?;
+        Durable(rx).await
+    }
+
+    /// Hands `msg` to the owner (waiting for room in the channel: back-pressure), not for
+    /// its commit.
+    async fn enqueue(&self, msg: Msg) -> Result<(), StoreError> {
+        self.tx.send(msg).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+/// A request sent to the owner: resolves once its line is durable, or with why it is not.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<Ack>);
+
+impl std::future::Future for Durable {
+    type Output = Result<(), StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| match answer {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(StoreError::NotDurable(message)),
+                Err(_) => Err(StoreError::Closed),
+            })
     }
 }
 
 /// The answer to one request: `Err` carries why the journal write failed.
 type Ack = Result<(), String>;
 
+/// Where an answer goes: `None` for a request sent without waiting (a later acknowledged one
+/// covers it).
+type Reply = Option<oneshot::Sender<Ack>>;
+
 #[derive(Debug)]
 enum Msg {
-    Started(String, oneshot::Sender<Ack>),
-    Done(Box<HostRecord>, oneshot::Sender<Ack>),
-    ShellOpened(String, String, oneshot::Sender<Ack>),
-    ShellClosed(String, String, oneshot::Sender<Ack>),
-    Facts(String, Box<HostFacts>, oneshot::Sender<Ack>),
+    Started(String, Reply),
+    Done(Box<HostRecord>, Reply),
+    ShellOpened(String, String, Reply),
+    ShellClosed(String, String, Reply),
+    Facts(String, Box<HostFacts>, Reply),
     Finish(EndReason, FinishReply),
 }
 
@@ -552,13 +606,13 @@ impl Owner {
                 for effect in after {
                     self.apply(effect);
                 }
-                for ack in acks {
+                for ack in acks.into_iter().flatten() {
                     let _ = ack.send(Ok(()));
                 }
             }
             Some(message) => {
                 tracing::error!("state journal: {message}");
-                for ack in acks {
+                for ack in acks.into_iter().flatten() {
                     let _ = ack.send(Err(message.clone()));
                 }
             }
@@ -669,7 +723,7 @@ mod tests {
         for i in 0..1000 {
             let (ack, rx) = oneshot::channel();
             let rec = record(&meta.run_id, &format!("h{i:04}"), None);
-            tx.try_send(Msg::Done(Box::new(rec), ack)).unwrap();
+            tx.try_send(Msg::Done(Box::new(rec), Some(ack))).unwrap();
             acks.push(rx);
         }
         let (reply, finished) = oneshot::channel();
