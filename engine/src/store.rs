@@ -457,6 +457,8 @@ struct Owner {
     tally: Tally,
     last_index: Instant,
     pending: PendingCache,
+    /// Effects of lines appended by batches nobody waited for, applied after the next sync.
+    unsynced: Vec<Effect>,
 }
 
 /// Cache writes of committed lines not made yet. The journal is the truth and the cache is
@@ -508,6 +510,7 @@ impl Owner {
             tally,
             last_index: Instant::now(),
             pending: PendingCache::default(),
+            unsynced: Vec::new(),
         };
         // Index the run at once: a cache that does not know a run folder is rebuilt.
         owner.index(None);
@@ -533,7 +536,16 @@ impl Owner {
             }
         }
         // Every writer was dropped without finish (the process is stopping): everything sent
-        // was committed batch by batch; leave the index as current as the journal.
+        // was committed batch by batch, but for the lines nobody waited for: sync them, then
+        // leave the index as current as the journal.
+        match self.journal.commit() {
+            Ok(()) => {
+                for effect in std::mem::take(&mut self.unsynced) {
+                    self.apply(effect);
+                }
+            }
+            Err(e) => tracing::error!("state journal: {e}"),
+        }
         self.index(None);
         self.cache_flush();
     }
@@ -620,6 +632,15 @@ impl Owner {
         {
             write_error = Some(e.to_string());
         }
+        // A batch nobody waits for (shell_closed and facts sent with `*_queued`) is not
+        // synced on its own: its lines stay appended and the next acknowledged batch (a
+        // host's `done` follows them) or the end syncs them with its own. Its cache effects
+        // wait for that sync too, so the cache still never knows more than the journal.
+        let waited_for = finish.is_some() || acks.iter().any(Option::is_some);
+        if !waited_for && write_error.is_none() {
+            self.unsynced.append(&mut after);
+            return None;
+        }
         if write_error.is_none()
             && let Err(e) = self.journal.commit()
         {
@@ -629,7 +650,8 @@ impl Owner {
             None => {
                 // The journal is durable: now the cache (which never knows more than the
                 // journal), then the answers.
-                for effect in after {
+                let unsynced = std::mem::take(&mut self.unsynced);
+                for effect in unsynced.into_iter().chain(after) {
                     self.apply(effect);
                 }
                 for ack in acks.into_iter().flatten() {
@@ -764,6 +786,52 @@ mod tests {
     use psfleet_core::taxonomy::Bucket;
 
     #[test]
+    fn a_batch_nobody_waits_for_is_synced_with_the_next_acknowledged_one() {
+        let state_dir = temp_dir("store-unsynced");
+        let cache = Cache::open_or_rebuild(&state_dir).unwrap().cache;
+        let meta = RunMeta::new(RunId("20260101T000000Z-00ac".into()), JobKind::Script, 1);
+        let journal = Journal::create(&state_dir, &meta).unwrap();
+        let dir = journal.dir().to_owned();
+        let mut owner = Owner::new(journal, cache.clone(), meta.clone(), Tally::default());
+        let facts = HostFacts {
+            max_shells_per_user: Some(3),
+            ..HostFacts::default()
+        };
+        let mut batch = vec![
+            Msg::ShellClosed("h0001".into(), "s1".into(), None),
+            Msg::Facts("h0001".into(), Box::new(facts), None),
+        ];
+        assert!(owner.process(&mut batch).is_none());
+        // Appended, not synced, and not in the cache yet (it never knows more than the
+        // journal's synced lines).
+        assert_eq!(owner.journal.stats().syncs, 0);
+        assert_eq!(owner.journal.pending(), 2);
+        assert_eq!(owner.unsynced.len(), 2);
+        let (ack, answered) = oneshot::channel();
+        let rec = record(&meta.run_id, "h0001", None);
+        let mut batch = vec![Msg::Done(Box::new(rec), Some(ack))];
+        assert!(owner.process(&mut batch).is_none());
+        assert_eq!(answered.blocking_recv().unwrap(), Ok(()));
+        assert_eq!(owner.journal.stats(), JournalStats { lines: 3, syncs: 1 });
+        assert!(owner.unsynced.is_empty());
+        let (reply, finished) = oneshot::channel();
+        let mut batch = vec![Msg::Finish(EndReason::Completed, reply)];
+        let (reply_to, result) = owner.process(&mut batch).unwrap();
+        drop(owner);
+        let _ = reply_to.send(result);
+        let closed = finished.blocking_recv().unwrap().unwrap();
+        assert_eq!(closed.stats, JournalStats { lines: 4, syncs: 2 });
+        assert_eq!(
+            cache.facts("h0001").unwrap().unwrap().max_shells_per_user,
+            Some(3)
+        );
+        let state = Journal::replay(&dir).unwrap();
+        assert_eq!(state.done.len(), 1);
+        drop(cache);
+        fs::remove_dir_all(&state_dir).unwrap();
+    }
+
+    #[test]
     fn held_back_cache_writes_land_before_the_index_and_net_out() {
         let state_dir = temp_dir("store-pending");
         let cache = Cache::open_or_rebuild(&state_dir).unwrap().cache;
@@ -812,7 +880,7 @@ mod tests {
         // The journal holds every line, so a rebuild gives the same cache.
         let state = Journal::replay(&dir).unwrap();
         assert_eq!(state.summary().journal_bytes, closed.summary.journal_bytes);
-        assert_eq!(closed.stats.lines, 7);
+        assert_eq!(closed.stats, JournalStats { lines: 7, syncs: 1 });
         assert_eq!(cache.run(&meta.run_id).unwrap(), Some(closed.summary));
         drop(cache);
         fs::remove_dir_all(&state_dir).unwrap();
