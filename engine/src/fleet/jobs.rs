@@ -3,8 +3,11 @@
 //! shells).
 //!
 //! Every attempt, whatever the kind:
-//! 1. journals `host_started` and waits until it is durable, before any packet goes to the
-//!    host (a crash afterwards reports the host Interrupted instead of running it twice);
+//! 1. journals `host_started`, durable before any packet goes to the host (a crash afterwards
+//!    reports the host Interrupted instead of running it twice). Script and cmd attempts send
+//!    the line and go on building the client; their connect gate ([`StartGate`]) waits for
+//!    the commit before every TCP connect, so the fsync overlaps the shell's own journal line
+//!    (one commit wait per attempt instead of two). Sweep and cleanup wait for it at once;
 //! 2. builds the client: the host-name check and the Windows client's pre-send checks run
 //!    here (HostContainsInvalidCharacters, InvalidHostIPAddress, unencrypted Basic); every
 //!    new connection of the client passes the attempt's gate (`AttemptContext::gate`), which
@@ -39,8 +42,9 @@ use crate::ops::{
     ShellEvent, ShellNotRecorded,
 };
 use crate::record::JobKind;
+use crate::scheduler::AttemptGate;
 use crate::scheduler::{AttemptContext, AttemptOutcome, CancelToken, HostJob};
-use crate::store::{RunWriter, StoreError};
+use crate::store::{Durable, RunWriter, StoreError};
 
 /// What a finished attempt produced.
 #[derive(Debug)]
@@ -214,6 +218,54 @@ impl JobBase {
         })
     }
 
+    /// Steps 1 and 2 with the `started` line sent but not waited for: the client's
+    /// connections pass a [`StartGate`], which waits for the line to be durable before each
+    /// TCP connect (so before any packet reaches the host), then the attempt's own gate.
+    async fn begin_queued(
+        &self,
+        ctx: &AttemptContext,
+    ) -> Result<(HostClient, Arc<StartGate>), AttemptOutcome<JobOutput, JobError>> {
+        let durable = match self.ctx.writer.host_started_queued(&self.target.name).await {
+            Ok(durable) => durable,
+            Err(error) => return Err(self.store_failed(error)),
+        };
+        let start = Arc::new(StartGate::new(durable, ctx.gate.clone()));
+        let client = match self.target.endpoint() {
+            Ok(endpoint) => HostClient::new(endpoint, Arc::clone(&self.options))
+                .map_err(|e| AttemptOutcome::Permanent(JobError::Client(e))),
+            Err(e) => Err(AttemptOutcome::Permanent(JobError::Client(e.into()))),
+        };
+        let client = match client {
+            Ok(client) => client.with_connect_gate(Arc::clone(&start) as _),
+            // Nothing reached the host, but the record must still not outrun a failed
+            // `started` line.
+            Err(outcome) => return Err(self.settle(&start, outcome).await),
+        };
+        Ok((
+            match self.target.address {
+                Some(address) => client.with_address(address),
+                None => client,
+            },
+            start,
+        ))
+    }
+
+    /// The journal refused the write that comes before touching the host: the run stops.
+    fn store_failed(&self, error: StoreError) -> Attempt {
+        tracing::error!(host = %self.target.name, %error, "the run journal failed; stopping the run");
+        self.ctx.handle.stop();
+        AttemptOutcome::Permanent(JobError::Store(error))
+    }
+
+    /// An attempt begun with [`JobBase::begin_queued`] ends: if its `started` line did not
+    /// become durable, that is what it reports (its connections were refused by the gate).
+    async fn settle(&self, start: &StartGate, outcome: Attempt) -> Attempt {
+        match start.durable().await {
+            Ok(()) => outcome,
+            Err(error) => self.store_failed(error),
+        }
+    }
+
     /// Step 3: deletes the shells the store recorded open on the host (leaks of runs that
     /// died). Failures are logged, not fatal: the work itself shows whether the host is
     /// usable. Returns the shells deleted or found gone.
@@ -249,13 +301,14 @@ impl JobBase {
         &self,
         ctx: &AttemptContext,
     ) -> Result<(HostClient, ShellWork), Attempt> {
-        let mut client = self.begin(ctx).await?;
+        let (mut client, start) = self.begin_queued(ctx).await?;
         let leaks_reaped = self.reap_recorded(&mut client, ctx).await;
         Ok((
             client,
             ShellWork {
                 leaks_reaped,
                 live: LiveGuard::default(),
+                start,
             },
         ))
     }
@@ -279,6 +332,7 @@ impl JobBase {
             }
             Err(error) => failed(error.error),
         };
+        let outcome = self.settle(&shell.start, outcome).await;
         // The attempt's shells stop counting as held only now (LiveGuard).
         drop(shell.live);
         outcome
@@ -306,10 +360,13 @@ impl JobBase {
                                 .shell_opened(&host, &shell_id.hyphenated().to_string())
                                 .await
                         }
+                        // Not waited for: a lost `shell_closed` line only makes the reaper
+                        // find the shell gone, and the host's `done` record is acknowledged
+                        // only once it is durable (RunWriter::shell_closed_queued).
                         ShellEvent::Deleted { shell_id } => {
                             live_shells().remove(&shell_id);
                             writer
-                                .shell_closed(&host, &shell_id.hyphenated().to_string())
+                                .shell_closed_queued(&host, &shell_id.hyphenated().to_string())
                                 .await
                         }
                     };
@@ -346,10 +403,12 @@ impl JobBase {
             configuration_name: Some(self.options.configuration_name.clone())
                 .filter(|c| c != resources::DEFAULT_CONFIGURATION_NAME),
         });
+        // Not waited for: the host's `done` record, sent after them, is acknowledged only once
+        // they are durable (RunWriter::facts_queued).
         if let Err(error) = self
             .ctx
             .writer
-            .facts(self.target.connect_host(), facts)
+            .facts_queued(self.target.connect_host(), facts)
             .await
         {
             tracing::warn!(host = %self.target.name, %error, "could not journal host facts");
@@ -936,6 +995,73 @@ pub(crate) fn live_shells() -> &'static LiveShells {
 struct ShellWork {
     leaks_reaped: u32,
     live: LiveGuard,
+    start: Arc<StartGate>,
+}
+
+/// The connect gate of an attempt whose `started` line was sent without waiting: before each
+/// TCP connect it waits for that line to be durable (once; the answer is kept), then passes
+/// the scheduler's gate, if any. A line that failed refuses the connection, and
+/// [`JobBase::settle`] turns the attempt into the journal failure it is.
+#[derive(Debug)]
+pub(crate) struct StartGate {
+    pending: Mutex<Option<Durable>>,
+    /// `Err(None)`: the writer had stopped; `Err(Some(why))`: the write failed.
+    answer: tokio::sync::OnceCell<Result<(), Option<String>>>,
+    inner: Option<Arc<AttemptGate>>,
+}
+
+impl StartGate {
+    fn new(durable: Durable, inner: Option<Arc<AttemptGate>>) -> Self {
+        Self {
+            pending: Mutex::new(Some(durable)),
+            answer: tokio::sync::OnceCell::new(),
+            inner,
+        }
+    }
+
+    /// Waits until the `started` line is durable, or says why it is not.
+    async fn durable(&self) -> Result<(), StoreError> {
+        let answer = self
+            .answer
+            .get_or_init(|| async {
+                let pending = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match pending {
+                    Some(durable) => durable.await.map_err(|e| match e {
+                        StoreError::Closed => None,
+                        StoreError::NotDurable(why) => Some(why),
+                        other => Some(other.to_string()),
+                    }),
+                    None => Err(None),
+                }
+            })
+            .await;
+        answer
+            .clone()
+            .map_err(|why| why.map_or(StoreError::Closed, StoreError::NotDurable))
+    }
+}
+
+impl crate::http::ConnectGate for StartGate {
+    fn before_connect(&self) -> crate::http::GateFuture<'_> {
+        Box::pin(async move {
+            self.durable().await.map_err(std::io::Error::other)?;
+            match &self.inner {
+                Some(gate) => gate.before_connect().await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn after_connect(&self) -> crate::http::GateFuture<'_> {
+        match &self.inner {
+            Some(gate) => gate.after_connect(),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
 }
 
 impl ShellWork {
