@@ -592,10 +592,7 @@ fn runs_json(sb: &Sandbox, state: &Path) -> Vec<serde_json::Value> {
     let args = ["runs", "-o", "json", "--state-dir", state.to_str().unwrap()];
     let out = sb.run(&args, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&args, &out));
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    crate::cli::json_lines(&out.stdout)
 }
 
 #[test]

@@ -132,6 +132,15 @@ pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Standard output of `-o json`: one JSON value per line (a line that is not JSON fails,
+/// naming it).
+pub(crate) fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    text(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// The `key = value  # origin` line of `psfleet config show` for `key`.
 fn shown(out: &Output, key: &str) -> String {
     let stdout = text(&out.stdout);
@@ -772,10 +781,7 @@ fn runs_report_and_diff_read_the_journals() {
         "{table}"
     );
     let out = sb.run(&["runs", "-o", "json", "--last", "1"], &[]);
-    let lines: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = json_lines(&out.stdout);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["run_id"], b.as_str());
     assert_eq!(
@@ -901,10 +907,7 @@ fn inventory_list_and_check_resolve_hosts_as_run_would() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let hosts: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let hosts: Vec<serde_json::Value> = json_lines(&out.stdout);
     let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["db01.fleet.test", "db02.fleet.test"]);
     assert_eq!(hosts[0]["authentication"], "kerberos");
@@ -1104,10 +1107,7 @@ fn run_over_a_simulated_fleet_prints_one_json_record_per_host_with_the_csv_bucke
     );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    let records: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let records: Vec<serde_json::Value> = json_lines(&out.stdout);
     let mut hosts: Vec<&str> = records
         .iter()
         .map(|r| r["host"].as_str().unwrap())
@@ -1231,10 +1231,7 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("Stopping: no new hosts start"), "{stderr}");
-    let first: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let first: Vec<serde_json::Value> = json_lines(&out.stdout);
     assert_eq!(first.len(), 24, "every host reported once: {stderr}");
     let done_first: Vec<String> = first
         .iter()
@@ -1266,10 +1263,7 @@ fn ctrl_c_stops_a_run_and_resume_finishes_it_without_rerunning_done_hosts() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("psfleet: resuming run "), "{stderr}");
-    let second: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let second: Vec<serde_json::Value> = json_lines(&out.stdout);
     assert_eq!(
         second.len(),
         24 - done_first.len(),
@@ -1344,10 +1338,7 @@ fn certificate_authentication_runs_with_pem_files_and_no_password() {
         "{stderr}\n{}",
         text(&out.stdout)
     );
-    let records: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records: Vec<serde_json::Value> = json_lines(&out.stdout);
     assert_eq!(records.len(), 4);
     assert!(
         records.iter().all(|r| r["status"] == "succeeded"),

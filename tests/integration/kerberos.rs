@@ -744,10 +744,7 @@ fn psfleet_run_uses_the_ticket_cache_named_by_the_inventory_or_found_for_the_use
     let succeeded = |out: &std::process::Output| {
         let stderr = crate::cli::text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{stderr}");
-        let records: Vec<serde_json::Value> = crate::cli::text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let records: Vec<serde_json::Value> = crate::cli::json_lines(&out.stdout);
         assert_eq!(records.len(), 2, "{stderr}");
         for record in &records {
             assert_eq!(record["status"], "succeeded", "{record}");
